@@ -1,0 +1,1 @@
+"""Flax linen models: the BERT text encoder, LNLN and GEAR."""
