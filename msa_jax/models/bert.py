@@ -1,0 +1,508 @@
+"""The BERT text encoder in Flax linen, and loading of Hugging Face BERT checkpoints (SPEC §8).
+
+The module tree mirrors Hugging Face's `BertModel` names (`embeddings`, `encoder/layer_N/attention/
+self/query`, ...), and every `nn.Dense` has the PyTorch `Linear` shapes transposed, so a checkpoint
+maps onto the parameters one tensor per leaf (`load_hf_bert`). Numerics follow HF BERT: post-norm
+layers, exact-erf GELU, LayerNorm with the config's eps, the attention mask as an additive
+large-negative bias, dropout on the embeddings, attention probabilities and sub-layer outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Params = Mapping[str, Any]
+
+_INIT_STD = 0.02
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+  """Shape and regularisation hyper-parameters of a BERT encoder (HF `config.json` names)."""
+  vocab_size: int
+  hidden_size: int
+  num_hidden_layers: int
+  num_attention_heads: int
+  intermediate_size: int
+  max_position_embeddings: int = 512
+  type_vocab_size: int = 2
+  layer_norm_eps: float = 1e-12
+  hidden_dropout_prob: float = 0.1
+  attention_probs_dropout_prob: float = 0.1
+
+  def __post_init__(self):
+    if self.hidden_size % self.num_attention_heads:
+      raise ValueError(f"BertConfig: hidden_size={self.hidden_size} is not divisible by "
+                       f"num_attention_heads={self.num_attention_heads}")
+
+  @classmethod
+  def tiny(cls) -> BertConfig:
+    """A small randomly initialised encoder for fast CPU runs and tests (bert-base-uncased vocab)."""
+    return cls(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+               intermediate_size=128)
+
+  @classmethod
+  def bert_base(cls) -> BertConfig:
+    """The bert-base shapes (12 layers, hidden 768, 12 heads, intermediate 3072)."""
+    return cls(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+               intermediate_size=3072)
+
+  @classmethod
+  def from_hf_json(cls, path: str | os.PathLike) -> BertConfig:
+    """Reads a Hugging Face BERT `config.json` (a file, or the directory holding one)."""
+    path = pathlib.Path(path)
+    if path.is_dir():
+      path = path / "config.json"
+    with open(path, encoding="utf-8") as f:
+      raw = json.load(f)
+    model_type = raw.get("model_type", "bert")
+    if model_type != "bert":
+      raise ValueError(f"{path}: model_type={model_type!r}, expected 'bert'")
+    act = raw.get("hidden_act", "gelu")
+    if act != "gelu":
+      raise ValueError(f"{path}: hidden_act={act!r}, expected 'gelu' (exact erf GELU)")
+    pos_type = raw.get("position_embedding_type", "absolute")
+    if pos_type != "absolute":
+      raise ValueError(f"{path}: position_embedding_type={pos_type!r}, expected 'absolute'")
+    names = [f.name for f in dataclasses.fields(cls)]
+    required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
+    missing = [n for n in required if n not in raw]
+    if missing:
+      raise ValueError(f"{path}: missing keys {missing} (a BERT config.json needs {required})")
+    return cls(**{n: raw[n] for n in names if n in raw})
+
+
+def _dense(features: int, name: str) -> nn.Dense:
+  return nn.Dense(features, kernel_init=nn.initializers.normal(_INIT_STD), name=name)
+
+
+def _layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
+  return nn.LayerNorm(epsilon=config.layer_norm_eps, name=name)
+
+
+class BertEmbeddings(nn.Module):
+  """Word + position + token-type embeddings, LayerNorm, dropout: (B, L) ids -> (B, L, H)."""
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array, deterministic: bool) -> jax.Array:
+    cfg = self.config
+    length = input_ids.shape[-1]
+    if length > cfg.max_position_embeddings:
+      raise ValueError(f"text length {length} exceeds max_position_embeddings="
+                       f"{cfg.max_position_embeddings}")
+    init = nn.initializers.normal(_INIT_STD)
+    words = nn.Embed(cfg.vocab_size, cfg.hidden_size, embedding_init=init, name="word_embeddings")
+    positions = nn.Embed(cfg.max_position_embeddings, cfg.hidden_size, embedding_init=init,
+                         name="position_embeddings")
+    types = nn.Embed(cfg.type_vocab_size, cfg.hidden_size, embedding_init=init,
+                     name="token_type_embeddings")
+    x = words(input_ids) + positions(jnp.arange(length)[None, :]) + types(token_type_ids)
+    x = _layer_norm(cfg, "LayerNorm")(x)
+    return nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
+
+
+class BertSelfAttention(nn.Module):
+  """Multi-head scaled dot-product self-attention: (B, L, H), bias (B, 1, 1, L) -> (B, L, H)."""
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool) -> jax.Array:
+    cfg = self.config
+    batch, length, hidden = x.shape
+    heads = cfg.num_attention_heads
+    head_dim = hidden // heads
+
+    def split(t: jax.Array) -> jax.Array:
+      return t.reshape(batch, length, heads, head_dim).transpose(0, 2, 1, 3)
+
+    q = split(_dense(hidden, "query")(x))
+    k = split(_dense(hidden, "key")(x))
+    v = split(_dense(hidden, "value")(x))
+    scores = jnp.einsum("bhqd,bhkd->bhqk", q, k) / jnp.sqrt(jnp.asarray(head_dim, x.dtype)) + bias
+    probs = jax.nn.softmax(scores, axis=-1)
+    probs = nn.Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
+    out = jnp.einsum("bhqk,bhkd->bhqd", probs, v)
+    return out.transpose(0, 2, 1, 3).reshape(batch, length, hidden)
+
+
+class BertResidualOutput(nn.Module):
+  """Dense, dropout, then LayerNorm(x + residual): the post-norm sub-layer output."""
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, x: jax.Array, residual: jax.Array, deterministic: bool) -> jax.Array:
+    cfg = self.config
+    x = _dense(cfg.hidden_size, "dense")(x)
+    x = nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
+    return _layer_norm(cfg, "LayerNorm")(x + residual)
+
+
+class BertAttention(nn.Module):
+  """Self-attention followed by its residual output block."""
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool) -> jax.Array:
+    attended = BertSelfAttention(self.config, name="self")(x, bias, deterministic)
+    return BertResidualOutput(self.config, name="output")(attended, x, deterministic)
+
+
+class BertIntermediate(nn.Module):
+  """The feed-forward expansion with exact-erf GELU: (B, L, H) -> (B, L, I)."""
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return nn.gelu(_dense(self.config.intermediate_size, "dense")(x), approximate=False)
+
+
+class BertLayer(nn.Module):
+  """One post-norm encoder layer: attention block, then feed-forward block."""
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool) -> jax.Array:
+    x = BertAttention(self.config, name="attention")(x, bias, deterministic)
+    h = BertIntermediate(self.config, name="intermediate")(x)
+    return BertResidualOutput(self.config, name="output")(h, x, deterministic)
+
+
+class BertEncoder(nn.Module):
+  """The stack of `num_hidden_layers` encoder layers, named `layer_0`, `layer_1`, ..."""
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool) -> jax.Array:
+    for i in range(self.config.num_hidden_layers):
+      x = BertLayer(self.config, name=f"layer_{i}")(x, bias, deterministic)
+    return x
+
+
+class BertPooler(nn.Module):
+  """tanh(Dense(h[:, 0])): the [CLS] summary, (B, L, H) -> (B, H)."""
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return jnp.tanh(_dense(self.config.hidden_size, "dense")(x[:, 0]))
+
+
+def split_text_bert(text_bert: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(B, 3, L) int or float -> (ids, attention mask, segment ids), each (B, L) int32."""
+  if text_bert.ndim != 3 or text_bert.shape[1] != 3:
+    raise ValueError(f"text_bert has shape {text_bert.shape}, expected (B, 3, L) "
+                     "[ids, attention mask, segment ids]")
+  text_bert = jnp.asarray(text_bert).astype(jnp.int32)
+  return text_bert[:, 0], text_bert[:, 1], text_bert[:, 2]
+
+
+def attention_bias(mask: jax.Array, dtype: jnp.dtype = jnp.float32) -> jax.Array:
+  """(B, L) 0/1 mask -> (B, 1, 1, L) additive bias: 0 where attended, dtype-min where padded."""
+  return jnp.where(mask[:, None, None, :] > 0, 0.0, jnp.finfo(dtype).min).astype(dtype)
+
+
+class BertModel(nn.Module):
+  """The BERT encoder (SPEC §8).
+
+  `BertModel(cfg).apply(params, text_bert, deterministic=..., rngs={'dropout': key})` maps
+  text_bert (B, 3, L) [ids, attention mask, segment ids] to the last hidden states (B, L, H); with
+  `add_pooler=True` it returns `(hidden (B, L, H), pooled (B, H))`.
+  """
+  config: BertConfig
+  add_pooler: bool = False
+
+  @nn.compact
+  def __call__(self, text_bert: jax.Array, deterministic: bool
+               ) -> jax.Array | tuple[jax.Array, jax.Array]:
+    ids, mask, segments = split_text_bert(text_bert)
+    x = BertEmbeddings(self.config, name="embeddings")(ids, segments, deterministic)
+    x = BertEncoder(self.config, name="encoder")(x, attention_bias(mask, x.dtype), deterministic)
+    if not self.add_pooler:
+      return x
+    return x, BertPooler(self.config, name="pooler")(x)
+
+
+# --------------------------------------------------------------------------------------------------
+# Hugging Face checkpoints (SPEC §8): offline resolution, strict name mapping, presets, tokenizer.
+
+_IGNORED_BUFFERS = ("embeddings.position_ids",)
+_PRETRAINING_HEAD_PREFIXES = ("cls.",)
+_LEAF_TO_HF = {"kernel": "weight", "scale": "weight", "embedding": "weight", "bias": "bias"}
+_LEGACY_LAYER_NORM = {"LayerNorm.gamma": "LayerNorm.weight", "LayerNorm.beta": "LayerNorm.bias"}
+
+
+class CheckpointMismatchError(ValueError):
+  """A checkpoint (or a pretrained subtree) does not fill the model's parameters exactly.
+
+  Attributes:
+    missing: names the model needs that the checkpoint lacks.
+    unexpected: names in the checkpoint that the model does not use.
+    mismatched: `(name, given shape, expected shape)` for tensors of the wrong shape (in the
+      checkpoint's own layout, e.g. PyTorch `Linear` weights as (out, in)).
+  """
+
+  def __init__(self, source: str, missing: Sequence[str] = (), unexpected: Sequence[str] = (),
+               mismatched: Sequence[tuple[str, tuple[int, ...], tuple[int, ...]]] = ()):
+    self.missing = sorted(missing)
+    self.unexpected = sorted(unexpected)
+    self.mismatched = sorted(mismatched)
+    parts = []
+    if self.missing:
+      parts.append(f"missing {self.missing}")
+    if self.unexpected:
+      parts.append(f"unexpected {self.unexpected}")
+    if self.mismatched:
+      parts.append("mis-shaped " + ", ".join(f"{n}: got {g}, expected {e}" for n, g, e in self.mismatched))
+    super().__init__(f"{source} does not match the model: " + "; ".join(parts))
+
+
+def init_params(config: BertConfig, key: jax.Array, add_pooler: bool = False,
+                length: int = 8) -> dict[str, Any]:
+  """Randomly initialised encoder parameters (the tree under `'params'` of a `BertModel`)."""
+  text_bert = jnp.zeros((1, 3, length), jnp.int32)
+  return BertModel(config, add_pooler).init({"params": key}, text_bert, deterministic=True)["params"]
+
+
+def param_shapes(config: BertConfig, add_pooler: bool = False) -> dict[str, Any]:
+  """The encoder's parameter tree as `jax.ShapeDtypeStruct` leaves, without allocating it."""
+  return jax.eval_shape(lambda k: init_params(config, k, add_pooler), jax.random.key(0))
+
+
+def _hf_name(path: tuple[str, ...]) -> str:
+  """Flax parameter path -> Hugging Face tensor name (without any `bert.` prefix)."""
+  parts = []
+  for p in path[:-1]:
+    parts.extend(p.split("_", 1) if p.startswith("layer_") else [p])
+  return ".".join(parts + [_LEAF_TO_HF[path[-1]]])
+
+
+def _flat(tree: Params) -> dict[tuple[str, ...], Any]:
+  flat = {}
+  for key_path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    flat[tuple(str(k.key) for k in key_path)] = leaf
+  return flat
+
+
+def _unflatten(flat: Mapping[tuple[str, ...], Any]) -> dict[str, Any]:
+  tree: dict[str, Any] = {}
+  for path, leaf in flat.items():
+    node = tree
+    for p in path[:-1]:
+      node = node.setdefault(p, {})
+    node[path[-1]] = leaf
+  return tree
+
+
+def resolve_model_dir(path_or_name: str | os.PathLike) -> pathlib.Path:
+  """A local directory, or a model name found in the local Hugging Face cache (never downloads).
+
+  Raises:
+    FileNotFoundError: neither a directory nor a cached model of that name holds `config.json`.
+  """
+  path = pathlib.Path(path_or_name).expanduser()
+  if path.is_dir():
+    return path
+  name = str(path_or_name)
+  if path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1:
+    raise FileNotFoundError(f"model directory {name} does not exist")
+  import huggingface_hub
+  candidates = [name] if "/" in name else [name, f"google-bert/{name}"]
+  for repo_id in candidates:
+    hit = huggingface_hub.try_to_load_from_cache(repo_id, "config.json")
+    if isinstance(hit, str):
+      return pathlib.Path(hit).parent
+  raise FileNotFoundError(
+      f"model {name!r} is neither a local directory nor in the local Hugging Face cache "
+      f"({huggingface_hub.constants.HF_HUB_CACHE}); msa_jax never downloads: fetch it on a "
+      f"networked machine (`hf download {candidates[-1]}`) or pass a directory with config.json "
+      "and model.safetensors")
+
+
+def _read_safetensors(model_dir: pathlib.Path) -> dict[str, np.ndarray]:
+  """All tensors of `model.safetensors` (or of the shards its index lists) as numpy arrays."""
+  from safetensors.numpy import load_file
+  single = model_dir / "model.safetensors"
+  if single.is_file():
+    return load_file(single)
+  index = model_dir / "model.safetensors.index.json"
+  if index.is_file():
+    with open(index, encoding="utf-8") as f:
+      shards = sorted(set(json.load(f)["weight_map"].values()))
+    tensors: dict[str, np.ndarray] = {}
+    for shard in shards:
+      tensors.update(load_file(model_dir / shard))
+    return tensors
+  raise FileNotFoundError(f"{single} not found (msa_jax reads safetensors only; PyTorch .bin "
+                          "checkpoints need converting)")
+
+
+def _normalise_names(tensors: Mapping[str, np.ndarray]) -> tuple[dict[str, str], list[str]]:
+  """Checkpoint names -> (canonical bare name -> original name, ignored originals).
+
+  Canonical names drop a `bert.` prefix and map legacy `LayerNorm.gamma/beta` to `weight/bias`.
+  Buffers (`embeddings.position_ids`) and pre-training heads (`cls.*`) are ignored on purpose.
+  """
+  prefixed = any(k.startswith("bert.") for k in tensors)
+  canonical, ignored = {}, []
+  for original in tensors:
+    name = original
+    if prefixed and name.startswith("bert."):
+      name = name[len("bert."):]
+    elif prefixed and name.startswith(_PRETRAINING_HEAD_PREFIXES):
+      ignored.append(original)
+      continue
+    for old, new in _LEGACY_LAYER_NORM.items():
+      if name.endswith(old):
+        name = name[:-len(old)] + new
+    if name in _IGNORED_BUFFERS:
+      ignored.append(original)
+      continue
+    canonical[name] = original
+  return canonical, ignored
+
+
+def params_from_hf_tensors(config: BertConfig, tensors: Mapping[str, np.ndarray],
+                           add_pooler: bool = False, source: str = "checkpoint") -> dict[str, Any]:
+  """Maps Hugging Face BERT tensors onto the `BertModel` parameter tree, strictly.
+
+  Every model parameter must be filled by a tensor of the right shape (PyTorch `Linear` weights
+  are transposed into Flax kernels), and every checkpoint tensor must be used, except the
+  position-id buffer, pre-training heads (`cls.*`) and, when `add_pooler` is False, the pooler.
+
+  Raises:
+    CheckpointMismatchError: listing all missing, unexpected and mis-shaped names at once.
+  """
+  canonical, _ = _normalise_names(tensors)
+  expected = _flat(param_shapes(config, add_pooler))
+  prefix = "bert." if any(k.startswith("bert.") for k in tensors) else ""
+  flat, missing, mismatched, used = {}, [], [], set()
+  for path, spec in expected.items():
+    name = _hf_name(path)
+    if name not in canonical:
+      missing.append(prefix + name)
+      continue
+    original = canonical[name]
+    used.add(name)
+    array = np.asarray(tensors[original])
+    transpose = path[-1] == "kernel"
+    want = tuple(spec.shape[::-1]) if transpose else tuple(spec.shape)
+    if array.shape != want:
+      mismatched.append((original, tuple(array.shape), want))
+      continue
+    flat[path] = jnp.asarray(array.T if transpose else array, dtype=spec.dtype)
+  optional = {n for n in canonical if n.startswith("pooler.")} if not add_pooler else set()
+  unexpected = [canonical[n] for n in canonical if n not in used and n not in optional]
+  if missing or unexpected or mismatched:
+    raise CheckpointMismatchError(source, missing, unexpected, mismatched)
+  return _unflatten(flat)
+
+
+def load_hf_bert(path_or_name: str | os.PathLike, add_pooler: bool = False
+                 ) -> tuple[BertConfig, dict[str, Any]]:
+  """Loads a Hugging Face BERT checkpoint (config.json + safetensors) offline (SPEC §8).
+
+  `path_or_name` is a directory or a model name already in the local Hugging Face cache (e.g.
+  `bert-base-uncased`, `bert-base-chinese`); nothing is downloaded. Returns the config and the
+  parameter tree for `BertModel(config, add_pooler).apply({'params': params}, ...)`. A pooler in
+  the checkpoint is simply not used when `add_pooler` is False.
+
+  Raises:
+    FileNotFoundError: no such directory or cached model, or no safetensors in it.
+    CheckpointMismatchError: the tensors do not fill the parameters exactly (all names listed).
+  """
+  model_dir = resolve_model_dir(path_or_name)
+  config = BertConfig.from_hf_json(model_dir / "config.json")
+  tensors = _read_safetensors(model_dir)
+  return config, params_from_hf_tensors(config, tensors, add_pooler, source=str(model_dir))
+
+
+PRESETS = ("tiny", "minilm", "bert-base", "path:<dir>")
+
+
+def encoder_from_preset(name: str, add_pooler: bool = False
+                        ) -> tuple[BertConfig, dict[str, Any] | None]:
+  """A named text encoder (SPEC §8): its config and pretrained params, or None for random init.
+
+  `tiny` (random, fast CPU runs), `minilm` (all-MiniLM-L6-v2 from the installed package),
+  `bert-base` (random, bert-base shapes), `path:<dir>` (any local Hugging Face BERT checkpoint).
+  """
+  if name == "tiny":
+    return BertConfig.tiny(), None
+  if name == "bert-base":
+    return BertConfig.bert_base(), None
+  if name == "minilm":
+    from msa_jax.models.pretrained import minilm_dir
+    return load_hf_bert(minilm_dir(), add_pooler)
+  if name.startswith("path:") and len(name) > len("path:"):
+    return load_hf_bert(name[len("path:"):], add_pooler)
+  raise ValueError(f"unknown text encoder preset {name!r}; valid: {', '.join(PRESETS)}")
+
+
+def load_tokenizer(model_dir: str | os.PathLike):
+  """The model's own tokenizer via `AutoTokenizer` (SPEC §8 pitfall: `BertTokenizer(vocab_file=)`
+  silently maps every token to [UNK]). Accepts a directory or a locally cached model name."""
+  from transformers import AutoTokenizer
+  return AutoTokenizer.from_pretrained(str(resolve_model_dir(model_dir)), local_files_only=True)
+
+
+def tokenize_to_text_bert(tokenizer, sentences: Sequence[str], max_len: int) -> np.ndarray:
+  """Sentences -> text_bert (N, 3, max_len) int32 [ids, attention mask, segment ids], padded and
+  truncated to `max_len` (the canonical batch layout)."""
+  enc = tokenizer(list(sentences), padding="max_length", truncation=True, max_length=max_len,
+                  return_tensors="np")
+  ids = enc["input_ids"]
+  segments = enc.get("token_type_ids", np.zeros_like(ids))
+  return np.stack([ids, enc["attention_mask"], segments], axis=1).astype(np.int32)
+
+
+def merge_pretrained(params: Params, encoder_params: Params, path: Sequence[str]) -> dict[str, Any]:
+  """Returns `params` with the subtree at `path` replaced by `encoder_params`.
+
+  The subtree and `encoder_params` must have exactly the same names and shapes (e.g. a parent model
+  whose `BertModel` is named 'text_encoder': `merge_pretrained(variables['params'], pretrained,
+  ('text_encoder',))`). `params` is not modified.
+
+  Raises:
+    KeyError: `path` does not lead to a subtree of `params`.
+    CheckpointMismatchError: names or shapes differ (all listed).
+  """
+  from flax.core import unfreeze
+  params = unfreeze(params) if not isinstance(params, dict) else params
+  encoder_params = unfreeze(encoder_params) if not isinstance(encoder_params, dict) else encoder_params
+  path = tuple(path)
+  if not path:
+    raise KeyError("merge_pretrained: path must name a subtree, got ()")
+  node: Any = params
+  for depth, key in enumerate(path):
+    if not isinstance(node, Mapping) or key not in node:
+      where = "/".join(path[:depth]) or "<root>"
+      keys = sorted(node) if isinstance(node, Mapping) else []
+      raise KeyError(f"merge_pretrained: no key {key!r} under {where}; available {keys}")
+    node = node[key]
+  current, given = _flat(node), _flat(encoder_params)
+  join = "/".join
+  missing = [join(p) for p in current if p not in given]
+  unexpected = [join(p) for p in given if p not in current]
+  mismatched = [(join(p), tuple(np.shape(given[p])), tuple(np.shape(current[p])))
+                for p in current if p in given and np.shape(given[p]) != np.shape(current[p])]
+  if missing or unexpected or mismatched:
+    raise CheckpointMismatchError(f"pretrained params for {join(path)}", missing, unexpected,
+                                  mismatched)
+
+  def replace(tree: Mapping[str, Any], depth: int) -> dict[str, Any]:
+    out = dict(tree)
+    out[path[depth]] = encoder_params if depth == len(path) - 1 else replace(tree[path[depth]], depth + 1)
+    return out
+
+  return replace(params, 0)
