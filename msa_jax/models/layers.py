@@ -1,0 +1,270 @@
+"""LNLN's building blocks in Flax linen (SPEC §4 "Building blocks").
+
+Every block is pre-norm, has no dropout, and uses PyTorch's default initialisation (Dense kernel
+and bias uniform in ±1/sqrt(fan_in), LayerNorm scale 1 / bias 0, eps 1e-5), and mirrors the authors' PyTorch
+modules one to one, so that a converted checkpoint maps leaf by leaf (Dense kernels transposed).
+Parameter names follow the reference where it has names (`to_q`, `to_out`, `pos_embedding`,
+`extra_token`, ...).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Initializer = Callable[..., jax.Array]
+
+
+def torch_uniform_init(fan_in: int) -> Initializer:
+  """PyTorch's `nn.Linear` default init for kernel and bias: U(−1/sqrt(fan_in), 1/sqrt(fan_in))."""
+  bound = 1.0 / math.sqrt(fan_in)
+
+  def init(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> jax.Array:
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+class TorchDense(nn.Module):
+  """A linear layer (B, ..., D_in) -> (B, ..., features) initialised like PyTorch's `nn.Linear`.
+
+  Parameters are `kernel` (D_in, features) and, with `use_bias`, `bias` (features,), as in
+  `nn.Dense`; both are drawn from U(±1/sqrt(D_in)).
+  """
+  features: int
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    fan_in = x.shape[-1]
+    kernel = self.param("kernel", torch_uniform_init(fan_in), (fan_in, self.features))
+    y = jnp.matmul(x, kernel)
+    if self.use_bias:
+      y = y + self.param("bias", torch_uniform_init(fan_in), (self.features,))
+    return y
+
+
+def torch_dense(features: int, use_bias: bool = True, name: str | None = None) -> TorchDense:
+  """A `TorchDense` layer (PyTorch-default init); see `TorchDense`."""
+  return TorchDense(features, use_bias=use_bias, name=name)
+
+
+class LayerNorm(nn.LayerNorm):
+  """`nn.LayerNorm` with PyTorch's defaults: eps 1e-5 and the two-pass variance (SPEC §4)."""
+  epsilon: float = 1e-5
+  use_fast_variance: bool = False
+
+
+def _split_heads(x: jax.Array, heads: int) -> jax.Array:
+  """(B, N, H·Dh) -> (B, H, N, Dh)."""
+  b, n, inner = x.shape
+  return x.reshape(b, n, heads, inner // heads).transpose(0, 2, 1, 3)
+
+
+def _merge_heads(x: jax.Array) -> jax.Array:
+  """(B, H, N, Dh) -> (B, N, H·Dh)."""
+  b, h, n, dh = x.shape
+  return x.transpose(0, 2, 1, 3).reshape(b, n, h * dh)
+
+
+def multi_head_attend(q: jax.Array, k: jax.Array, v: jax.Array, heads: int) -> jax.Array:
+  """softmax(q kᵀ / sqrt(Dh)) v per head, no mask.
+
+  q (B, Nq, H·Dh), k and v (B, Nk, H·Dh) -> (B, Nq, H·Dh).
+  """
+  q, k, v = (_split_heads(t, heads) for t in (q, k, v))
+  scale = (q.shape[-1]) ** -0.5
+  dots = jnp.einsum("bhid,bhjd->bhij", q, k) * scale
+  attn = jax.nn.softmax(dots, axis=-1)
+  return _merge_heads(jnp.einsum("bhij,bhjd->bhid", attn, v))
+
+
+class Attention(nn.Module):
+  """Multi-head attention with separate query/key/value inputs (SPEC §4 `Attention`).
+
+  q, k, v are bias-free linears dim -> heads·dim_head; the output linear heads·dim_head -> dim has
+  a bias. No padding mask. q_in (B, Nq, dim), k_in and v_in (B, Nk, dim) -> (B, Nq, dim).
+  """
+  dim: int
+  heads: int = 8
+  dim_head: int = 64
+
+  @nn.compact
+  def __call__(self, q_in: jax.Array, k_in: jax.Array, v_in: jax.Array) -> jax.Array:
+    inner = self.heads * self.dim_head
+    q = torch_dense(inner, use_bias=False, name="to_q")(q_in)
+    k = torch_dense(inner, use_bias=False, name="to_k")(k_in)
+    v = torch_dense(inner, use_bias=False, name="to_v")(v_in)
+    return torch_dense(self.dim, name="to_out")(multi_head_attend(q, k, v, self.heads))
+
+
+class FeedForward(nn.Module):
+  """Linear dim -> hidden, exact (erf) GELU, linear hidden -> dim: (B, N, dim) -> (B, N, dim)."""
+  dim: int
+  hidden: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = torch_dense(self.hidden, name="dense_in")(x)
+    x = jax.nn.gelu(x, approximate=False)
+    return torch_dense(self.dim, name="dense_out")(x)
+
+
+class EncoderLayer(nn.Module):
+  """One pre-norm transformer layer with three attention LayerNorms (SPEC §4 `EncoderLayer`).
+
+  `x = Attention(LN_q(x), LN_k(c), LN_v(c)) + x; x = FF(LN(x)) + x` where the context c is x itself
+  (self-attention) or, for the CrossTransformer, the source sequence.
+  x (B, N, dim), context (B, M, dim) or None -> (B, N, dim).
+  """
+  dim: int
+  heads: int = 8
+  dim_head: int = 64
+  mlp_dim: int = 128
+
+  @nn.compact
+  def __call__(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:
+    context = x if context is None else context
+    attn = Attention(self.dim, self.heads, self.dim_head, name="attn")
+    x = attn(LayerNorm(name="norm_q")(x), LayerNorm(name="norm_k")(context),
+             LayerNorm(name="norm_v")(context)) + x
+    return FeedForward(self.dim, self.mlp_dim, name="ff")(LayerNorm(name="norm_ff")(x)) + x
+
+
+def _check_input(module: str, x: jax.Array, max_frames: int, dim: int) -> None:
+  if x.ndim != 3 or x.shape[-1] != dim:
+    raise ValueError(f"{module}: input shape {x.shape}, expected (B, N, {dim})")
+  if x.shape[1] > max_frames:
+    raise ValueError(f"{module}: input has {x.shape[1]} frames, more than its num_frames="
+                     f"{max_frames}")
+
+
+class TokenTransformer(nn.Module):
+  """Learned extra tokens + position embedding + `depth` EncoderLayers (SPEC §4 `TokenTransformer`).
+
+  If `token_len` is set, `token_len` learned tokens (init zeros) are prepended. A learned position
+  embedding (init N(0, 1)) of length num_frames + token_len is added (its first N + token_len rows
+  when the input has N ≤ num_frames frames). No final norm.
+  x (B, N, dim) -> (B, token_len + N, dim), or with `save_hidden` the list of depth + 1 such tensors
+  [after the position embedding, after layer 1, ...].
+  """
+  num_frames: int
+  token_len: int | None
+  dim: int = 128
+  depth: int = 2
+  heads: int = 8
+  dim_head: int = 64
+  mlp_dim: int = 128
+  save_hidden: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array | list[jax.Array]:
+    _check_input(f"TokenTransformer {self.name}", x, self.num_frames, self.dim)
+    extra = self.token_len or 0
+    pos = self.param("pos_embedding", nn.initializers.normal(1.0),
+                     (1, self.num_frames + extra, self.dim))
+    if self.token_len is not None:
+      tokens = self.param("extra_token", nn.initializers.zeros, (1, self.token_len, self.dim))
+      x = jnp.concatenate([jnp.broadcast_to(tokens, (x.shape[0],) + tokens.shape[1:]), x], axis=1)
+    x = x + pos[:, :x.shape[1]]
+    hidden = [x]
+    for i in range(self.depth):
+      x = EncoderLayer(self.dim, self.heads, self.dim_head, self.mlp_dim, name=f"layer_{i}")(x)
+      hidden.append(x)
+    return hidden if self.save_hidden else x
+
+
+class CrossTransformer(nn.Module):
+  """Target-attends-to-source transformer used for LNLN's fusion (SPEC §4 `CrossTransformer`).
+
+  One learned token (init zeros), a single parameter, is prepended to both source and target;
+  separate position embeddings (init N(0, 1)) of lengths source_len + 1 and target_len + 1. The
+  source is never updated; each layer is
+  `t = Attn(LN_q(t), LN_k(s), LN_v(s)) + t; t = FF(LN(t)) + t`.
+  source (B, S, dim), target (B, T, dim) -> (B, T + 1, dim).
+  """
+  source_len: int
+  target_len: int
+  dim: int = 128
+  depth: int = 2
+  heads: int = 8
+  dim_head: int = 64
+  mlp_dim: int = 128
+
+  @nn.compact
+  def __call__(self, source: jax.Array, target: jax.Array) -> jax.Array:
+    _check_input(f"CrossTransformer {self.name} source", source, self.source_len, self.dim)
+    _check_input(f"CrossTransformer {self.name} target", target, self.target_len, self.dim)
+    normal = nn.initializers.normal(1.0)
+    pos_s = self.param("pos_embedding_s", normal, (1, self.source_len + 1, self.dim))
+    pos_t = self.param("pos_embedding_t", normal, (1, self.target_len + 1, self.dim))
+    token = self.param("extra_token", nn.initializers.zeros, (1, 1, self.dim))
+    token = jnp.broadcast_to(token, (source.shape[0], 1, self.dim))
+    s = jnp.concatenate([token, source], axis=1)
+    s = s + pos_s[:, :s.shape[1]]
+    t = jnp.concatenate([token, target], axis=1)
+    t = t + pos_t[:, :t.shape[1]]
+    for i in range(self.depth):
+      t = EncoderLayer(self.dim, self.heads, self.dim_head, self.mlp_dim, name=f"layer_{i}")(t, s)
+    return t
+
+
+class HyperLayer(nn.Module):
+  """Language-guided hyper-modality update (SPEC §4 `HyperLayer`, the reference's
+  `PreNorm_hyper(HhyperLearningLayer)`).
+
+  The four inputs are LayerNorm-ed (`norm_dom`, `norm_a`, `norm_v`, `norm_hyper`); q = W_q h_dom;
+  attention over (W_ka h_a, W_va h_a) plus attention over (W_kv h_v, W_vv h_v), all five projections
+  bias-free dim -> heads·dim_head; output = LN(h_hyper) + W_out(attn_a + attn_v), W_out with bias.
+  The residual is the *normalised* h_hyper, as in the reference.
+  h_dom, h_hyper (B, N, dim), h_a (B, Na, dim), h_v (B, Nv, dim) -> (B, N, dim).
+  """
+  dim: int = 128
+  heads: int = 8
+  dim_head: int = 16
+
+  @nn.compact
+  def __call__(self, h_dom: jax.Array, h_a: jax.Array, h_v: jax.Array,
+               h_hyper: jax.Array) -> jax.Array:
+    inner = self.heads * self.dim_head
+    h_dom = LayerNorm(name="norm_dom")(h_dom)
+    h_a = LayerNorm(name="norm_a")(h_a)
+    h_v = LayerNorm(name="norm_v")(h_v)
+    h_hyper = LayerNorm(name="norm_hyper")(h_hyper)
+
+    def proj(name: str, x: jax.Array) -> jax.Array:
+      return torch_dense(inner, use_bias=False, name=name)(x)
+
+    q = proj("to_q", h_dom)
+    attn_a = multi_head_attend(q, proj("to_k_a", h_a), proj("to_v_a", h_a), self.heads)
+    attn_v = multi_head_attend(q, proj("to_k_v", h_v), proj("to_v_v", h_v), self.heads)
+    return h_hyper + torch_dense(self.dim, name="to_out")(attn_a + attn_v)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _grad_reverse(x: jax.Array, alpha: float) -> jax.Array:
+  return x
+
+
+def _grad_reverse_fwd(x: jax.Array, alpha: float) -> tuple[jax.Array, None]:
+  return x, None
+
+
+def _grad_reverse_bwd(alpha: float, _: None, g: jax.Array) -> tuple[jax.Array]:
+  return (-alpha * g,)
+
+
+_grad_reverse.defvjp(_grad_reverse_fwd, _grad_reverse_bwd)
+
+
+def grad_reverse(x: jax.Array, alpha: float = 1.0) -> jax.Array:
+  """Gradient reversal layer (SPEC §4 `GRL`): identity forward, gradient × (−alpha) backward.
+
+  `alpha` is a static Python number.
+  """
+  return _grad_reverse(x, float(alpha))
