@@ -202,11 +202,11 @@ PRESETS: dict[str, SyntheticConfig] = {
     "mosi": SyntheticConfig(
         name="mosi", n_train=1284, n_valid=229, n_test=686, text_len=50,
         audio_frames=375, audio_dim=5, vision_frames=500, vision_dim=20),
-    # The reduced MOSI-like preset of LNLN's fast default run: fewer samples and 48 audio / vision
+    # The reduced MOSI-like preset of LNLN's fast default run: fewer samples and 32 audio / vision
     # frames (full MOSI frame counts cost minutes per epoch on a 2-core CPU).
     "mosi_small": SyntheticConfig(
-        name="mosi_small", n_train=640, n_valid=128, n_test=256, text_len=50,
-        audio_frames=48, audio_dim=5, vision_frames=48, vision_dim=20),
+        name="mosi_small", n_train=384, n_valid=128, n_test=256, text_len=50,
+        audio_frames=32, audio_dim=5, vision_frames=32, vision_dim=20),
     "mosei": SyntheticConfig(
         name="mosei", n_train=16326, n_valid=1871, n_test=4659, text_len=50,
         audio_frames=500, audio_dim=74, vision_frames=500, vision_dim=35,

@@ -1,0 +1,107 @@
+"""GEAR's training glue (SPEC §5): model, loss with swap schedule, optimizer, selection, OOD report."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from msa_jax import losses
+from msa_jax.data import pipeline
+from msa_jax.data.split import OOD_SPLITS, Split
+from msa_jax.evaluate import reports
+from msa_jax.metrics import metric_keys
+from msa_jax.models.gear import GEAR, GEARConfig, GEAROptimizerConfig, gear_optimizer
+from msa_jax.train import common
+from msa_jax.train.method import EvalSet, Method
+
+CRITERIA = ("Acc_2_mean", "MAE")
+
+
+def model_config(config: ml_collections.ConfigDict, splits: dict[str, Split], text) -> GEARConfig:
+  train = splits["train"]
+  return GEARConfig(text=text, audio_in=train.audio_shape[1], vision_in=train.vision_shape[1], **config.model)
+
+
+def _check(config: ml_collections.ConfigDict) -> None:
+  from msa_jax.train.loop import RunConfigError
+  g = config.gear
+  if g.gmae not in losses.GMAE_KINDS:
+    raise RunConfigError(f"config.gear.gmae={g.gmae!r}: expected one of {losses.GMAE_KINDS}")
+  if g.ipw not in losses.IPW_KINDS:
+    raise RunConfigError(f"config.gear.ipw={g.ipw!r}: expected one of {losses.IPW_KINDS}")
+  if g.criterion not in CRITERIA:
+    raise RunConfigError(f"config.gear.criterion={g.criterion!r}: expected one of {CRITERIA}")
+  if config.data.dataset == "sims":
+    raise RunConfigError("GEAR is defined for mosi/mosei (its selection criterion uses Has0/Non0 accuracy)")
+
+
+def build(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> Method:
+  """The GEAR `Method` for `config` and the data shapes of `splits`."""
+  _check(config)
+  g = config.gear
+  enc_cfg, enc_params = common.text_encoder(config, splits)
+  model = GEAR(model_config(config, splits, enc_cfg))
+  spe = pipeline.steps_per_epoch(len(splits["train"]), config.batch_size)
+
+  def init_params(key, batch):
+    variables = model.init({"params": key, "dropout": key}, batch, deterministic=True)
+    return common.place_encoder(variables["params"], enc_params, ("bert_robust", "bert_bias"))
+
+  def loss_fn(params, batch, key, step):
+    k_drop, k_swap = jax.random.split(key)
+    epoch = step // spe + 1  # micro-batch epochs, counted from 1
+    swap_active = jnp.logical_and(g.use_swap, epoch > g.swap_epochs)
+    outputs = model.apply({"params": params}, batch, deterministic=False,
+                          swap_key=k_swap if g.use_swap else None, rngs={"dropout": k_drop})
+    loss, terms = losses.gear_loss(outputs, batch["labels"], gmae_kind=g.gmae, q=g.q, ipw_kind=g.ipw,
+                                   lambda_dis=g.lambda_dis, lambda_swap=g.lambda_swap,
+                                   swap_active=swap_active if g.use_swap else False)
+    return loss, {**terms, "swap_active": swap_active.astype(jnp.float32)}
+
+  def predict_fn(params, batch, key, rate):
+    del key, rate
+    return model.apply({"params": params}, batch, deterministic=True)["pred"]
+
+  opt = config.optim
+  tx = gear_optimizer(GEAROptimizerConfig(
+      lr_bert=opt.lr_bert, wd_bert=opt.wd_bert, lr_audio=opt.lr_audio, wd_audio=opt.wd_audio,
+      lr_vision=opt.lr_vision, wd_vision=opt.wd_vision, lr_other=opt.lr_other, wd_other=opt.wd_other,
+      lr_fusion=opt.lr_fusion, wd_fusion=opt.wd_fusion, accumulate_steps=opt.accumulate_steps))
+  evals = [EvalSet("test")] + [EvalSet(s) for s in OOD_SPLITS if s in splits]
+  return Method(name="gear", init_params=init_params, loss_fn=loss_fn, predict_fn=predict_fn, optimizer=tx,
+                selection_metrics=(g.criterion,), valid_rate=None, final_evals=tuple(evals),
+                patience=g.patience, steps_per_update=opt.accumulate_steps)
+
+
+def _add_ood_mean(results: dict) -> dict:
+  """Adds `ood_mean`: the mean of the OOD splits' metrics (SPEC §5's headline figure)."""
+  out = {}
+  for sel, evals in results.items():
+    oods = [evals[s] for s in OOD_SPLITS if s in evals]
+    evals = dict(evals)
+    if oods:
+      evals["ood_mean"] = {m: sum(o[m] for o in oods) / len(oods) for m in oods[0]}
+    out[sel] = evals
+  return out
+
+
+def summarise(config, method: Method, per_seed: dict[str, dict]) -> dict:
+  results = {s: _add_ood_mean(r["results"]) for s, r in per_seed.items()}
+  return {"method": "gear", "dataset": config.data.dataset, "data": config.data.path,
+          "seeds": [int(s) for s in per_seed], "selection": list(method.selection_metrics),
+          "per_seed": results, "epochs": {s: r["epochs_trained"] for s, r in per_seed.items()},
+          "best_valid": {s: r["best"] for s, r in per_seed.items()},
+          "summary": reports.aggregate_seeds(results)}
+
+
+def markdown(config, method: Method, summary: dict) -> str:
+  sel = method.selection_metrics[0]
+  table = summary["summary"][sel]
+  rows = [e for e in ["test", *OOD_SPLITS, "ood_mean"] if e in table]
+  n = len(summary["seeds"])
+  keys = metric_keys(config.data.dataset)
+  head = (f"# GEAR on {summary['data']} ({config.data.dataset})\n\n"
+          f"Seeds {summary['seeds']} (mean ± std over seeds; accuracies and F1 in %). Checkpoint selected "
+          f"on the validation split by {sel}; `test` is the IID test split.\n\n")
+  return head + reports.split_table(table, keys, rows, n) + "\n"

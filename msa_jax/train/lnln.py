@@ -1,0 +1,127 @@
+"""LNLN's training glue (SPEC §2, §4): masked training, per-metric selection, the robustness sweep."""
+
+from __future__ import annotations
+
+import jax
+import ml_collections
+import numpy as np
+
+from msa_jax import losses
+from msa_jax.data import masking, pipeline
+from msa_jax.data.split import Split
+from msa_jax.evaluate import reports
+from msa_jax.models.lnln import LNLN, LNLNConfig
+from msa_jax.train import common, optimizers
+from msa_jax.train.method import EvalSet, Method
+
+# Selection metrics (SPEC §4): one checkpoint each; F1 is read from its accuracy's checkpoint.
+SELECTION = {
+    "mosi": ("Has0_acc_2", "Non0_acc_2", "Mult_acc_5", "Mult_acc_7", "MAE", "Corr"),
+    "sims": ("Mult_acc_2", "Mult_acc_3", "Mult_acc_5", "MAE", "Corr"),
+}
+SELECTION["mosei"] = SELECTION["mosi"]
+# Which checkpoint a reported metric is read from.
+READ_FROM = {"Has0_F1_score": "Has0_acc_2", "Non0_F1_score": "Non0_acc_2", "F1_score": "Mult_acc_2"}
+# Column order of the paper's per-rate tables (Acc-2 / F1 as Non0 then Has0, SPEC §3).
+PAPER_COLUMNS = {
+    "mosi": ("Mult_acc_7", "Mult_acc_5", "Non0_acc_2", "Has0_acc_2", "Non0_F1_score", "Has0_F1_score", "MAE",
+             "Corr"),
+    "sims": ("Mult_acc_5", "Mult_acc_3", "Mult_acc_2", "F1_score", "MAE", "Corr"),
+}
+PAPER_COLUMNS["mosei"] = PAPER_COLUMNS["mosi"]
+
+
+def sweep_rates(config: ml_collections.ConfigDict) -> list[float]:
+  return [float(r) for r in str(config.lnln.sweep_rates).split(",")]
+
+
+def model_config(config: ml_collections.ConfigDict, splits: dict[str, Split], text) -> LNLNConfig:
+  train = splits["train"]
+  m = config.model
+  return LNLNConfig(
+      text_frames=train.text_len, audio_frames=train.audio_shape[0], vision_frames=train.vision_shape[0],
+      audio_dim=train.audio_shape[1], vision_dim=train.vision_shape[1], bert=text, dim=m.dim,
+      token_len=m.token_len, heads=m.heads, dim_head=m.dim_head, mlp_dim=m.mlp_dim, depth=m.depth,
+      hyper_heads=m.hyper_heads, hyper_dim_head=m.hyper_dim_head, num_hyper_layers=m.num_hyper_layers,
+      fusion_depth=m.fusion_depth, use_dmc=m.use_dmc, use_reconstructor=m.use_reconstructor,
+      use_adversarial=m.use_adversarial, stop_grad_targets=m.stop_grad_targets, grl_alpha=m.grl_alpha)
+
+
+def build(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> Method:
+  """The LNLN `Method` for `config` and the data shapes of `splits`."""
+  from msa_jax.train.loop import RunConfigError
+  try:
+    rates = sweep_rates(config)
+  except ValueError:
+    raise RunConfigError(f"config.lnln.sweep_rates={config.lnln.sweep_rates!r}: expected comma-separated "
+                         "rates in [0, 1)") from None
+  if not all(0.0 <= r < 1.0 for r in rates) or not 0.0 <= config.lnln.valid_missing_rate < 1.0:
+    raise RunConfigError("config.lnln.sweep_rates and config.lnln.valid_missing_rate must lie in [0, 1)")
+  enc_cfg, enc_params = common.text_encoder(config, splits)
+  try:
+    model = LNLN(model_config(config, splits, enc_cfg))
+  except ValueError as e:
+    raise RunConfigError(f"config.model: {e}") from None
+  weights = {k: float(config.lnln.loss_weights[k]) for k in ("alpha", "beta", "gamma", "sigma")}
+  spe = pipeline.steps_per_epoch(len(splits["train"]), config.batch_size)
+  try:
+    schedule = optimizers.lnln_schedule(config.optim.lr, config.max_epochs * spe, spe, config.optim.lr_schedule)
+  except ValueError as e:
+    raise RunConfigError(f"config.optim.{e}") from None
+
+  def init_params(key, batch):
+    params = model.init({"params": key}, batch, batch, deterministic=True)["params"]
+    return common.place_encoder(params, enc_params, ("bert",))
+
+  def loss_fn(params, batch, key, step):
+    k_mask, k_drop = jax.random.split(key)
+    masked, text_rate = masking.mask_train(batch, k_mask)
+    outputs = model.apply({"params": params}, masked, batch, deterministic=False, rngs={"dropout": k_drop})
+    loss, terms = losses.lnln_loss(outputs, batch["labels"], text_rate, weights)
+    return loss, {**terms, "lr": schedule(step)}
+
+  def predict_fn(params, batch, key, rate):
+    masked, _ = masking.mask_eval(batch, key, rate, batch["index"])
+    return model.apply({"params": params}, masked, None, deterministic=True)["pred"]
+
+  return Method(name="lnln", init_params=init_params, loss_fn=loss_fn, predict_fn=predict_fn,
+                optimizer=optimizers.lnln_optimizer(schedule, config.optim.weight_decay),
+                selection_metrics=SELECTION[config.data.dataset], valid_rate=config.lnln.valid_missing_rate,
+                final_evals=tuple(EvalSet("test", r) for r in rates))
+
+
+def per_rate_table(results: dict, dataset: str, rates: list[float]) -> dict[str, dict[str, float]]:
+  """One seed's paper table: {"0.0": {metric: value}, ..., "mean": {...}}; each metric read from
+  the checkpoint selected for it (F1 from its accuracy's)."""
+  table = {}
+  for r in rates:
+    ev = f"test@{r:.1f}"
+    table[f"{r:.1f}"] = {m: results[READ_FROM.get(m, m)][ev][m] for m in PAPER_COLUMNS[dataset]}
+  table["mean"] = {m: float(np.mean([table[f"{r:.1f}"][m] for r in rates])) for m in PAPER_COLUMNS[dataset]}
+  return table
+
+
+def summarise(config, method: Method, per_seed: dict[str, dict]) -> dict:
+  rates = sweep_rates(config)
+  dataset = config.data.dataset
+  tables = {s: per_rate_table(r["results"], dataset, rates) for s, r in per_seed.items()}
+  rows = list(next(iter(tables.values())))
+  summary = {row: {m: dict(zip(("mean", "std"), reports.mean_std([tables[s][row][m] for s in tables])))
+                   for m in PAPER_COLUMNS[dataset]} for row in rows}
+  return {"method": "lnln", "dataset": dataset, "data": config.data.path, "seeds": [int(s) for s in per_seed],
+          "selection": list(method.selection_metrics), "valid_missing_rate": config.lnln.valid_missing_rate,
+          "rates": rates, "per_seed_table": tables, "table": summary,
+          "per_seed": {s: r["results"] for s, r in per_seed.items()},
+          "epochs": {s: r["epochs_trained"] for s, r in per_seed.items()},
+          "best_valid": {s: r["best"] for s, r in per_seed.items()}}
+
+
+def markdown(config, method: Method, summary: dict) -> str:
+  dataset = config.data.dataset
+  rows = [*(f"{r:.1f}" for r in summary["rates"]), "mean"]
+  head = (f"# LNLN on {summary['data']} ({dataset})\n\n"
+          f"Test split at each missing rate r (nested masks, mask seed {config.mask_seed}); seeds "
+          f"{summary['seeds']} (mean ± std over seeds). Each metric is read from the checkpoint selected for "
+          f"it on the validation split at r = {summary['valid_missing_rate']} (F1 from its accuracy's). "
+          "Accuracies and F1 in %; Acc-2/F1 as Non0 (negative/positive) and Has0 (negative/non-negative).\n\n")
+  return head + reports.rows_table(summary["table"], PAPER_COLUMNS[dataset], rows, "r", len(summary["seeds"])) + "\n"

@@ -1,0 +1,52 @@
+"""What the generic training loop needs from a method (LNLN, GEAR): the `Method` record."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import optax
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSet:
+  """One evaluation of the final report: a split, and the missing rate applied to it (None: none)."""
+
+  split: str
+  rate: float | None = None
+
+  @property
+  def name(self) -> str:
+    return self.split if self.rate is None else f"{self.split}@{self.rate:.1f}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """A method as pure functions, built from a config and the data shapes.
+
+  Attributes:
+    name: "lnln" or "gear".
+    init_params: key, example batch -> params (pretrained encoder weights already placed).
+    loss_fn: (params, batch, key, step) -> (loss, metrics); the train step's loss (masking, swap
+      and dropout keys are derived from `key` inside).
+    predict_fn: (params, batch, key, rate) -> (B,) predictions in evaluation mode; `rate` is the
+      missing rate applied with key `key` (LNLN) or ignored (GEAR).
+    optimizer: the optax transformation (schedules, groups and accumulation included).
+    selection_metrics: validation metrics with one best checkpoint each (SPEC §4, §5).
+    valid_rate: missing rate applied to the validation split (None: no masking).
+    final_evals: the evaluations run on each selected checkpoint after training.
+    patience: early-stopping patience in epochs on `selection_metrics[0]`, or None.
+    steps_per_update: micro-batches per optimizer update (GEAR accumulates 2).
+  """
+
+  name: str
+  init_params: Callable[[jax.Array, dict], Any]
+  loss_fn: Callable[[Any, dict, jax.Array, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+  predict_fn: Callable[[Any, dict, jax.Array, jax.Array], jax.Array]
+  optimizer: optax.GradientTransformation
+  selection_metrics: tuple[str, ...]
+  valid_rate: float | None
+  final_evals: tuple[EvalSet, ...]
+  patience: int | None = None
+  steps_per_update: int = 1

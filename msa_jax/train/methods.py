@@ -1,0 +1,32 @@
+"""Dispatch from `config.method` to the method's builder, result summary and markdown report."""
+
+from __future__ import annotations
+
+import importlib
+
+import ml_collections
+
+from msa_jax.data.split import Split
+from msa_jax.train.method import Method
+
+METHODS = ("lnln", "gear")
+
+
+def _module(config: ml_collections.ConfigDict):
+  name = config.get("method", None)
+  if name not in METHODS:
+    from msa_jax.train.loop import RunConfigError
+    raise RunConfigError(f"config.method={name!r}: expected one of {METHODS}")
+  return importlib.import_module(f"msa_jax.train.{name}")
+
+
+def build(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> Method:
+  return _module(config).build(config, splits)
+
+
+def summarise(config: ml_collections.ConfigDict, method: Method, per_seed: dict[str, dict]) -> dict:
+  return _module(config).summarise(config, method, per_seed)
+
+
+def markdown(config: ml_collections.ConfigDict, method: Method, summary: dict) -> str:
+  return _module(config).markdown(config, method, summary)

@@ -1,0 +1,44 @@
+"""The train state pytree and the generic jit-compiled train step (STYLE.md: nanodo)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+# loss_fn(params, batch, key, step) -> (scalar loss, dict of scalar metrics)
+LossFn = Callable[[Any, dict, jax.Array, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that changes during training: step counter, parameters, optimizer state.
+
+  The per-step PRNG key is not stored: it is `fold_in(seed_key, step)`, so a restored step count
+  reproduces the key stream exactly.
+  """
+
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def create_state(params: Any, tx: optax.GradientTransformation) -> TrainState:
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation):
+  """The pure train step `(state, batch, key) -> (state, metrics)`; `key` is the run's seed key."""
+
+  def train_step(state: TrainState, batch: dict, key: jax.Array):
+    step_key = jax.random.fold_in(key, state.step)
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, step_key, state.step)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return train_step
