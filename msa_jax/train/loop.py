@@ -290,8 +290,11 @@ def _train_epochs(config, method, splits, mesh, seed, state, history, train_ds, 
         aux_sum[k] = aux_sum.get(k, 0.0) + float(v)
       bar.set_postfix(loss=f"{loss:.4f}")
     train_time = time.perf_counter() - t0
+    t1 = time.perf_counter()
     val = evaluate(predict, state.params, splits["valid"], config.eval_batch_size, mesh, k_eval, valid_rate,
                    dataset)[0]
+    valid_time = time.perf_counter() - t1
+    t2 = time.perf_counter()
     improved = [m for m in method.selection_metrics
                 if metrics_lib.is_better(m, val[m], history.best[m]["value"])]
     for metric in improved:
@@ -308,13 +311,15 @@ def _train_epochs(config, method, splits, mesh, seed, state, history, train_ds, 
     history.epochs.append({"epoch": epoch, "step": int(state.step), **train_means,
                            **{f"valid/{k}": v for k, v in val.items()}})
     ckpts.save_latest(int(state.step), state, pipeline.iterator_state(it), history.to_json())
+    checkpoint_time = time.perf_counter() - t2
     writer.write(int(state.step), {**train_means, **{f"valid/{k}": v for k, v in val.items()},
-                                   "time/train_epoch_s": train_time}, epoch=epoch, seed=seed)
+                                   "time/train_epoch_s": train_time, "time/valid_s": valid_time,
+                                   "time/checkpoint_s": checkpoint_time}, epoch=epoch, seed=seed)
     if jax.process_index() == 0:
       shown = " ".join(f"{k}={val[k]:.4f}" for k in method.selection_metrics[:3])
       print(f"[msa_jax] seed {seed} epoch {epoch}/{config.max_epochs} step {int(state.step)} "
             f"loss {np.mean(losses):.4f} | valid{'' if method.valid_rate is None else f'@{method.valid_rate}'} "
-            f"{shown} | {train_time:.1f}s"
+            f"{shown} | train {train_time:.1f}s valid {valid_time:.1f}s ckpt {checkpoint_time:.1f}s"
             f"{' | best: ' + ','.join(improved) if improved else ''}"
             f"{' | early stop' if history.stopped else ''}", flush=True)
   return state, history
