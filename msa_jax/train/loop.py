@@ -225,7 +225,7 @@ def train_seed(config: ml_collections.ConfigDict, method: Method, splits: dict[s
   key = jax.random.key(seed)
   k_init, k_train = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
   k_eval = jax.random.key(config.get("mask_seed", 0))
-  batch_size, eval_bs = config.batch_size, config.eval_batch_size
+  batch_size = config.batch_size
   train_ds = pipeline.train_dataset(splits["train"], batch_size, seed, process_index=jax.process_index(),
                                     process_count=jax.process_count())
   spe = pipeline.steps_per_epoch(len(splits["train"]), batch_size)
@@ -295,8 +295,10 @@ def _train_epochs(config, method, splits, mesh, seed, state, history, train_ds, 
                    dataset)[0]
     valid_time = time.perf_counter() - t1
     t2 = time.perf_counter()
+    # The first epoch is every metric's best so far, even where the metric is NaN (e.g. Corr of a
+    # constant prediction), so that each selection metric always has a checkpoint to evaluate.
     improved = [m for m in method.selection_metrics
-                if metrics_lib.is_better(m, val[m], history.best[m]["value"])]
+                if history.best[m]["epoch"] is None or metrics_lib.is_better(m, val[m], history.best[m]["value"])]
     for metric in improved:
       history.best[metric] = {"value": val[metric], "epoch": epoch}
     ckpts.save_best(improved, epoch, state.params, {"epoch": epoch, "valid": reports._jsonable(val)})
