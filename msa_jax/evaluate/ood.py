@@ -577,18 +577,9 @@ def default_ood_path(data_path: str | os.PathLike) -> pathlib.Path:
 
 def write_ood_json(result: Mapping, path: str | os.PathLike) -> pathlib.Path:
   """Write `result` (from `build_ood_splits`) as JSON atomically (temporary file + os.replace)."""
+  from msa_jax.evaluate.reports import write_text_atomic
   path = pathlib.Path(path)
-  tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-  try:
-    with open(tmp, "w", encoding="utf-8") as f:
-      json.dump(result, f, indent=1)
-      f.write("\n")
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  finally:
-    if tmp.exists():
-      tmp.unlink()
+  write_text_atomic(path, json.dumps(result, indent=1) + "\n")
   return path
 
 
