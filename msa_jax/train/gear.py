@@ -71,7 +71,7 @@ def build(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> Method
   evals = [EvalSet("test")] + [EvalSet(s) for s in OOD_SPLITS if s in splits]
   return Method(name="gear", init_params=init_params, loss_fn=loss_fn, predict_fn=predict_fn, optimizer=tx,
                 selection_metrics=(g.criterion,), valid_rate=None, final_evals=tuple(evals),
-                patience=g.patience, steps_per_update=opt.accumulate_steps)
+                patience=g.patience)
 
 
 def _add_ood_mean(results: dict) -> dict:

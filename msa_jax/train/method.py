@@ -37,7 +37,6 @@ class Method:
     valid_rate: missing rate applied to the validation split (None: no masking).
     final_evals: the evaluations run on each selected checkpoint after training.
     patience: early-stopping patience in epochs on `selection_metrics[0]`, or None.
-    steps_per_update: micro-batches per optimizer update (GEAR accumulates 2).
   """
 
   name: str
@@ -49,4 +48,3 @@ class Method:
   valid_rate: float | None
   final_evals: tuple[EvalSet, ...]
   patience: int | None = None
-  steps_per_update: int = 1

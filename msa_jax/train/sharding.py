@@ -8,7 +8,6 @@ hosts (`jax.distributed`): each process hands in its own rows of the global batc
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import jax
 import numpy as np
@@ -68,11 +67,6 @@ def put_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.A
   """This process's rows of the global batch -> global arrays sharded over the data axis."""
   sharding = batch_sharded(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local_batch.items()}
-
-
-def put_replicated(tree: Any, mesh: Mesh) -> Any:
-  """Places a pytree (params, optimizer state) replicated on every device of the mesh."""
-  return jax.device_put(tree, replicated(mesh))
 
 
 def to_host(x: jax.Array) -> np.ndarray:
