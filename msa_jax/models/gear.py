@@ -26,7 +26,8 @@ give the loss a traced `swap_active` flag (`epoch > swap_epochs`); the swap outp
 computed and `msa_jax.losses.gear_loss` selects their terms with `jnp.where`, so one compiled
 program serves every epoch. The swap branch reuses the extracted features (no second BERT/LSTM
 pass): it costs one more evaluation of each modality's heads and one fusion pass. Without
-`swap_key` (evaluation) it is skipped.
+`swap_key` (evaluation) it is skipped. Given permutations (`permutations=`, e.g. those recorded
+from the reference for the parity test) replace the draw from `swap_key`.
 """
 
 from __future__ import annotations
@@ -241,6 +242,23 @@ def _check_batch(batch: Mapping[str, jax.Array], cfg: GEARConfig) -> None:
                        f"expected ({size},)")
 
 
+def _check_permutations(permutations: Mapping[str, jax.Array], batch_size: int
+                        ) -> dict[str, jax.Array]:
+  """The given swap permutations as int32 arrays; a one-line ValueError for wrong keys or shapes.
+
+  (Whether each is a permutation is not checked: the values may be traced.)
+  """
+  if set(permutations) != set(MODALITIES):
+    raise ValueError(f"GEAR: permutations has keys {sorted(permutations)}, expected "
+                     f"{sorted(MODALITIES)}")
+  perms = {m: jnp.asarray(permutations[m]) for m in MODALITIES}
+  for m, p in perms.items():
+    if p.shape != (batch_size,) or not jnp.issubdtype(p.dtype, jnp.integer):
+      raise ValueError(f"GEAR: permutations['{m}'] has shape {p.shape} and dtype {p.dtype}, "
+                       f"expected ({batch_size},) integers")
+  return {m: p.astype(jnp.int32) for m, p in perms.items()}
+
+
 class GEAR(nn.Module):
   """The GEAR model (SPEC §5).
 
@@ -249,7 +267,8 @@ class GEAR(nn.Module):
   vision_lengths (B,)) returns a dict:
     'pred': (B,) fused prediction ŷ from the robust features;
     'bias_preds': {modality: (B,)} bias predictions ŷ_b^m;
-  and, when `swap_key` is given (one permutation per modality from `swap_permutations`):
+  and, when `swap_key` is given (one permutation per modality from `swap_permutations`) or
+  `permutations` ({modality: (B,) int}, used as given instead of a draw; the two are exclusive):
     'pred_swap': (B,) ŷ_swap, fusion of h_c^m computed with the swapped bias features z_b^m[π_m];
     'bias_preds_swap': {modality: (B,)} bias predictions from [sg(z_c), z_b[π]] (target y[π]);
     'perms': {modality: (B,) int32} the permutations π_m.
@@ -258,9 +277,14 @@ class GEAR(nn.Module):
 
   @nn.compact
   def __call__(self, batch: Mapping[str, jax.Array], deterministic: bool = True,
-               swap_key: jax.Array | None = None) -> dict[str, Any]:
+               swap_key: jax.Array | None = None,
+               permutations: Mapping[str, jax.Array] | None = None) -> dict[str, Any]:
     cfg = self.config
     _check_batch(batch, cfg)
+    if swap_key is not None and permutations is not None:
+      raise ValueError("GEAR: pass swap_key or permutations, not both")
+    if permutations is not None:
+      permutations = _check_permutations(permutations, batch["text_bert"].shape[0])
     s = cfg.swap_dim
     drop = lambda t: nn.Dropout(cfg.extractor_dropout)(t, deterministic=deterministic)
     seq_sizes = {"audio": (cfg.audio_hidden, cfg.audio_out),
@@ -285,10 +309,11 @@ class GEAR(nn.Module):
       feats[m], bias_preds[m] = heads[m](z[m]["robust"], z[m]["bias"])
     outputs = {"pred": fusion(jnp.stack([feats[m] for m in MODALITIES], axis=1), deterministic),
                "bias_preds": bias_preds}
-    if swap_key is None:
+    if swap_key is None and permutations is None:
       return outputs
 
-    perms = swap_permutations(swap_key, batch["text_bert"].shape[0])
+    perms = (permutations if permutations is not None
+             else swap_permutations(swap_key, batch["text_bert"].shape[0]))
     feats_swap, bias_preds_swap = {}, {}
     for m in MODALITIES:
       feats_swap[m], bias_preds_swap[m] = heads[m](z[m]["robust"], z[m]["bias"][perms[m]])
