@@ -12,9 +12,19 @@ import math
 import os
 import pathlib
 import tempfile
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+# Column order of the LNLN paper's per-rate tables (Tables 9, 10): Acc-2 / F1 as Non0 then Has0, the
+# paper's "negative/positive / negative/non-negative" order (SPEC §3). Used by the training report
+# (msa_jax.train.lnln) and scripts/report.py.
+LNLN_PAPER_COLUMNS = {
+    "mosi": ("Mult_acc_7", "Mult_acc_5", "Non0_acc_2", "Has0_acc_2", "Non0_F1_score", "Has0_F1_score", "MAE",
+             "Corr"),
+    "sims": ("Mult_acc_5", "Mult_acc_3", "Mult_acc_2", "F1_score", "MAE", "Corr"),
+}
+LNLN_PAPER_COLUMNS["mosei"] = LNLN_PAPER_COLUMNS["mosi"]
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -80,7 +90,7 @@ def aggregate_seeds(per_seed: dict[str, dict]) -> dict:
   return out
 
 
-def _fmt(v: float, metric: str, percent: bool) -> str:
+def _fmt(v: float | None, metric: str, percent: bool) -> str:
   if v is None or (isinstance(v, float) and math.isnan(v)):
     return "nan"
   if metric in ("MAE", "Corr") or not percent:
@@ -88,27 +98,47 @@ def _fmt(v: float, metric: str, percent: bool) -> str:
   return f"{100 * v:.2f}"
 
 
-def _cell(stat: dict, metric: str, n_seeds: int) -> str:
+def _cell(stat: Mapping[str, float | None] | None, metric: str, n_seeds: int) -> str:
+  """`mean ± std` (accuracies/F1 in %, MAE/Corr raw); the mean alone for one seed; "–" if absent."""
+  if stat is None:
+    return "–"
   if n_seeds > 1:
-    mu, sd = stat["mean"], stat["std"]
-    if metric in ("MAE", "Corr"):
-      return f"{_fmt(mu, metric, False)} ± {_fmt(sd, metric, False)}"
-    return f"{_fmt(mu, metric, True)} ± {100 * sd:.2f}"
+    mu, sd = stat["mean"], stat.get("std")
+    pct = metric not in ("MAE", "Corr")
+    sd_text = "nan" if sd is None or math.isnan(sd) else (f"{100 * sd:.2f}" if pct else f"{sd:.4f}")
+    return f"{_fmt(mu, metric, pct)} ± {sd_text}"
   return _fmt(stat["mean"], metric, True)
 
 
-def rows_table(table: dict, metrics: tuple[str, ...], rows: list[str], first: str, n_seeds: int = 1) -> str:
+def grid_table(table: Mapping[str, Mapping[str, Any]], rows: Sequence[str], cols: Sequence[str], first: str,
+               n_seeds: int | Mapping[str, int] = 1, metric: str | None = None,
+               labels: Mapping[str, str] | None = None) -> str:
+  """Markdown table of `table[row][col] = {"mean", "std"}` (a missing cell prints "–").
+
+  Args:
+    table: the cells; a row or column absent from it prints "–".
+    rows, cols: their order; `first` heads the row-label column.
+    n_seeds: seeds behind each cell (one int, or per row): `mean ± std` when > 1, the mean otherwise.
+    metric: the metric every cell holds (its format: % or raw); None: each column is a metric name.
+    labels: printed row labels (default: the row keys).
+  """
+  labels = labels or {}
+  lines = [f"| {first} | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+  for row in rows:
+    n = n_seeds if isinstance(n_seeds, int) else n_seeds[row]
+    cells = table.get(row, {})
+    lines.append(f"| {labels.get(row, row)} | "
+                 + " | ".join(_cell(cells.get(c), metric or c, n) for c in cols) + " |")
+  return "\n".join(lines)
+
+
+def rows_table(table: dict, metrics: tuple[str, ...], rows: list[str], first: str,
+               n_seeds: int | Mapping[str, int] = 1) -> str:
   """Markdown table of `table[row][metric] = {"mean", "std"}`: accuracies/F1 in %, MAE/Corr raw,
   `mean ± std` over seeds when there are several."""
-  lines = [f"| {first} | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
-  for row in rows:
-    lines.append(f"| {row} | " + " | ".join(_cell(table[row][m], m, n_seeds) for m in metrics) + " |")
-  return "\n".join(lines)
+  return grid_table(table, rows, metrics, first, n_seeds)
 
 
 def split_table(summary_sel: dict, metrics: tuple[str, ...], eval_names: list[str], n_seeds: int = 1) -> str:
   """One row per evaluation set (e.g. GEAR's IID test, OOD splits, OOD mean) for one checkpoint."""
-  lines = ["| split | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
-  for ev in eval_names:
-    lines.append(f"| {ev} | " + " | ".join(_cell(summary_sel[ev][m], m, n_seeds) for m in metrics) + " |")
-  return "\n".join(lines)
+  return grid_table(summary_sel, eval_names, metrics, "split", n_seeds)

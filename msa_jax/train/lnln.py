@@ -22,13 +22,9 @@ SELECTION = {
 SELECTION["mosei"] = SELECTION["mosi"]
 # Which checkpoint a reported metric is read from.
 READ_FROM = {"Has0_F1_score": "Has0_acc_2", "Non0_F1_score": "Non0_acc_2", "F1_score": "Mult_acc_2"}
-# Column order of the paper's per-rate tables (Acc-2 / F1 as Non0 then Has0, SPEC §3).
-PAPER_COLUMNS = {
-    "mosi": ("Mult_acc_7", "Mult_acc_5", "Non0_acc_2", "Has0_acc_2", "Non0_F1_score", "Has0_F1_score", "MAE",
-             "Corr"),
-    "sims": ("Mult_acc_5", "Mult_acc_3", "Mult_acc_2", "F1_score", "MAE", "Corr"),
-}
-PAPER_COLUMNS["mosei"] = PAPER_COLUMNS["mosi"]
+# Column order of the paper's per-rate tables (Acc-2 / F1 as Non0 then Has0, SPEC §3); shared with
+# scripts/report.py, so it lives in evaluate/reports.py.
+PAPER_COLUMNS = reports.LNLN_PAPER_COLUMNS
 
 
 def sweep_rates(config: ml_collections.ConfigDict) -> list[float]:
