@@ -5,6 +5,9 @@ only numpy arrays, numpy dtypes/scalars and plain Python containers/scalars. Eve
 checked (key presence, rank, shape, sample count, token ids, length bounds, label range, NaN) and a
 failure raises `DataFormatError` with one line naming the file, split and key, what was expected and
 what was found. A path that does not exist also raises `DataFormatError`.
+
+A directory written by `msa_jax.data.ondisk.convert` (MOSEI-sized data as memory-mapped `.npy`
+files) is recognised by `load_mmsa` and opened memory-mapped; the conversion runs every check here.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import dataclasses
 import os
 import pickle
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 from numpy._core import multiarray as _np_multiarray
@@ -241,27 +244,45 @@ def _text_bert(value: Any, where: _Where, n: int, vocab_size: int) -> np.ndarray
   return arr.astype(np.int32, copy=False)
 
 
+def row_chunks(shape: tuple[int, ...], max_elements: int = 1 << 22) -> Iterator[slice]:
+  """Consecutive row ranges of an array of `shape`, each at most ~`max_elements` elements."""
+  per_row = max(1, int(np.prod(shape[1:])))
+  step = max(1, max_elements // per_row)
+  for start in range(0, shape[0], step):
+    yield slice(start, min(start + step, shape[0]))
+
+
+def clean_feature_rows(block: np.ndarray, where: _Where, key: str, start: int) -> None:
+  """Sets ±inf to 0 in place (SPEC §1: `-inf` audio frames) and rejects NaN in `block`, the
+  rows of a feature array that begin at sample `start` (named in the error)."""
+  nan = np.isnan(block)
+  if nan.any():
+    i, *rest = _first_bad(nan)
+    raise where.error(key, f"expected no NaN in features, got NaN at sample {start + i}, "
+                      f"index {tuple(rest)}")
+  inf = np.isinf(block)
+  if inf.any():
+    block[inf] = 0.0
+
+
 def _zero_infinities(arr: np.ndarray, where: _Where, key: str) -> None:
-  """Sets ±inf to 0 in place (SPEC §1: `-inf` audio frames) and rejects NaN, in row chunks."""
-  per_row = max(1, int(np.prod(arr.shape[1:])))
-  step = max(1, (1 << 22) // per_row)
-  for start in range(0, arr.shape[0], step):
-    block = arr[start:start + step]
-    nan = np.isnan(block)
-    if nan.any():
-      i, *rest = _first_bad(nan)
-      raise where.error(key, f"expected no NaN in features, got NaN at sample {start + i}, "
-                        f"index {tuple(rest)}")
-    inf = np.isinf(block)
-    if inf.any():
-      block[inf] = 0.0
+  """`clean_feature_rows` over `arr` in row chunks (bounded temporary memory)."""
+  for rows in row_chunks(arr.shape):
+    clean_feature_rows(arr[rows], where, key, rows.start)
+
+
+def checked_features(value: Any, where: _Where, key: str, expected: tuple[int | None, ...],
+                     names: str) -> np.ndarray:
+  """`value` as a numeric array whose rank and sizes match `expected`; not converted or copied."""
+  arr = _numeric(value, where, key)
+  _check_shape(arr, where, key, expected, names)
+  return arr
 
 
 def _features(value: Any, where: _Where, key: str, expected: tuple[int | None, ...],
               names: str) -> np.ndarray:
   """A float32 feature array of the given shape with ±inf set to 0 (no copy when possible)."""
-  arr = _numeric(value, where, key)
-  _check_shape(arr, where, key, expected, names)
+  arr = checked_features(value, where, key, expected, names)
   if arr.dtype != np.float32:
     arr = arr.astype(np.float32)
   elif not arr.flags.writeable:
@@ -302,7 +323,14 @@ def _required(raw: dict, where: _Where, key: str) -> Any:
   return raw.pop(key)
 
 
-def _build_split(raw: Any, where: _Where, limits: _Limits) -> Split:
+# Turns one raw feature array (audio, vision, text) into the array a `Split` holds:
+# (value, where, key, expected shape, shape names) -> array. `_features` keeps it in memory;
+# `msa_jax.data.ondisk` streams it to a file instead.
+FeatureHandler = Callable[[Any, _Where, str, tuple, str], np.ndarray]
+
+
+def _build_split(raw: Any, where: _Where, limits: _Limits,
+                 features: FeatureHandler = _features) -> Split:
   """Validates one raw split dict (SPEC §1 table) into a `Split`; consumes `raw`'s entries."""
   if not isinstance(raw, Mapping):
     raise DataFormatError(_one_line(
@@ -316,14 +344,14 @@ def _build_split(raw: Any, where: _Where, limits: _Limits) -> Split:
     raise where.error("regression_labels", "expected at least one sample, got 0")
   text_bert = _text_bert(_required(raw, where, "text_bert"), where, n, limits.vocab_size)
   seq_len = int(text_bert.shape[2])
-  audio = _features(_required(raw, where, "audio"), where, "audio", (n, None, None),
-                    "(N, Ta, Da) audio")
-  vision = _features(_required(raw, where, "vision"), where, "vision", (n, None, None),
-                     "(N, Tv, Dv) vision")
+  audio = features(_required(raw, where, "audio"), where, "audio", (n, None, None),
+                   "(N, Ta, Da) audio")
+  vision = features(_required(raw, where, "vision"), where, "vision", (n, None, None),
+                    "(N, Tv, Dv) vision")
   optional: dict[str, Any] = {}
   if "text" in raw:
-    optional["text"] = _features(raw.pop("text"), where, "text", (n, seq_len, None),
-                                 f"(N, L={seq_len}, Dt) text")
+    optional["text"] = features(raw.pop("text"), where, "text", (n, seq_len, None),
+                                f"(N, L={seq_len}, Dt) text")
   for suffix in "TAV":
     key = f"regression_labels_{suffix}"
     if key in raw:
@@ -386,7 +414,8 @@ def _limits(dataset: str | None, vocab_size: int | None) -> _Limits:
   return limits
 
 
-def _load_file(path: Path, limits: _Limits) -> tuple[dict[str, Split], dict[str, str], dict]:
+def _load_file(path: Path, limits: _Limits,
+               features: FeatureHandler) -> tuple[dict[str, Split], dict[str, str], dict]:
   """One MMSA pickle {'train': {...}, 'valid': {...}, 'test': {...}, [ood_*], [metadata]}."""
   source = str(path)
   data = _read_pickle(path)
@@ -409,11 +438,12 @@ def _load_file(path: Path, limits: _Limits) -> tuple[dict[str, Split], dict[str,
   splits = {}
   for name in IID_SPLITS + OOD_SPLITS:
     if name in data:
-      splits[name] = _build_split(data.pop(name), _Where(source, name), limits)
+      splits[name] = _build_split(data.pop(name), _Where(source, name), limits, features)
   return splits, {name: source for name in splits}, dict(metadata)
 
 
-def _load_gear_dir(path: Path, limits: _Limits) -> tuple[dict[str, Split], dict[str, str]]:
+def _load_gear_dir(path: Path, limits: _Limits,
+                   features: FeatureHandler) -> tuple[dict[str, Split], dict[str, str]]:
   """GEAR's directory of flat per-split pickles (SPEC §1), renamed to msa_jax split names."""
   splits, files = {}, {}
   for name, filename in GEAR_FILES.items():
@@ -424,9 +454,27 @@ def _load_gear_dir(path: Path, limits: _Limits) -> tuple[dict[str, Split], dict[
             f"{file}: split '{name}': missing file {filename} (GEAR directory layout expects "
             f"{', '.join(GEAR_FILES.values())})"))
       continue
-    splits[name] = _build_split(_read_pickle(file), _Where(str(file), name), limits)
+    splits[name] = _build_split(_read_pickle(file), _Where(str(file), name), limits, features)
     files[name] = str(file)
   return splits, files
+
+
+def load_source(path: Path, dataset: str | None, vocab_size: int | None,
+                features: FeatureHandler = _features) -> tuple[dict[str, Split], dict]:
+  """Reads and validates an MMSA pickle or a GEAR split directory, every feature array passing
+  through `features`; see `load_mmsa_with_metadata` (which also accepts converted directories)."""
+  limits = _limits(dataset, vocab_size)
+  path = Path(path)
+  if path.is_dir():
+    splits, files = _load_gear_dir(path, limits, features)
+    metadata: dict = {}
+  elif path.is_file():
+    splits, files, metadata = _load_file(path, limits, features)
+  else:
+    raise DataFormatError(
+        f"{path}: not found; expected an MMSA feature pickle or a GEAR split directory")
+  _check_consistent(splits, files)
+  return splits, metadata
 
 
 def load_mmsa_with_metadata(path: str | os.PathLike, dataset: str | None = None,
@@ -434,9 +482,11 @@ def load_mmsa_with_metadata(path: str | os.PathLike, dataset: str | None = None,
   """Loads and validates an MMSA feature pickle or a GEAR split directory (SPEC §1).
 
   Args:
-    path: an MMSA pickle `{'train', 'valid', 'test'[, 'ood_*'][, 'metadata']}` or a directory
+    path: an MMSA pickle `{'train', 'valid', 'test'[, 'ood_*'][, 'metadata']}`, a directory
       holding GEAR's train.pkl, valid.pkl, test_iid.pkl and optionally test_nn_{text, audio,
-      vision, tav}.pkl (loaded as splits test, ood_text, ood_audio, ood_vision, ood_all).
+      vision, tav}.pkl (loaded as splits test, ood_text, ood_audio, ood_vision, ood_all), or a
+      directory written by `msa_jax.data.ondisk.convert` (recognised by its manifest.json;
+      opened memory-mapped).
     dataset: 'mosi' / 'mosei' (labels in [-3, 3]), 'sims' (labels in [-1, 1]), case-insensitive,
       or None (labels finite with |y| <= 3).
     vocab_size: token ids must lie in [0, vocab_size); default 30522 (bert-base-uncased), 21128
@@ -444,24 +494,17 @@ def load_mmsa_with_metadata(path: str | os.PathLike, dataset: str | None = None,
 
   Returns:
     (splits, metadata): split name -> `Split`, and the file's top-level 'metadata' dict ({} when
-    absent, always {} for a directory).
+    absent, always {} for a GEAR directory).
 
   Raises:
     DataFormatError: the path does not exist, or a file is unsafe, unreadable or malformed.
     ValueError: unknown `dataset` or bad `vocab_size`.
   """
-  limits = _limits(dataset, vocab_size)
   path = Path(path)
-  if path.is_dir():
-    splits, files = _load_gear_dir(path, limits)
-    metadata: dict = {}
-  elif path.is_file():
-    splits, files, metadata = _load_file(path, limits)
-  else:
-    raise DataFormatError(
-        f"{path}: not found; expected an MMSA feature pickle or a GEAR split directory")
-  _check_consistent(splits, files)
-  return splits, metadata
+  from msa_jax.data import ondisk  # ondisk builds on this module.
+  if ondisk.is_converted(path):
+    return ondisk.open_ondisk_with_metadata(path, dataset, vocab_size)
+  return load_source(path, dataset, vocab_size)
 
 
 def load_mmsa(path: str | os.PathLike, dataset: str | None = None,
