@@ -5,6 +5,10 @@ self/query`, ...), and every `nn.Dense` has the PyTorch `Linear` shapes transpos
 maps onto the parameters one tensor per leaf (`load_hf_bert`). Numerics follow HF BERT: post-norm
 layers, exact-erf GELU, LayerNorm with the config's eps, the attention mask as an additive
 large-negative bias, dropout on the embeddings, attention probabilities and sub-layer outputs.
+
+Mixed precision (`BertModel(dtype=...)`; no parameter changes, float32 results unchanged): the
+Dense layers and attention matmuls compute in that dtype; parameters, embeddings, LayerNorms, the
+attention softmax and the hidden-state stream stay float32.
 """
 
 from __future__ import annotations
@@ -82,8 +86,8 @@ class BertConfig:
     return cls(**{n: raw[n] for n in names if n in raw})
 
 
-def _dense(features: int, name: str) -> nn.Dense:
-  return nn.Dense(features, kernel_init=nn.initializers.normal(_INIT_STD), name=name)
+def _dense(features: int, name: str, dtype: Any = None) -> nn.Dense:
+  return nn.Dense(features, kernel_init=nn.initializers.normal(_INIT_STD), dtype=dtype, name=name)
 
 
 def _layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
@@ -113,8 +117,11 @@ class BertEmbeddings(nn.Module):
 
 
 class BertSelfAttention(nn.Module):
-  """Multi-head scaled dot-product self-attention: (B, L, H), bias (B, 1, 1, L) -> (B, L, H)."""
+  """Multi-head scaled dot-product self-attention: (B, L, H), bias (B, 1, 1, L) -> (B, L, H).
+
+  With `dtype`, projections and matmuls run in it; scores, bias and softmax in float32."""
   config: BertConfig
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool) -> jax.Array:
@@ -126,66 +133,80 @@ class BertSelfAttention(nn.Module):
     def split(t: jax.Array) -> jax.Array:
       return t.reshape(batch, length, heads, head_dim).transpose(0, 2, 1, 3)
 
-    q = split(_dense(hidden, "query")(x))
-    k = split(_dense(hidden, "key")(x))
-    v = split(_dense(hidden, "value")(x))
-    scores = jnp.einsum("bhqd,bhkd->bhqk", q, k) / jnp.sqrt(jnp.asarray(head_dim, x.dtype)) + bias
+    q = split(_dense(hidden, "query", self.dtype)(x))
+    k = split(_dense(hidden, "key", self.dtype)(x))
+    v = split(_dense(hidden, "value", self.dtype)(x))
+    if self.dtype is None:
+      scores = jnp.einsum("bhqd,bhkd->bhqk", q, k) / jnp.sqrt(jnp.asarray(head_dim, x.dtype)) + bias
+    else:
+      scores = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
+      scores = scores / jnp.sqrt(jnp.asarray(head_dim, jnp.float32)) + bias.astype(jnp.float32)
     probs = jax.nn.softmax(scores, axis=-1)
     probs = nn.Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
+    if self.dtype is not None:
+      probs = probs.astype(self.dtype)
     out = jnp.einsum("bhqk,bhkd->bhqd", probs, v)
     return out.transpose(0, 2, 1, 3).reshape(batch, length, hidden)
 
 
 class BertResidualOutput(nn.Module):
-  """Dense, dropout, then LayerNorm(x + residual): the post-norm sub-layer output."""
+  """Dense, dropout, then LayerNorm(x + residual): the post-norm sub-layer output (in the
+  residual's dtype)."""
   config: BertConfig
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array, residual: jax.Array, deterministic: bool) -> jax.Array:
     cfg = self.config
-    x = _dense(cfg.hidden_size, "dense")(x)
+    x = _dense(cfg.hidden_size, "dense", self.dtype)(x)
     x = nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
+    if self.dtype is not None:
+      x = x.astype(residual.dtype)
     return _layer_norm(cfg, "LayerNorm")(x + residual)
 
 
 class BertAttention(nn.Module):
   """Self-attention followed by its residual output block."""
   config: BertConfig
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool) -> jax.Array:
-    attended = BertSelfAttention(self.config, name="self")(x, bias, deterministic)
-    return BertResidualOutput(self.config, name="output")(attended, x, deterministic)
+    attended = BertSelfAttention(self.config, self.dtype, name="self")(x, bias, deterministic)
+    return BertResidualOutput(self.config, self.dtype, name="output")(attended, x, deterministic)
 
 
 class BertIntermediate(nn.Module):
   """The feed-forward expansion with exact-erf GELU: (B, L, H) -> (B, L, I)."""
   config: BertConfig
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    return nn.gelu(_dense(self.config.intermediate_size, "dense")(x), approximate=False)
+    return nn.gelu(_dense(self.config.intermediate_size, "dense", self.dtype)(x), approximate=False)
 
 
 class BertLayer(nn.Module):
   """One post-norm encoder layer: attention block, then feed-forward block."""
   config: BertConfig
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool) -> jax.Array:
-    x = BertAttention(self.config, name="attention")(x, bias, deterministic)
-    h = BertIntermediate(self.config, name="intermediate")(x)
-    return BertResidualOutput(self.config, name="output")(h, x, deterministic)
+    x = BertAttention(self.config, self.dtype, name="attention")(x, bias, deterministic)
+    h = BertIntermediate(self.config, self.dtype, name="intermediate")(x)
+    return BertResidualOutput(self.config, self.dtype, name="output")(h, x, deterministic)
 
 
 class BertEncoder(nn.Module):
   """The stack of `num_hidden_layers` encoder layers, named `layer_0`, `layer_1`, ..."""
   config: BertConfig
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool) -> jax.Array:
     for i in range(self.config.num_hidden_layers):
-      x = BertLayer(self.config, name=f"layer_{i}")(x, bias, deterministic)
+      x = BertLayer(self.config, self.dtype, name=f"layer_{i}")(x, bias, deterministic)
     return x
 
 
@@ -217,17 +238,20 @@ class BertModel(nn.Module):
 
   `BertModel(cfg).apply(params, text_bert, deterministic=..., rngs={'dropout': key})` maps
   text_bert (B, 3, L) [ids, attention mask, segment ids] to the last hidden states (B, L, H); with
-  `add_pooler=True` it returns `(hidden (B, L, H), pooled (B, H))`.
+  `add_pooler=True` it returns `(hidden (B, L, H), pooled (B, H))`. `dtype`: the computation dtype
+  (None = float32; see the module docstring); hidden states are float32 either way.
   """
   config: BertConfig
   add_pooler: bool = False
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, text_bert: jax.Array, deterministic: bool
                ) -> jax.Array | tuple[jax.Array, jax.Array]:
     ids, mask, segments = split_text_bert(text_bert)
     x = BertEmbeddings(self.config, name="embeddings")(ids, segments, deterministic)
-    x = BertEncoder(self.config, name="encoder")(x, attention_bias(mask, x.dtype), deterministic)
+    x = BertEncoder(self.config, self.dtype, name="encoder")(
+        x, attention_bias(mask, x.dtype), deterministic)
     if not self.add_pooler:
       return x
     return x, BertPooler(self.config, name="pooler")(x)

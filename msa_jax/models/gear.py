@@ -43,7 +43,7 @@ import optax
 
 from msa_jax.data.split import MODALITIES
 from msa_jax.models.bert import BertConfig, BertModel
-from msa_jax.models.layers import TorchDense, torch_uniform_init
+from msa_jax.models.layers import COMPUTE_DTYPES, TorchDense, compute_dtype, torch_uniform_init
 from msa_jax.models.lstm import TorchLSTM
 
 ROLES = ("robust", "bias")
@@ -65,6 +65,9 @@ class GEARConfig:
     extractor_dropout: one rate for the post-LSTM, post-extractor and post-[CLS] dropouts
       (0.3 on MOSI, 0 on MOSEI).
     fusion_dropout: the Transformer's and fusion MLP's dropout.
+    dtype: computation dtype of the two BERTs ("float32", or "bfloat16"/"float16" for mixed
+      precision: parameters, LayerNorms and softmax stay float32); the LSTMs, heads, fusion and
+      losses always run in float32 (they are small).
   """
   text: BertConfig
   audio_in: int
@@ -80,8 +83,11 @@ class GEARConfig:
   post_fusion_dim: int = 128
   extractor_dropout: float = 0.0
   fusion_dropout: float = 0.1
+  dtype: str = "float32"
 
   def __post_init__(self):
+    if self.dtype not in COMPUTE_DTYPES:
+      raise ValueError(f"GEARConfig: dtype={self.dtype!r}, expected one of {COMPUTE_DTYPES}")
     if self.swap_dim % self.fusion_heads:
       raise ValueError(f"GEARConfig: swap_dim={self.swap_dim} is not divisible by "
                        f"fusion_heads={self.fusion_heads}")
@@ -292,8 +298,8 @@ class GEAR(nn.Module):
 
     z = {m: {} for m in MODALITIES}
     for role in ROLES:
-      hidden = BertModel(cfg.text, name=f"bert_{role}")(batch["text_bert"],
-                                                        deterministic=deterministic)
+      hidden = BertModel(cfg.text, dtype=compute_dtype(cfg.dtype), name=f"bert_{role}")(
+          batch["text_bert"], deterministic=deterministic)
       z["text"][role] = nn.relu(TorchDense(s, name=f"text_{role}_proj")(drop(hidden[:, 0])))
       for m, (hid, out) in seq_sizes.items():
         h = SequenceEncoder(hid, out, cfg.extractor_dropout, name=f"{m}_{role}")(

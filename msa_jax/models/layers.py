@@ -5,6 +5,21 @@ and bias uniform in ±1/sqrt(fan_in), LayerNorm scale 1 / bias 0, eps 1e-5), and
 modules one to one, so that a converted checkpoint maps leaf by leaf (Dense kernels transposed).
 Parameter names follow the reference where it has names (`to_q`, `to_out`, `pos_embedding`,
 `extra_token`, ...).
+
+Performance options, none of which changes a parameter or (beyond float rounding) a result:
+- `dtype`: the computation dtype of the linears and attention matmuls (mixed precision: parameters
+  stay float32, inputs and kernels are cast, attention scores and softmax run in float32, LayerNorm
+  and the residual stream stay float32). None (the default) computes everything in float32.
+- `attention_chunk`: blocked attention (`blocked_attention`): the samples are processed
+  `attention_chunk` at a time in a loop whose body (q/k/v projections, attention, output
+  projection) is rematerialised, so the (H, Nq, Nk) scores and probabilities and the 4×-wide q, k,
+  v exist one block at a time — in the forward and in the backward pass — instead of for the
+  whole batch (528 MB of scores per layer for LNLN's 508 vision positions at batch 64, and 3 × 66
+  MB of q, k, v), and stay in cache. Used where attention runs over at least `CHUNK_MIN_KEYS`
+  keys. 0: plain attention.
+- `keep` (TokenTransformer): only the first `keep` output positions are needed, so the last layer
+  computes queries, the residual and the feed-forward for those positions only (its keys and values
+  still cover every position) — exact, as attention is row-wise in the queries.
 """
 
 from __future__ import annotations
@@ -12,12 +27,33 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 Initializer = Callable[..., jax.Array]
+DType = Any
+
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+# Blocked attention is used where attention runs over at least this many keys (LNLN's audio and
+# vision TokenTransformers: 383 / 508 positions; not its 8- to 58-position ones).
+CHUNK_MIN_KEYS = 128
+
+
+def compute_dtype(name: str | None) -> DType | None:
+  """A config's dtype name -> the computation dtype of the mixed-precision layers.
+
+  "float32" (or None) gives None: no casts at all, so float32 results are exactly those of the
+  plain modules; "bfloat16" / "float16" give that dtype (parameters stay float32).
+  """
+  if name is None or name == "float32":
+    return None
+  if name not in COMPUTE_DTYPES:
+    raise ValueError(f"dtype={name!r}: expected one of {COMPUTE_DTYPES}")
+  return jnp.dtype(name)
 
 
 def torch_uniform_init(fan_in: int) -> Initializer:
@@ -30,28 +66,55 @@ def torch_uniform_init(fan_in: int) -> Initializer:
   return init
 
 
+def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array | None,
+          dtype: DType | None = None) -> jax.Array:
+  """x @ kernel (+ bias), in `dtype` when given (inputs and parameters cast to it)."""
+  if dtype is not None:
+    x, kernel = x.astype(dtype), kernel.astype(dtype)
+  y = jnp.matmul(x, kernel)
+  if bias is not None:
+    y = y + (bias if dtype is None else bias.astype(dtype))
+  return y
+
+
+class DenseParams(nn.Module):
+  """The parameters of a `TorchDense` — same names, shapes and initialisation — returned instead
+  of applied: `DenseParams(features, use_bias, name=n)(fan_in)` -> (kernel, bias or None)."""
+  features: int
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, fan_in: int) -> tuple[jax.Array, jax.Array | None]:
+    kernel = self.param("kernel", torch_uniform_init(fan_in), (fan_in, self.features))
+    bias = (self.param("bias", torch_uniform_init(fan_in), (self.features,)) if self.use_bias
+            else None)
+    return kernel, bias
+
+
 class TorchDense(nn.Module):
   """A linear layer (B, ..., D_in) -> (B, ..., features) initialised like PyTorch's `nn.Linear`.
 
   Parameters are `kernel` (D_in, features) and, with `use_bias`, `bias` (features,), as in
-  `nn.Dense`; both are drawn from U(±1/sqrt(D_in)).
+  `nn.Dense`; both are drawn from U(±1/sqrt(D_in)) in float32. With `dtype`, the input and the
+  parameters are cast to it and the output has that dtype.
   """
   features: int
   use_bias: bool = True
+  dtype: DType | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     fan_in = x.shape[-1]
     kernel = self.param("kernel", torch_uniform_init(fan_in), (fan_in, self.features))
-    y = jnp.matmul(x, kernel)
-    if self.use_bias:
-      y = y + self.param("bias", torch_uniform_init(fan_in), (self.features,))
-    return y
+    bias = (self.param("bias", torch_uniform_init(fan_in), (self.features,)) if self.use_bias
+            else None)
+    return dense(x, kernel, bias, self.dtype)
 
 
-def torch_dense(features: int, use_bias: bool = True, name: str | None = None) -> TorchDense:
+def torch_dense(features: int, use_bias: bool = True, name: str | None = None,
+                dtype: DType | None = None) -> TorchDense:
   """A `TorchDense` layer (PyTorch-default init); see `TorchDense`."""
-  return TorchDense(features, use_bias=use_bias, name=name)
+  return TorchDense(features, use_bias=use_bias, dtype=dtype, name=name)
 
 
 class LayerNorm(nn.LayerNorm):
@@ -72,16 +135,68 @@ def _merge_heads(x: jax.Array) -> jax.Array:
   return x.transpose(0, 2, 1, 3).reshape(b, n, h * dh)
 
 
+def _attend_heads(q: jax.Array, k: jax.Array, v: jax.Array, heads: int) -> jax.Array:
+  """softmax(q kᵀ / sqrt(Dh)) v per head: q (B, Nq, H·Dh), k, v (B, Nk, H·Dh) -> (B, Nq, H·Dh).
+
+  float32 inputs are computed in float32; lower-precision inputs get float32 scores and softmax
+  (the probabilities are cast back to v's dtype for the second matmul).
+  """
+  q, k, v = (_split_heads(t, heads) for t in (q, k, v))
+  scale = (q.shape[-1]) ** -0.5
+  if q.dtype != jnp.float32:
+    dots = jnp.einsum("bhid,bhjd->bhij", q, k, preferred_element_type=jnp.float32) * scale
+    attn = jax.nn.softmax(dots, axis=-1).astype(v.dtype)
+    return _merge_heads(jnp.einsum("bhij,bhjd->bhid", attn, v))
+  dots = jnp.einsum("bhid,bhjd->bhij", q, k) * scale
+  attn = jax.nn.softmax(dots, axis=-1)
+  return _merge_heads(jnp.einsum("bhij,bhjd->bhid", attn, v))
+
+
 def multi_head_attend(q: jax.Array, k: jax.Array, v: jax.Array, heads: int) -> jax.Array:
   """softmax(q kᵀ / sqrt(Dh)) v per head, no mask.
 
   q (B, Nq, H·Dh), k and v (B, Nk, H·Dh) -> (B, Nq, H·Dh).
   """
-  q, k, v = (_split_heads(t, heads) for t in (q, k, v))
-  scale = (q.shape[-1]) ** -0.5
-  dots = jnp.einsum("bhid,bhjd->bhij", q, k) * scale
-  attn = jax.nn.softmax(dots, axis=-1)
-  return _merge_heads(jnp.einsum("bhij,bhjd->bhid", attn, v))
+  return _attend_heads(q, k, v, heads)
+
+
+AttentionWeights = tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]
+
+
+def attention(q_in: jax.Array, k_in: jax.Array, v_in: jax.Array, weights: AttentionWeights,
+              heads: int, dtype: DType | None = None) -> jax.Array:
+  """`Attention`'s computation from its inputs and weights (w_q, w_k, w_v, w_out, b_out):
+  q_in (B, Nq, dim), k_in, v_in (B, Nk, dim) -> (B, Nq, dim_out)."""
+  w_q, w_k, w_v, w_out, b_out = weights
+  q, k, v = dense(q_in, w_q, None, dtype), dense(k_in, w_k, None, dtype), dense(v_in, w_v, None, dtype)
+  attended = checkpoint_name(multi_head_attend(q, k, v, heads), "attended")
+  return dense(attended, w_out, b_out, dtype)
+
+
+def blocked_attention(q_in: jax.Array, k_in: jax.Array, v_in: jax.Array,
+                      weights: AttentionWeights, heads: int, chunk: int,
+                      dtype: DType | None = None, save_attended: bool = True) -> jax.Array:
+  """`attention` computed `chunk` samples at a time and rematerialised (blocked attention).
+
+  A `lax.map` over blocks of samples whose body — the q/k/v projections, the attention and the
+  output projection — is `jax.checkpoint`-ed: the forward and the backward pass keep one block's
+  (chunk, H, Nq, Nk) scores and probabilities and its (chunk, N, H·Dh) q, k, v alive at a time
+  (the backward recomputes them block by block), and the only residuals are the (B, N, dim)
+  inputs and, with `save_attended`, the attention output before the output projection (B, Nq,
+  H·Dh), which spares the backward pass recomputing the probabilities × values product. The
+  weights' gradients are summed over the blocks. The batch is zero-padded to a multiple of
+  `chunk`. Same result as `attention` up to float rounding, gradients included.
+  """
+  b = q_in.shape[0]
+  pad = (-b) % chunk
+  inputs = (q_in, k_in, v_in)
+  if pad:
+    inputs = tuple(jnp.pad(t, ((0, pad), (0, 0), (0, 0))) for t in inputs)
+  blocks = tuple(t.reshape(-1, chunk, *t.shape[1:]) for t in inputs)
+  policy = jax.checkpoint_policies.save_only_these_names("attended") if save_attended else None
+  body = jax.checkpoint(lambda block: attention(*block, weights, heads, dtype), policy=policy)
+  out = jax.lax.map(body, blocks)
+  return out.reshape(-1, *out.shape[2:])[:b]
 
 
 class Attention(nn.Module):
@@ -89,30 +204,43 @@ class Attention(nn.Module):
 
   q, k, v are bias-free linears dim -> heads·dim_head; the output linear heads·dim_head -> dim has
   a bias. No padding mask. q_in (B, Nq, dim), k_in and v_in (B, Nk, dim) -> (B, Nq, dim).
+  `dtype` and `chunk` (`blocked_attention` where there are at least `CHUNK_MIN_KEYS` keys): see
+  the module docstring. The parameters are the same either way.
   """
   dim: int
   heads: int = 8
   dim_head: int = 64
+  dtype: DType | None = None
+  chunk: int = 0
 
   @nn.compact
   def __call__(self, q_in: jax.Array, k_in: jax.Array, v_in: jax.Array) -> jax.Array:
     inner = self.heads * self.dim_head
-    q = torch_dense(inner, use_bias=False, name="to_q")(q_in)
-    k = torch_dense(inner, use_bias=False, name="to_k")(k_in)
-    v = torch_dense(inner, use_bias=False, name="to_v")(v_in)
-    return torch_dense(self.dim, name="to_out")(multi_head_attend(q, k, v, self.heads))
+    if self.chunk <= 0 or k_in.shape[1] < CHUNK_MIN_KEYS:
+      q = torch_dense(inner, use_bias=False, name="to_q", dtype=self.dtype)(q_in)
+      k = torch_dense(inner, use_bias=False, name="to_k", dtype=self.dtype)(k_in)
+      v = torch_dense(inner, use_bias=False, name="to_v", dtype=self.dtype)(v_in)
+      attended = multi_head_attend(q, k, v, self.heads)
+      return torch_dense(self.dim, name="to_out", dtype=self.dtype)(attended)
+    w_q, _ = DenseParams(inner, use_bias=False, name="to_q")(q_in.shape[-1])
+    w_k, _ = DenseParams(inner, use_bias=False, name="to_k")(k_in.shape[-1])
+    w_v, _ = DenseParams(inner, use_bias=False, name="to_v")(v_in.shape[-1])
+    w_out, b_out = DenseParams(self.dim, name="to_out")(inner)
+    return blocked_attention(q_in, k_in, v_in, (w_q, w_k, w_v, w_out, b_out), self.heads,
+                             self.chunk, self.dtype)
 
 
 class FeedForward(nn.Module):
   """Linear dim -> hidden, exact (erf) GELU, linear hidden -> dim: (B, N, dim) -> (B, N, dim)."""
   dim: int
   hidden: int
+  dtype: DType | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = torch_dense(self.hidden, name="dense_in")(x)
+    x = torch_dense(self.hidden, name="dense_in", dtype=self.dtype)(x)
     x = jax.nn.gelu(x, approximate=False)
-    return torch_dense(self.dim, name="dense_out")(x)
+    return torch_dense(self.dim, name="dense_out", dtype=self.dtype)(x)
 
 
 class EncoderLayer(nn.Module):
@@ -120,20 +248,30 @@ class EncoderLayer(nn.Module):
 
   `x = Attention(LN_q(x), LN_k(c), LN_v(c)) + x; x = FF(LN(x)) + x` where the context c is x itself
   (self-attention) or, for the CrossTransformer, the source sequence.
-  x (B, N, dim), context (B, M, dim) or None -> (B, N, dim).
+  x (B, N, dim), context (B, M, dim) or None -> (B, N, dim). The sub-layer outputs are added to the
+  float32 residual stream, so the output is float32 whatever `dtype` computes the linears.
   """
   dim: int
   heads: int = 8
   dim_head: int = 64
   mlp_dim: int = 128
+  dtype: DType | None = None
+  attention_chunk: int = 0
 
   @nn.compact
   def __call__(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:
     context = x if context is None else context
-    attn = Attention(self.dim, self.heads, self.dim_head, name="attn")
-    x = attn(LayerNorm(name="norm_q")(x), LayerNorm(name="norm_k")(context),
-             LayerNorm(name="norm_v")(context)) + x
-    return FeedForward(self.dim, self.mlp_dim, name="ff")(LayerNorm(name="norm_ff")(x)) + x
+    attn = Attention(self.dim, self.heads, self.dim_head, self.dtype, self.attention_chunk,
+                     name="attn")
+    x = _residual(attn(LayerNorm(name="norm_q")(x), LayerNorm(name="norm_k")(context),
+                       LayerNorm(name="norm_v")(context)), x)
+    ff = FeedForward(self.dim, self.mlp_dim, self.dtype, name="ff")
+    return _residual(ff(LayerNorm(name="norm_ff")(x)), x)
+
+
+def _residual(update: jax.Array, x: jax.Array) -> jax.Array:
+  """update + x in x's dtype (the float32 residual stream under mixed precision)."""
+  return update.astype(x.dtype) + x if update.dtype != x.dtype else update + x
 
 
 def _check_input(module: str, x: jax.Array, max_frames: int, dim: int) -> None:
@@ -151,7 +289,9 @@ class TokenTransformer(nn.Module):
   embedding (init N(0, 1)) of length num_frames + token_len is added (its first N + token_len rows
   when the input has N ≤ num_frames frames). No final norm.
   x (B, N, dim) -> (B, token_len + N, dim), or with `save_hidden` the list of depth + 1 such tensors
-  [after the position embedding, after layer 1, ...].
+  [after the position embedding, after layer 1, ...]. With `keep`, only the first `keep` output
+  positions are computed by the last layer (B, keep, dim): they equal the first `keep` positions of
+  the full output (not with `save_hidden`). `dtype`, `attention_chunk`: see the module docstring.
   """
   num_frames: int
   token_len: int | None
@@ -161,9 +301,14 @@ class TokenTransformer(nn.Module):
   dim_head: int = 64
   mlp_dim: int = 128
   save_hidden: bool = False
+  keep: int | None = None
+  dtype: DType | None = None
+  attention_chunk: int = 0
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array | list[jax.Array]:
+    if self.keep is not None and self.save_hidden:
+      raise ValueError(f"TokenTransformer {self.name}: keep and save_hidden exclude each other")
     _check_input(f"TokenTransformer {self.name}", x, self.num_frames, self.dim)
     extra = self.token_len or 0
     pos = self.param("pos_embedding", nn.initializers.normal(1.0),
@@ -174,7 +319,12 @@ class TokenTransformer(nn.Module):
     x = x + pos[:, :x.shape[1]]
     hidden = [x]
     for i in range(self.depth):
-      x = EncoderLayer(self.dim, self.heads, self.dim_head, self.mlp_dim, name=f"layer_{i}")(x)
+      block = EncoderLayer(self.dim, self.heads, self.dim_head, self.mlp_dim, self.dtype,
+                    self.attention_chunk, name=f"layer_{i}")
+      if i == self.depth - 1 and self.keep is not None:
+        x = block(x[:, :self.keep], x)  # the first `keep` queries over every key
+      else:
+        x = block(x)
       hidden.append(x)
     return hidden if self.save_hidden else x
 
@@ -195,6 +345,7 @@ class CrossTransformer(nn.Module):
   heads: int = 8
   dim_head: int = 64
   mlp_dim: int = 128
+  dtype: DType | None = None
 
   @nn.compact
   def __call__(self, source: jax.Array, target: jax.Array) -> jax.Array:
@@ -210,7 +361,8 @@ class CrossTransformer(nn.Module):
     t = jnp.concatenate([token, target], axis=1)
     t = t + pos_t[:, :t.shape[1]]
     for i in range(self.depth):
-      t = EncoderLayer(self.dim, self.heads, self.dim_head, self.mlp_dim, name=f"layer_{i}")(t, s)
+      t = EncoderLayer(self.dim, self.heads, self.dim_head, self.mlp_dim, self.dtype,
+                       name=f"layer_{i}")(t, s)
     return t
 
 
@@ -227,6 +379,7 @@ class HyperLayer(nn.Module):
   dim: int = 128
   heads: int = 8
   dim_head: int = 16
+  dtype: DType | None = None
 
   @nn.compact
   def __call__(self, h_dom: jax.Array, h_a: jax.Array, h_v: jax.Array,
@@ -238,12 +391,12 @@ class HyperLayer(nn.Module):
     h_hyper = LayerNorm(name="norm_hyper")(h_hyper)
 
     def proj(name: str, x: jax.Array) -> jax.Array:
-      return torch_dense(inner, use_bias=False, name=name)(x)
+      return torch_dense(inner, use_bias=False, name=name, dtype=self.dtype)(x)
 
     q = proj("to_q", h_dom)
     attn_a = multi_head_attend(q, proj("to_k_a", h_a), proj("to_v_a", h_a), self.heads)
     attn_v = multi_head_attend(q, proj("to_k_v", h_v), proj("to_v_v", h_v), self.heads)
-    return h_hyper + torch_dense(self.dim, name="to_out")(attn_a + attn_v)
+    return _residual(torch_dense(self.dim, name="to_out", dtype=self.dtype)(attn_a + attn_v), h_hyper)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))

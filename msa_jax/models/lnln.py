@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 
 from msa_jax.models.bert import BertConfig, BertModel
-from msa_jax.models.layers import (CrossTransformer, HyperLayer, TokenTransformer, grad_reverse,
-                                   torch_dense)
+from msa_jax.models.layers import (COMPUTE_DTYPES, CrossTransformer, HyperLayer, TokenTransformer,
+                                   compute_dtype, grad_reverse, torch_dense)
 
 Batch = Mapping[str, jax.Array]
 
@@ -41,6 +41,11 @@ class LNLNConfig:
     ordinary gradients); completeness check and proxy feature stay.
   `stop_grad_targets=True` stops gradients through the complete-input branch ('full' and the
   discriminator's full_l rows); the reference (default False) does not.
+  Performance options (`layers` module docstring; none changes a parameter, and in float32 none
+  changes a result beyond float rounding): `dtype` ("float32" or "bfloat16"/"float16": mixed
+  precision of the linears, attention and BERT matmuls; parameters, LayerNorms, softmax, the small
+  heads and the losses stay float32), `attention_chunk` (blocked attention in the TokenTransformers
+  over audio and vision frames, samples per block; 0 = plain attention).
   """
   text_frames: int
   audio_frames: int
@@ -65,6 +70,8 @@ class LNLNConfig:
   use_adversarial: bool = True
   stop_grad_targets: bool = False
   grl_alpha: float = 1.0
+  dtype: str = "float32"
+  attention_chunk: int = 0
 
   def __post_init__(self):
     positive = ("text_frames", "audio_frames", "vision_frames", "audio_dim", "vision_dim", "dim",
@@ -75,9 +82,26 @@ class LNLNConfig:
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"LNLNConfig.{name}={value!r}, expected a positive int")
+    if self.dtype not in COMPUTE_DTYPES:
+      raise ValueError(f"LNLNConfig.dtype={self.dtype!r}, expected one of {COMPUTE_DTYPES}")
+    chunk = self.attention_chunk
+    if isinstance(chunk, bool) or not isinstance(chunk, numbers.Integral) or chunk < 0:
+      raise ValueError(f"LNLNConfig.attention_chunk={chunk!r}, expected an int >= 0")
     if self.num_hyper_layers > self.depth + 1:
       raise ValueError(f"LNLNConfig.num_hyper_layers={self.num_hyper_layers} needs depth + 1 "
                        f"language hidden states, but depth={self.depth}")
+
+  @property
+  def compute_dtype(self):
+    """The layers' computation dtype (None: plain float32)."""
+    return compute_dtype(self.dtype)
+
+  def token_transformer(self, num_frames: int, token_len: int | None, name: str,
+                        **kwargs: Any) -> TokenTransformer:
+    """A TokenTransformer with the shared sizes and performance options."""
+    return TokenTransformer(num_frames, token_len, self.dim, self.depth, self.heads, self.dim_head,
+                            self.mlp_dim, dtype=self.compute_dtype,
+                            attention_chunk=self.attention_chunk, name=name, **kwargs)
 
   @property
   def adversarial(self) -> bool:
@@ -112,10 +136,9 @@ class ModalityEncoder(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     cfg = self.config
-    x = torch_dense(cfg.dim, name="dense")(x)
-    x = TokenTransformer(self.num_frames, cfg.token_len, cfg.dim, cfg.depth, cfg.heads,
-                         cfg.dim_head, cfg.mlp_dim, name="transformer")(x)
-    return x[:, :cfg.token_len]
+    x = torch_dense(cfg.dim, name="dense", dtype=cfg.compute_dtype)(x)
+    return cfg.token_transformer(self.num_frames, cfg.token_len, "transformer",
+                                 keep=cfg.token_len)(x)
 
 
 class CompletenessCheck(nn.Module):
@@ -125,8 +148,7 @@ class CompletenessCheck(nn.Module):
   @nn.compact
   def __call__(self, h_l: jax.Array) -> jax.Array:
     cfg = self.config
-    c = TokenTransformer(cfg.token_len, 1, cfg.dim, cfg.depth, cfg.heads, cfg.dim_head,
-                         cfg.mlp_dim, name="transformer")(h_l)[:, 0]
+    c = cfg.token_transformer(cfg.token_len, 1, "transformer", keep=1)(h_l)[:, 0]
     c = jax.nn.leaky_relu(torch_dense(cfg.completeness_hidden, name="dense_hidden")(c), 0.1)
     return jax.nn.sigmoid(torch_dense(1, name="dense_out")(c))
 
@@ -180,7 +202,7 @@ class LNLN(nn.Module):
     _check_batch(batch_masked, cfg, "batch_masked")
     if batch_complete is not None:
       _check_batch(batch_complete, cfg, "batch_complete")
-    bert = BertModel(cfg.bert, name="bert")
+    bert = BertModel(cfg.bert, dtype=cfg.compute_dtype, name="bert")
     proj_l = ModalityEncoder(cfg, cfg.text_frames, name="proj_l")
     proj_a = ModalityEncoder(cfg, cfg.audio_frames, name="proj_a")
     proj_v = ModalityEncoder(cfg, cfg.vision_frames, name="proj_v")
@@ -196,9 +218,8 @@ class LNLN(nn.Module):
     if cfg.use_dmc:
       w = CompletenessCheck(cfg, name="completeness_check")(h_l)
       h_p0 = self.param("h_p0", nn.initializers.ones, (1, t, cfg.dim))
-      h_p = TokenTransformer(3 * t, t, cfg.dim, cfg.depth, cfg.heads, cfg.dim_head, cfg.mlp_dim,
-                             name="proxy_generator")(
-          jnp.concatenate([jnp.broadcast_to(h_p0, (b, t, cfg.dim)), h_a, h_v], axis=1))[:, :t]
+      h_p = cfg.token_transformer(3 * t, t, "proxy_generator", keep=t)(
+          jnp.concatenate([jnp.broadcast_to(h_p0, (b, t, cfg.dim)), h_a, h_v], axis=1))
       if cfg.adversarial:
         h_p = grad_reverse(h_p, cfg.grl_alpha)
       h_d = w[:, :, None] * h_l + (1.0 - w[:, :, None]) * h_p
@@ -206,15 +227,14 @@ class LNLN(nn.Module):
     else:
       h_d = h_l
 
-    hs = TokenTransformer(t, None, cfg.dim, cfg.depth, cfg.heads, cfg.dim_head, cfg.mlp_dim,
-                          save_hidden=True, name="language_encoder")(h_d)
+    hs = cfg.token_transformer(t, None, "language_encoder", save_hidden=True)(h_d)
     h_hyper = self.param("h_hyper", nn.initializers.ones, (1, t, cfg.dim))
     h_hyper = jnp.broadcast_to(h_hyper, (b, t, cfg.dim))
     for i in range(cfg.num_hyper_layers):
-      h_hyper = HyperLayer(cfg.dim, cfg.hyper_heads, cfg.hyper_dim_head,
+      h_hyper = HyperLayer(cfg.dim, cfg.hyper_heads, cfg.hyper_dim_head, cfg.compute_dtype,
                            name=f"hyper_{i}")(hs[i], h_a, h_v, h_hyper)
     f = CrossTransformer(t, t, cfg.dim, cfg.fusion_depth, cfg.heads, cfg.dim_head, cfg.mlp_dim,
-                         name="fusion")(h_hyper, hs[-1])
+                         cfg.compute_dtype, name="fusion")(h_hyper, hs[-1])
     out["pred"] = torch_dense(1, name="regressor")(jnp.mean(f[:, 1:], axis=1))[:, 0]
 
     if batch_complete is None:
@@ -222,8 +242,7 @@ class LNLN(nn.Module):
     if cfg.use_reconstructor:
       recs = []
       for m, h in (("a", h_a), ("v", h_v), ("l", h_l)):
-        recs.append(TokenTransformer(t, None, cfg.dim, cfg.depth, cfg.heads, cfg.dim_head,
-                                     cfg.mlp_dim, name=f"reconstructor_{m}")(h))
+        recs.append(cfg.token_transformer(t, None, f"reconstructor_{m}")(h))
       out["rec"] = jnp.concatenate(recs, axis=1)
     if cfg.use_reconstructor or cfg.adversarial:
       full_l, full_a, full_v = encode(batch_complete)
