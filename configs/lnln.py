@@ -36,10 +36,12 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
 
   c.batch_size = 64
   c.eval_batch_size = 128
+  c.eval_rates_per_pass = 2  # missing rates evaluated together (memory); the rest run in sequence
   c.max_epochs = 6
   c.checkpoint_keep = 2
   c.mask_seed = 0
   c.progress = True
+  c.log_every_steps = 0  # >0: a train-loss record every that many steps in steps.jsonl and TensorBoard
   c.tensorboard = True
 
   c.model = ml_collections.ConfigDict()
@@ -58,6 +60,9 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.model.use_adversarial = True
   c.model.stop_grad_targets = False
   c.model.grl_alpha = 1.0
+  # Performance options (no effect on parameters; float32 results equal up to float rounding):
+  c.model.dtype = "float32"       # or "bfloat16": mixed precision (params fp32, matmuls bf16)
+  c.model.attention_chunk = 1     # blocked attention, samples per block; 0: plain attention
 
   c.lnln = ml_collections.ConfigDict()
   c.lnln.loss_weights = ml_collections.ConfigDict({"alpha": 0.9, "beta": 0.8, "gamma": 0.1, "sigma": 1.0})

@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from msa_jax.data.mmsa import load_mmsa  # noqa: E402
+from msa_jax.data.mmsa import DataFormatError, load_mmsa  # noqa: E402
 from msa_jax.evaluate import ood  # noqa: E402
 
 
@@ -54,9 +54,13 @@ def main(argv: list[str] | None = None) -> int:
   if out.exists() and not args.overwrite:
     print(f"error: {out} already exists; pass --overwrite to replace it", file=sys.stderr)
     return 1
-  splits = load_mmsa(args.data, args.dataset)
-  result = ood.build_ood_splits(splits, seed=args.seed, k=args.k, fraction=args.fraction,
-                                steps=args.steps)
+  try:
+    splits = load_mmsa(args.data, args.dataset)
+    result = ood.build_ood_splits(splits, seed=args.seed, k=args.k, fraction=args.fraction,
+                                  steps=args.steps)
+  except (DataFormatError, ValueError, OSError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
   result["data"] = pathlib.Path(args.data).name
   ood.write_ood_json(result, out)
   print(summary(result))

@@ -1,5 +1,7 @@
 """The generic training loop on a tiny linear method: non-finite stop, early stopping, exact resume."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -86,3 +88,21 @@ def test_early_stopping_counts_epochs_without_improvement(tmp_path):
   assert record["best"]["MAE"]["epoch"] == 1
   # A constant prediction has Corr NaN at every epoch: the first epoch still serves as its checkpoint.
   assert record["best"]["Corr"]["epoch"] == 1 and set(record["results"]) == {"MAE", "Corr"}
+
+
+def test_rates_in_sequential_passes_equal_all_rates_at_once():
+  """`make_predict(rates_per_pass=k)` (lax.map over chunks of rates, bounded memory) gives the same
+  (R, B) predictions as vmapping every rate at once, including a last, partial pass."""
+  method = _method()
+  rate_dependent = dataclasses.replace(method, predict_fn=lambda p, b, k, r: (
+      b["audio"].mean(1) @ p["w"] + p["b"] + r * jnp.sin(b["audio"][:, 0, 0])))
+  mesh = sharding.make_mesh()
+  split = _splits()["test"]
+  params = {"w": jnp.array([0.5, -1.0, 2.0]), "b": jnp.array(0.1)}
+  rates = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+  key = jax.random.key(0)
+  together = loop.predict_split(loop.make_predict(rate_dependent, mesh), params, split, 8, mesh, key, rates)
+  passes = loop.predict_split(loop.make_predict(rate_dependent, mesh, 3), params, split, 8, mesh, key, rates)
+  assert together.shape == (7, 16)
+  np.testing.assert_allclose(passes, together, rtol=1e-6, atol=1e-6)
+  assert not np.allclose(together[0], together[-1])

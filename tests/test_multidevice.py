@@ -1,4 +1,5 @@
-"""Data parallelism: the same run on 1 and on 8 simulated CPU devices gives the same losses.
+"""Data parallelism: the same run on 1 device, on 8 simulated CPU devices, and on 2 processes x 4
+devices (jax.distributed over 127.0.0.1, gloo collectives) gives the same losses.
 
 Each run is a subprocess of `train.py` with its own `--xla_force_host_platform_device_count`, so the
 rest of the suite keeps one device.
@@ -7,6 +8,7 @@ rest of the suite keeps one device.
 import json
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 
@@ -24,12 +26,35 @@ TINY_LNLN = [
 ]
 
 
-def _train(workdir, data, devices, extra=()):
+def _env(devices):
   env = dict(os.environ)
   env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0"
   env["JAX_PLATFORMS"] = "cpu"
-  cmd = [sys.executable, "train.py", *TINY_LNLN, f"--config.data.path={data}", f"--workdir={workdir}", *extra]
-  return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  return env
+
+
+def _cmd(workdir, data, extra=()):
+  return [sys.executable, "train.py", *TINY_LNLN, f"--config.data.path={data}", f"--workdir={workdir}", *extra]
+
+
+def _train(workdir, data, devices, extra=()):
+  return subprocess.run(_cmd(workdir, data, extra), cwd=ROOT, env=_env(devices), capture_output=True, text=True,
+                        timeout=900)
+
+
+def _losses_and_results(workdir):
+  lines = [json.loads(l) for l in (workdir / "seed_1111" / "metrics.jsonl").read_text().splitlines()]
+  return lines, json.loads((workdir / "results.json").read_text())
+
+
+def _assert_same_run(a, b):
+  (l1, r1), (l2, r2) = a, b
+  assert [l["step"] for l in l1] == [l["step"] for l in l2]
+  for x, y in zip(l1, l2):
+    np.testing.assert_allclose(x["train/loss"], y["train/loss"], rtol=2e-4)
+    np.testing.assert_allclose(x["valid/MAE"], y["valid/MAE"], rtol=2e-4)
+  for r in ("0.0", "0.5"):
+    np.testing.assert_allclose(r1["table"][r]["MAE"]["mean"], r2["table"][r]["MAE"]["mean"], rtol=2e-4)
 
 
 @pytest.fixture(scope="module")
@@ -40,19 +65,37 @@ def data(tmp_path_factory):
   return path
 
 
-def test_one_and_eight_devices_agree(tmp_path, data):
-  runs = {}
-  for n in (1, 8):
-    proc = _train(tmp_path / f"d{n}", data, n)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = [json.loads(l) for l in (tmp_path / f"d{n}" / "seed_1111" / "metrics.jsonl").read_text().splitlines()]
-    runs[n] = (lines, json.loads((tmp_path / f"d{n}" / "results.json").read_text()))
-  (l1, r1), (l8, r8) = runs[1], runs[8]
-  for a, b in zip(l1, l8):
-    np.testing.assert_allclose(a["train/loss"], b["train/loss"], rtol=2e-4)
-    np.testing.assert_allclose(a["valid/MAE"], b["valid/MAE"], rtol=2e-4)
-  for r in ("0.0", "0.5"):
-    np.testing.assert_allclose(r1["table"][r]["MAE"]["mean"], r8["table"][r]["MAE"]["mean"], rtol=2e-4)
+@pytest.fixture(scope="module")
+def one_device(tmp_path_factory, data):
+  workdir = tmp_path_factory.mktemp("d1") / "run"
+  proc = _train(workdir, data, 1)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return _losses_and_results(workdir)
+
+
+def test_one_and_eight_devices_agree(tmp_path, data, one_device):
+  proc = _train(tmp_path / "d8", data, 8)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  _assert_same_run(one_device, _losses_and_results(tmp_path / "d8"))
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_of_four_devices_agree_with_one_device(tmp_path, data, one_device):
+  port = _free_port()
+  procs = [subprocess.Popen(
+      _cmd(tmp_path / "p2", data, [f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+                                   f"--process_id={i}"]),
+      cwd=ROOT, env=_env(4), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  outs = [p.communicate(timeout=900) for p in procs]
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  assert "data parallel over 8 cpu devices in 2 process(es)" in outs[0][0]
+  _assert_same_run(one_device, _losses_and_results(tmp_path / "p2"))
 
 
 def test_batch_not_divisible_by_devices_is_a_clear_error(tmp_path, data):

@@ -1,12 +1,17 @@
 """GEAR end to end through `msa_jax.train.run` on a reduced synthetic set (8 simulated devices)."""
 
 import json
+import pathlib
+import subprocess
+import sys
 
 import pytest
 
 from configs import gear as gear_config
 from msa_jax import train
 from msa_jax.train.loop import RunConfigError
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _config(data_path):
@@ -73,3 +78,51 @@ def test_bad_config_values_name_the_key(tmp_path):
   c.data.synthetic = ""
   with pytest.raises(RunConfigError, match="missing.pkl.*does not exist"):
     train.run(c, tmp_path / "run2")
+
+
+def test_ood_splits_from_a_builder_file_replace_the_planted_ones(tmp_path, finished_run):
+  """`--config.data.ood=FILE.ood.json` from scripts/build_ood_splits.py: its index lists decide the OOD
+  splits. ood_text is rewritten to the whole test split, so its metrics must equal test's exactly."""
+  _, root, _ = finished_run
+  data = root / "synthetic.pkl"
+  cmd = [sys.executable, "scripts/build_ood_splits.py", "--data", str(data), "--steps", "2000", "--k", "4"]
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  # 34 test samples: the default 47% subset cannot keep the label shares; a one-line error says so
+  assert proc.returncode == 1 and "cannot keep the zero label share" in proc.stderr
+  assert "Traceback" not in proc.stderr
+  proc = subprocess.run(cmd + ["--fraction", "0.9"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  built = json.loads((root / "synthetic.pkl.ood.json").read_text())
+  n_test = built["n_test"]
+  built["splits"]["ood_text"]["indices"] = list(range(n_test))
+  ood_file = tmp_path / "custom.ood.json"
+  ood_file.write_text(json.dumps(built))
+  c = _config(data)
+  c.max_epochs = 1
+  c.data.ood = str(ood_file)
+  summary = train.run(c, tmp_path / "run")
+  table = summary["summary"]["Acc_2_mean"]
+  assert summary["ood"] == str(ood_file) and f"index lists of {ood_file}" in (tmp_path / "run" / "results.md").read_text()
+  assert set(table) == {"test", "ood_text", "ood_audio", "ood_vision", "ood_all", "ood_mean"}
+  for metric in ("Has0_acc_2", "Non0_acc_2", "MAE", "Corr"):
+    assert table["ood_text"][metric]["mean"] == table["test"][metric]["mean"]
+  # the builder's ood_audio subset, not the planted cue-reversed copy of the whole test split
+  assert len(built["splits"]["ood_audio"]["indices"]) < n_test
+  c.data.ood = str(tmp_path / "absent.ood.json")
+  with pytest.raises(RunConfigError, match="config.data.ood=.*absent.ood.json.*not found"):
+    train.run(c, tmp_path / "run2")
+
+
+def test_adding_a_seed_trains_only_the_new_seed(finished_run, capsys):
+  config, root, summary = finished_run
+  before = json.loads((root / "run" / "results.json").read_text())
+  more = _config(root / "synthetic.pkl")
+  more.seeds = "1003,1004"
+  after = train.run(more, root / "run")
+  out = capsys.readouterr().out
+  assert "seed 1003: resumed from step" in out and "seed 1003 epoch" not in out  # nothing retrained
+  assert "seed 1004 epoch 3/3" in out
+  assert after["seeds"] == [1003, 1004]
+  assert after["per_seed"]["1003"] == before["per_seed"]["1003"]
+  assert json.loads((root / "run" / "config.json").read_text())["seeds"] == "1003,1004"
+  assert "run complete" in (train.run(more, root / "run") and capsys.readouterr().out)

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from msa_jax.models.bert import BertConfig, _hf_name
+from msa_jax.models.bert import BertConfig, _hf_name, _unflatten
 from msa_jax.models.gear import GEAR, GEARConfig
 from msa_jax.reference import ReferenceConversionError
 
@@ -177,16 +177,6 @@ def _reference_shape(entry: Entry, shape: tuple[int, ...]) -> tuple[int, ...]:
   if entry.layer is not None:
     shape = shape[1:]
   return tuple(shape[::-1]) if entry.how == LINEAR else tuple(shape)
-
-
-def _unflatten(flat: Mapping[tuple[str, ...], np.ndarray]) -> dict[str, Any]:
-  tree: dict[str, Any] = {}
-  for path, leaf in flat.items():
-    node = tree
-    for p in path[:-1]:
-      node = node.setdefault(p, {})
-    node[path[-1]] = leaf
-  return tree
 
 
 def convert(state_dict: Mapping[str, Any], config: GEARConfig | None = None,

@@ -89,10 +89,15 @@ def _add_ood_mean(results: dict) -> dict:
 def summarise(config, method: Method, per_seed: dict[str, dict]) -> dict:
   results = {s: _add_ood_mean(r["results"]) for s, r in per_seed.items()}
   return {"method": "gear", "dataset": config.data.dataset, "data": config.data.path,
-          "seeds": [int(s) for s in per_seed], "selection": list(method.selection_metrics),
+          "ood": config.data.get("ood", "planted") or "planted", "seeds": [int(s) for s in per_seed],
+          "selection": list(method.selection_metrics),
           "per_seed": results, "epochs": {s: r["epochs_trained"] for s, r in per_seed.items()},
           "best_valid": {s: r["best"] for s, r in per_seed.items()},
           "summary": reports.aggregate_seeds(results)}
+
+
+def _ood_source(ood: str) -> str:
+  return "those of the data file (planted / released)" if ood == "planted" else f"index lists of {ood}"
 
 
 def markdown(config, method: Method, summary: dict) -> str:
@@ -103,5 +108,6 @@ def markdown(config, method: Method, summary: dict) -> str:
   keys = metric_keys(config.data.dataset)
   head = (f"# GEAR on {summary['data']} ({config.data.dataset})\n\n"
           f"Seeds {summary['seeds']} (mean ± std over seeds; accuracies and F1 in %). Checkpoint selected "
-          f"on the validation split by {sel}; `test` is the IID test split.\n\n")
+          f"on the validation split by {sel}; `test` is the IID test split; OOD splits: "
+          f"{_ood_source(summary.get('ood', 'planted'))}.\n\n")
   return head + reports.split_table(table, keys, rows, n) + "\n"

@@ -1,4 +1,5 @@
-"""Metric writers: JSONL and TensorBoard files in the run directory, one console line per epoch."""
+"""Metric writers: JSONL (`metrics.jsonl` per epoch, `steps.jsonl` per logged step) and TensorBoard
+files in the run directory."""
 
 from __future__ import annotations
 
@@ -24,11 +25,20 @@ class MetricWriter:
         self._tb = SummaryWriter(str(self.directory / "tensorboard"))
 
   def write(self, step: int, scalars: dict[str, Any], **extra: Any) -> None:
+    """One per-epoch record: a line of `metrics.jsonl` and TensorBoard scalars."""
+    self._write("metrics.jsonl", step, scalars, extra)
+
+  def write_step(self, step: int, scalars: dict[str, Any], **extra: Any) -> None:
+    """One per-step record (config.log_every_steps): a line of `steps.jsonl`, flushed at once so
+    that progress is visible (and, in tests, observable) while training runs; TensorBoard too."""
+    self._write("steps.jsonl", step, scalars, extra)
+
+  def _write(self, name: str, step: int, scalars: dict[str, Any], extra: dict[str, Any]) -> None:
     if not self.enabled:
       return
     clean = {k: (None if isinstance(v, float) and math.isnan(v) else float(v)) for k, v in scalars.items()
              if v is not None}
-    with open(self.directory / "metrics.jsonl", "a", encoding="utf-8") as f:
+    with open(self.directory / name, "a", encoding="utf-8") as f:
       f.write(json.dumps({"step": int(step), **extra, **clean}) + "\n")
     if self._tb is not None:
       for k, v in clean.items():

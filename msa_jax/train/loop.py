@@ -40,8 +40,10 @@ from msa_jax.train.logging import MetricWriter
 from msa_jax.train.method import Method
 from msa_jax.train.state import TrainState, create_state, make_train_step
 
-# Config keys that may differ between a run and its resumption.
-_RESUMABLE_KEYS = frozenset({"progress", "log_every_steps"})
+# Config keys that may differ between a run and its resumption. `seeds` may change because every
+# seed trains in its own seed_N directory: adding seeds to a finished run trains only the new ones
+# and rewrites results.json (and config.json's seed list) for the new list.
+_RESUMABLE_KEYS = frozenset({"progress", "log_every_steps", "seeds"})
 
 
 class RunConfigError(ValueError):
@@ -102,10 +104,18 @@ def check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> N
 
 
 def record_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
-  """Creates `workdir` and writes its config.json (once; a resumed run keeps the original)."""
+  """Creates `workdir` and writes its config.json (once; a resumed run keeps the original, except
+  for a changed seed list)."""
   workdir.mkdir(parents=True, exist_ok=True)
-  if jax.process_index() == 0 and not (workdir / "config.json").exists():
-    reports.write_json_atomic(workdir / "config.json", _config_dict(config))
+  if jax.process_index() != 0:
+    return
+  path = workdir / "config.json"
+  if path.exists():
+    with open(path, encoding="utf-8") as f:
+      saved = json.load(f)
+    if parse_seeds(saved.get("seeds")) == parse_seeds(config.seeds):
+      return
+  reports.write_json_atomic(path, _config_dict(config))
 
 
 # ---- data ---------------------------------------------------------------------------------------------
@@ -122,16 +132,22 @@ def load_data(config: ml_collections.ConfigDict) -> dict[str, Split]:
       synthetic.ensure_synthetic(path, config.data.synthetic, seed=config.data.synthetic_seed,
                                  scale=config.data.synthetic_scale)
     else:
-      raise RunConfigError(f"config.data.path={str(path)!r} does not exist (an MMSA .pkl file or a GEAR "
-                           "split directory is expected)")
+      raise RunConfigError(f"config.data.path={str(path)!r} does not exist (an MMSA .pkl file, a GEAR "
+                           "split directory or a directory from scripts/convert_data.py is expected)")
   # Every synthetic preset uses the bert-base-uncased vocabulary, SIMS-shaped ones included (SPEC §7).
   vocab_size = 30522 if config.data.get("synthetic") else None
   splits = mmsa.load_mmsa(path, dataset=config.data.dataset, vocab_size=vocab_size)
   ood = config.data.get("ood", "")
   if ood and ood != "planted":
+    # The named file decides the OOD splits: splits the data file carries (planted synthetic ones,
+    # a GEAR directory's released ones) are replaced, not mixed with the file's.
+    from msa_jax.data.split import OOD_SPLITS
     from msa_jax.evaluate import ood as ood_lib
-    ood_path = pathlib.Path(ood).expanduser()
-    splits = ood_lib.apply_ood(splits, ood_lib.load_ood_json(ood_path, len(splits["test"])))
+    try:
+      indices = ood_lib.load_ood_json(pathlib.Path(ood).expanduser(), len(splits["test"]))
+    except (ValueError, FileNotFoundError) as e:
+      raise RunConfigError(f"config.data.ood={ood!r}: {e}") from None
+    splits = ood_lib.apply_ood({k: v for k, v in splits.items() if k not in OOD_SPLITS}, indices)
   return splits
 
 
@@ -149,9 +165,21 @@ def check_batches(config: ml_collections.ConfigDict, splits: dict[str, Split], m
 
 # ---- evaluation ------------------------------------------------------------------------------------
 
-def make_predict(method: Method, mesh) -> Any:
-  """jit(vmap over rates) of the method's prediction: (params, batch, key, rates) -> (R, B)."""
-  fn = jax.vmap(method.predict_fn, in_axes=(None, None, None, 0))
+def make_predict(method: Method, mesh, rates_per_pass: int | None = None) -> Any:
+  """One compiled program for the method's prediction at every missing rate:
+  (params, batch, key, rates) -> (R, B).
+
+  `rates_per_pass` rates are vmapped together and the passes run in sequence inside the program
+  (`jax.lax.map(..., batch_size=rates_per_pass)`), which bounds the evaluation memory at large frame
+  counts (MOSEI-shaped LNLN at batch 64: about 1.9 GiB per rate in flight, measured); None vmaps
+  all rates at once.
+  """
+  def fn(params, batch, key, rates):
+    one = lambda r: method.predict_fn(params, batch, key, r)
+    if rates_per_pass is None:
+      return jax.vmap(one)(rates)
+    return jax.lax.map(one, rates, batch_size=rates_per_pass)
+
   repl = sharding.replicated(mesh)
   return jax.jit(fn, in_shardings=(repl, sharding.batch_sharded(mesh), repl, repl),
                  out_shardings=NamedSharding(mesh, P(None, sharding.DATA_AXIS)))
@@ -164,7 +192,7 @@ def predict_split(predict, params: Any, split: Split, batch_size: int, mesh, key
                              process_count=jax.process_count())
   rates_arr = jnp.asarray(rates, jnp.float32)
   out = []
-  for local in ds:
+  for local in pipeline.iterate(ds):
     batch = sharding.put_batch(local, mesh)
     out.append(sharding.to_host(predict(params, batch, key, rates_arr)))
   return np.concatenate(out, axis=1)[:, :len(split)]
@@ -242,7 +270,7 @@ def train_seed(config: ml_collections.ConfigDict, method: Method, splits: dict[s
     history = History.from_json(meta)
     print(f"[msa_jax] seed {seed}: resumed from step {int(state.step)} (epoch {history.epoch}) in "
           f"{ckpts.directory}", flush=True)
-  predict = make_predict(method, mesh)
+  predict = make_predict(method, mesh, config.get("eval_rates_per_pass", None))
   writer = MetricWriter(seed_dir, tensorboard=config.get("tensorboard", True))
   try:
     if mode == "train":
@@ -270,6 +298,7 @@ def _train_epochs(config, method, splits, mesh, seed, state, history, train_ds, 
   valid_rate = [0.0 if method.valid_rate is None else method.valid_rate]
   primary = method.selection_metrics[0]
   show = config.get("progress", True) and jax.process_index() == 0 and sys.stderr.isatty()
+  log_every = int(config.get("log_every_steps", 0))
   while history.epoch < config.max_epochs and not history.stopped:
     epoch = history.epoch + 1
     t0 = time.perf_counter()
@@ -288,6 +317,8 @@ def _train_epochs(config, method, splits, mesh, seed, state, history, train_ds, 
       losses.append(loss)
       for k, v in m.items():
         aux_sum[k] = aux_sum.get(k, 0.0) + float(v)
+      if log_every and (step + 1) % log_every == 0:
+        writer.write_step(step + 1, {f"train/{k}": float(v) for k, v in m.items()}, epoch=epoch, seed=seed)
       bar.set_postfix(loss=f"{loss:.4f}")
     train_time = time.perf_counter() - t0
     t1 = time.perf_counter()
@@ -360,6 +391,11 @@ def _final_evaluation(config, method, splits, mesh, ckpts, abstract_state, predi
 
 # ---- the whole run -------------------------------------------------------------------------------
 
+def _finished_seeds(results_path: pathlib.Path) -> tuple[int, ...]:
+  with open(results_path, encoding="utf-8") as f:
+    return tuple(int(s) for s in json.load(f).get("seeds", ()))
+
+
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, mode: str = "train") -> dict:
   """Trains and evaluates every seed of `config.seeds` in `workdir`; returns the summary dict."""
   from msa_jax.train import methods
@@ -369,7 +405,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, mode: st
   seeds = parse_seeds(config.seeds)
   results_path = workdir / "results.json"
   check_workdir(workdir, config)
-  if mode == "train" and results_path.exists():
+  if mode == "train" and results_path.exists() and _finished_seeds(results_path) == seeds:
     print(f"[msa_jax] run complete: results in {results_path} and {workdir / 'results.md'} "
           "(use a new --workdir to train again, or --mode=eval to re-evaluate)", flush=True)
     with open(results_path, encoding="utf-8") as f:
@@ -377,6 +413,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, mode: st
   splits = load_data(config)
   mesh = sharding.make_mesh()
   check_batches(config, splits, mesh)
+  if jax.process_index() == 0:
+    print(f"[msa_jax] data parallel over {mesh.devices.size} {jax.default_backend()} devices in "
+          f"{jax.process_count()} process(es); global batch {config.batch_size}", flush=True)
   method = methods.build(config, splits)
   record_config(workdir, config)
   per_seed = {}
