@@ -58,6 +58,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.model.extractor_dropout = 0.3
   c.model.fusion_dropout = 0.1
   c.model.dtype = "float32"  # or "bfloat16": mixed precision of the BERTs (accelerators)
+  c.model.remat = False      # recompute BERT layers in the backward pass: less memory, ~1 more forward
 
   c.gear = ml_collections.ConfigDict()
   c.gear.gmae = "tanh"

@@ -269,7 +269,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
 
 
 def make_config(method: str, encoder: str, shape: str, batch: int | None, eval_batch: int | None,
-                dtype: str, attention_chunk: int | None,
+                dtype: str, attention_chunk: int | None, remat: bool | None = None,
                 overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
   """The method's default config with the benchmark's encoder, batch sizes, dtype and attention.
 
@@ -291,6 +291,8 @@ def make_config(method: str, encoder: str, shape: str, batch: int | None, eval_b
     if method != "lnln":
       raise SystemExit("--attention-chunk applies to LNLN only")
     c.model.attention_chunk = attention_chunk
+  if remat is not None:
+    c.model.remat = remat
   apply_overrides(c, overrides)
   return c
 
@@ -490,9 +492,10 @@ _OPCODE = re.compile(r"\s([a-z][a-z0-9\-]*)\(")
 _COMP = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
 
 
-def parse_hlo(hlo: str) -> tuple[dict[str, tuple[str, str | None, str | None]], dict[str, list[str]]]:
-  """HLO text -> ({instruction: (opcode, op_name or None, called computation or None)},
-  {computation: op_names of its instructions})."""
+def parse_hlo(hlo: str) -> tuple[dict[str, tuple[str, str | None, str | None, str | None]],
+                                 dict[str, list[str]]]:
+  """HLO text -> ({instruction: (opcode, op_name or None, called computation or None, the
+  computation it is in)}, {computation: op_names of its instructions})."""
   instrs, comps, current = {}, collections.defaultdict(list), None
   for line in hlo.splitlines():
     m = _COMP.match(line)
@@ -507,7 +510,7 @@ def parse_hlo(hlo: str) -> tuple[dict[str, tuple[str, str | None, str | None]], 
     op_name = re.search(r'op_name="([^"]*)"', rest)
     calls = re.search(r"calls=%?([\w.\-]+)", rest)
     instrs[name] = (op.group(1) if op else "?", op_name.group(1) if op_name else None,
-                    calls.group(1) if calls else None)
+                    calls.group(1) if calls else None, current)
     if current and op_name:
       comps[current].append(op_name.group(1))
   return instrs, comps
@@ -547,11 +550,14 @@ def classify_op(op_name: str | None) -> tuple[str, str, str]:
 
 
 def _instruction_op_name(name: str, instrs, comps) -> str | None:
-  opcode, op_name, calls = instrs[name]
-  if calls and calls in comps:
-    names = comps[calls]
-    dots = [n for n in names if "dot_general" in n]
-    return collections.Counter(dots or names).most_common(1)[0][0]
+  """The op_name an instruction's time is attributed to: its own, else that of the computation it
+  calls (the dots first), else the most common one of the computation it is in (a loop body)."""
+  opcode, op_name, calls, parent = instrs[name]
+  for comp in (calls, None if op_name else parent):
+    if comp and comps.get(comp):
+      names = comps[comp]
+      dots = [n for n in names if "dot_general" in n]
+      return collections.Counter(dots or names).most_common(1)[0][0]
   return op_name
 
 
@@ -732,7 +738,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
   reset_peak_rss()
   load_before = load_average()
   config = make_config(args.method, args.encoder, args.shape, args.batch, args.eval_batch,
-                       args.dtype, args.attention_chunk, args.set)
+                       args.dtype, args.attention_chunk, args.remat, args.set)
   splits = random_splits(data_preset(config, args.shape))
   mesh = sharding.make_mesh()
   sgemm = sgemm_rate(args.sgemm_n)
@@ -758,7 +764,8 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
   result: dict[str, Any] = {
       "config": {"method": args.method, "encoder": args.encoder, "shape": args.shape,
                  "batch": config.batch_size, "eval_batch": config.eval_batch_size,
-                 "dtype": args.dtype, "warmup": args.warmup, "steps": steps,
+                 "dtype": args.dtype, "attention_chunk": config.model.get("attention_chunk"),
+                 "remat": config.model.get("remat"), "warmup": args.warmup, "steps": steps,
                  "model": json.loads(config.model.to_json_best_effort())},
       "machine": {**machine_info(), "load_before": load_before},
       "sgemm": sgemm,
@@ -795,6 +802,8 @@ def child_command(args: argparse.Namespace, method: str, encoder: str, shape: st
                       ("--attention-chunk", args.attention_chunk)):
     if value is not None:
       cmd += [flag, str(value)]
+  if args.remat is not None:
+    cmd.append("--remat" if args.remat else "--no-remat")
   for item in args.set:
     cmd += ["--set", item]
   if args.profile:
@@ -902,6 +911,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                  help="compute dtype (parameters stay float32); sets config.model.dtype")
   p.add_argument("--attention-chunk", type=int, default=None,
                  help="LNLN: config.model.attention_chunk (0: plain attention)")
+  p.add_argument("--remat", action=argparse.BooleanOptionalAction, default=None,
+                 help="config.model.remat: recompute the BERT layers in the backward pass")
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="config override, e.g. --set model.depth=1 (repeatable)")
   p.add_argument("--sweep-samples", type=int, default=64,

@@ -1,7 +1,8 @@
-"""Performance options of the attention layers give the plain layers' results (issue #8).
+"""Performance options give the plain layers' results (issue #8).
 
-Blocked attention (`attention_chunk`), the last-layer `keep` of TokenTransformer, and the
-mixed-precision `dtype` of LNLN / BERT / GEAR: values and gradients against the plain modules.
+Blocked attention (`attention_chunk`), the last-layer `keep` of TokenTransformer, BERT's `remat`,
+and the mixed-precision `dtype` of LNLN / BERT / GEAR: values and gradients against the plain
+modules.
 """
 
 import dataclasses
@@ -146,6 +147,25 @@ def test_bert_bfloat16_is_close_to_float32():
   got = bert.BertModel(cfg, dtype=jnp.bfloat16).apply({"params": params}, text, deterministic=True)
   assert got.dtype == jnp.float32
   np.testing.assert_allclose(got, want, atol=0.1, rtol=0.05)
+
+
+def test_bert_remat_matches_plain():
+  cfg = bert.BertConfig.tiny()
+  params = bert.init_params(cfg, jax.random.key(12))
+  text = _lnln_batch(jax.random.key(13))["text_bert"]
+  plain, remat = bert.BertModel(cfg), bert.BertModel(cfg, remat=True)
+  assert jax.tree_util.tree_structure(remat.init(jax.random.key(12), text, deterministic=True)) == \
+      jax.tree_util.tree_structure({"params": params})
+
+  def loss(model, deterministic):
+    rngs = {} if deterministic else {"rngs": {"dropout": jax.random.key(0)}}
+    return jax.jit(jax.value_and_grad(lambda p: jnp.sum(jnp.sin(model.apply(
+        {"params": p}, text, deterministic=deterministic, **rngs)))))(params)
+
+  _close(loss(remat, True), loss(plain, True), rtol=1e-5, atol=1e-5)
+  value, grads = loss(remat, False)  # dropout: other masks, same shapes, finite
+  assert np.isfinite(float(value))
+  assert jax.tree_util.tree_map(jnp.shape, grads) == jax.tree_util.tree_map(jnp.shape, params)
 
 
 def test_gear_bfloat16_runs_in_mixed_precision():

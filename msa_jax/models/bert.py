@@ -9,6 +9,14 @@ large-negative bias, dropout on the embeddings, attention probabilities and sub-
 Mixed precision (`BertModel(dtype=...)`; no parameter changes, float32 results unchanged): the
 Dense layers and attention matmuls compute in that dtype; parameters, embeddings, LayerNorms, the
 attention softmax and the hidden-state stream stay float32.
+
+Rematerialisation (`BertModel(remat=True)`, for memory): the encoder layers run as a `lax.scan`
+over their parameters (stacked on the fly; the parameter tree is unchanged) with a
+`jax.checkpoint`-ed body, so the backward pass recomputes one layer at a time and only each
+layer's input is kept (a Python loop of `nn.remat` layers does not save memory on XLA:CPU, whose
+scheduler moves the recomputation forward). Costs about one more forward pass of the encoder.
+Deterministic results are those of the plain encoder; dropout masks are drawn from a different
+stream (`fold_in(dropout key, layer)`), with the same distribution.
 """
 
 from __future__ import annotations
@@ -199,15 +207,44 @@ class BertLayer(nn.Module):
 
 
 class BertEncoder(nn.Module):
-  """The stack of `num_hidden_layers` encoder layers, named `layer_0`, `layer_1`, ..."""
+  """The stack of `num_hidden_layers` encoder layers, named `layer_0`, `layer_1`, ...
+
+  With `remat` (and outside initialisation), the layers are applied by `remat_layers`."""
   config: BertConfig
   dtype: Any = None
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool) -> jax.Array:
-    for i in range(self.config.num_hidden_layers):
+    n = self.config.num_hidden_layers
+    if self.remat and not self.is_initializing():
+      layers = [self.variables["params"][f"layer_{i}"] for i in range(n)]
+      key = None if deterministic else self.make_rng("dropout")
+      return remat_layers(self.config, self.dtype, layers, x, bias, key)
+    for i in range(n):
       x = BertLayer(self.config, self.dtype, name=f"layer_{i}")(x, bias, deterministic)
     return x
+
+
+def remat_layers(config: BertConfig, dtype: Any, layers: Sequence[Params], x: jax.Array,
+                 bias: jax.Array, dropout_key: jax.Array | None) -> jax.Array:
+  """The encoder layers as a `lax.scan` with a rematerialised body (module docstring).
+
+  layers: each layer's parameters, in order; dropout_key None: deterministic (no dropout), else
+  layer i draws its masks from `fold_in(dropout_key, i)`.
+  """
+  stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *layers)
+  layer = BertLayer(config, dtype, parent=None)
+
+  def body(h: jax.Array, inputs: tuple[Params, jax.Array]) -> tuple[jax.Array, None]:
+    params, i = inputs
+    if dropout_key is None:
+      return layer.apply({"params": params}, h, bias, True), None
+    rngs = {"dropout": jax.random.fold_in(dropout_key, i)}
+    return layer.apply({"params": params}, h, bias, False, rngs=rngs), None
+
+  x, _ = jax.lax.scan(jax.checkpoint(body), x, (stacked, jnp.arange(len(layers))))
+  return x
 
 
 class BertPooler(nn.Module):
@@ -239,18 +276,19 @@ class BertModel(nn.Module):
   `BertModel(cfg).apply(params, text_bert, deterministic=..., rngs={'dropout': key})` maps
   text_bert (B, 3, L) [ids, attention mask, segment ids] to the last hidden states (B, L, H); with
   `add_pooler=True` it returns `(hidden (B, L, H), pooled (B, H))`. `dtype`: the computation dtype
-  (None = float32; see the module docstring); hidden states are float32 either way.
+  (None = float32) and `remat`: see the module docstring; hidden states are float32 either way.
   """
   config: BertConfig
   add_pooler: bool = False
   dtype: Any = None
+  remat: bool = False
 
   @nn.compact
   def __call__(self, text_bert: jax.Array, deterministic: bool
                ) -> jax.Array | tuple[jax.Array, jax.Array]:
     ids, mask, segments = split_text_bert(text_bert)
     x = BertEmbeddings(self.config, name="embeddings")(ids, segments, deterministic)
-    x = BertEncoder(self.config, self.dtype, name="encoder")(
+    x = BertEncoder(self.config, self.dtype, self.remat, name="encoder")(
         x, attention_bias(mask, x.dtype), deterministic)
     if not self.add_pooler:
       return x

@@ -68,6 +68,8 @@ class GEARConfig:
     dtype: computation dtype of the two BERTs ("float32", or "bfloat16"/"float16" for mixed
       precision: parameters, LayerNorms and softmax stay float32); the LSTMs, heads, fusion and
       losses always run in float32 (they are small).
+    remat: recompute the BERT layers in the backward pass (less memory, about one more BERT
+      forward; dropout masks from another stream, see `msa_jax.models.bert`).
   """
   text: BertConfig
   audio_in: int
@@ -84,6 +86,7 @@ class GEARConfig:
   extractor_dropout: float = 0.0
   fusion_dropout: float = 0.1
   dtype: str = "float32"
+  remat: bool = False
 
   def __post_init__(self):
     if self.dtype not in COMPUTE_DTYPES:
@@ -298,7 +301,8 @@ class GEAR(nn.Module):
 
     z = {m: {} for m in MODALITIES}
     for role in ROLES:
-      hidden = BertModel(cfg.text, dtype=compute_dtype(cfg.dtype), name=f"bert_{role}")(
+      hidden = BertModel(cfg.text, dtype=compute_dtype(cfg.dtype), remat=cfg.remat,
+                         name=f"bert_{role}")(
           batch["text_bert"], deterministic=deterministic)
       z["text"][role] = nn.relu(TorchDense(s, name=f"text_{role}_proj")(drop(hidden[:, 0])))
       for m, (hid, out) in seq_sizes.items():

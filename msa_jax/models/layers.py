@@ -32,7 +32,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax.ad_checkpoint import checkpoint_name
 
 Initializer = Callable[..., jax.Array]
 DType = Any
@@ -169,23 +168,21 @@ def attention(q_in: jax.Array, k_in: jax.Array, v_in: jax.Array, weights: Attent
   q_in (B, Nq, dim), k_in, v_in (B, Nk, dim) -> (B, Nq, dim_out)."""
   w_q, w_k, w_v, w_out, b_out = weights
   q, k, v = dense(q_in, w_q, None, dtype), dense(k_in, w_k, None, dtype), dense(v_in, w_v, None, dtype)
-  attended = checkpoint_name(multi_head_attend(q, k, v, heads), "attended")
-  return dense(attended, w_out, b_out, dtype)
+  return dense(multi_head_attend(q, k, v, heads), w_out, b_out, dtype)
 
 
 def blocked_attention(q_in: jax.Array, k_in: jax.Array, v_in: jax.Array,
                       weights: AttentionWeights, heads: int, chunk: int,
-                      dtype: DType | None = None, save_attended: bool = True) -> jax.Array:
+                      dtype: DType | None = None) -> jax.Array:
   """`attention` computed `chunk` samples at a time and rematerialised (blocked attention).
 
   A `lax.map` over blocks of samples whose body — the q/k/v projections, the attention and the
   output projection — is `jax.checkpoint`-ed: the forward and the backward pass keep one block's
   (chunk, H, Nq, Nk) scores and probabilities and its (chunk, N, H·Dh) q, k, v alive at a time
   (the backward recomputes them block by block), and the only residuals are the (B, N, dim)
-  inputs and, with `save_attended`, the attention output before the output projection (B, Nq,
-  H·Dh), which spares the backward pass recomputing the probabilities × values product. The
-  weights' gradients are summed over the blocks. The batch is zero-padded to a multiple of
-  `chunk`. Same result as `attention` up to float rounding, gradients included.
+  inputs. (Saving the attention output as well, to spare the backward one matmul, measured slower
+  on the 2-core CPU.) The weights' gradients are summed over the blocks. The batch is zero-padded
+  to a multiple of `chunk`. Same result as `attention` up to float rounding, gradients included.
   """
   b = q_in.shape[0]
   pad = (-b) % chunk
@@ -193,8 +190,7 @@ def blocked_attention(q_in: jax.Array, k_in: jax.Array, v_in: jax.Array,
   if pad:
     inputs = tuple(jnp.pad(t, ((0, pad), (0, 0), (0, 0))) for t in inputs)
   blocks = tuple(t.reshape(-1, chunk, *t.shape[1:]) for t in inputs)
-  policy = jax.checkpoint_policies.save_only_these_names("attended") if save_attended else None
-  body = jax.checkpoint(lambda block: attention(*block, weights, heads, dtype), policy=policy)
+  body = jax.checkpoint(lambda block: attention(*block, weights, heads, dtype))
   out = jax.lax.map(body, blocks)
   return out.reshape(-1, *out.shape[2:])[:b]
 

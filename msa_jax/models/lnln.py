@@ -45,7 +45,9 @@ class LNLNConfig:
   changes a result beyond float rounding): `dtype` ("float32" or "bfloat16"/"float16": mixed
   precision of the linears, attention and BERT matmuls; parameters, LayerNorms, softmax, the small
   heads and the losses stay float32), `attention_chunk` (blocked attention in the TokenTransformers
-  over audio and vision frames, samples per block; 0 = plain attention).
+  over audio and vision frames, samples per block; 0 = plain attention), `remat` (BERT layers
+  recomputed in the backward pass: less memory, about one more BERT forward; dropout masks drawn
+  from another stream, see `bert`).
   """
   text_frames: int
   audio_frames: int
@@ -72,6 +74,7 @@ class LNLNConfig:
   grl_alpha: float = 1.0
   dtype: str = "float32"
   attention_chunk: int = 0
+  remat: bool = False
 
   def __post_init__(self):
     positive = ("text_frames", "audio_frames", "vision_frames", "audio_dim", "vision_dim", "dim",
@@ -202,7 +205,7 @@ class LNLN(nn.Module):
     _check_batch(batch_masked, cfg, "batch_masked")
     if batch_complete is not None:
       _check_batch(batch_complete, cfg, "batch_complete")
-    bert = BertModel(cfg.bert, dtype=cfg.compute_dtype, name="bert")
+    bert = BertModel(cfg.bert, dtype=cfg.compute_dtype, remat=cfg.remat, name="bert")
     proj_l = ModalityEncoder(cfg, cfg.text_frames, name="proj_l")
     proj_a = ModalityEncoder(cfg, cfg.audio_frames, name="proj_a")
     proj_v = ModalityEncoder(cfg, cfg.vision_frames, name="proj_v")
