@@ -24,6 +24,10 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.method = "lnln"
   c.seeds = "1111"
+  # Train all seeds in one program (jax.vmap over parameters, optimizer states and keys): they
+  # share one data order (data_seed, or the first seed's), each keeps its own seed_N directory.
+  c.vmap_seeds = False
+  c.data_seed = -1  # >= 0: the shuffle seed of the training batches; -1: each seed's own (see vmap_seeds)
   c.encoder = "tiny"
 
   c.data = ml_collections.ConfigDict()

@@ -126,3 +126,28 @@ def test_adding_a_seed_trains_only_the_new_seed(finished_run, capsys):
   assert after["per_seed"]["1003"] == before["per_seed"]["1003"]
   assert json.loads((root / "run" / "config.json").read_text())["seeds"] == "1003,1004"
   assert "run complete" in (train.run(more, root / "run") and capsys.readouterr().out)
+
+
+def test_seeds_trained_together_match_separate_runs(finished_run, tmp_path, capsys):
+  """`vmap_seeds`: seeds 1003 and 1004 in one program, on seed 1003's data order. Seed 1003 gives
+  the separate run's per-epoch losses, validation metrics and final results to float tolerance."""
+  config, root, _ = finished_run
+  c = _config(root / "synthetic.pkl")
+  c.seeds, c.vmap_seeds = "1003,1004", True
+  together = train.run(c, tmp_path / "run")
+  assert "seeds 1003,1004 train together (vmap_seeds) on the data order of seed 1003" in capsys.readouterr().out
+  lines = lambda d: [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()]
+  alone, joint = lines(root / "run" / "seed_1003"), lines(tmp_path / "run" / "seed_1003")
+  assert [l["epoch"] for l in joint] == [l["epoch"] for l in alone] == [1, 2, 3]
+  for a, b in zip(alone, joint):
+    for k in ("train/loss", "train/fusion", "train/ipw_mean", "valid/MAE", "valid/Acc_2_mean"):
+      assert b[k] == pytest.approx(a[k], rel=2e-4, abs=1e-5), (a["epoch"], k)
+  separate = json.loads((root / "run" / "seed_1003" / "results.json").read_text())["results"]
+  joint_res = json.loads((tmp_path / "run" / "seed_1003" / "results.json").read_text())["results"]
+  other = json.loads((tmp_path / "run" / "seed_1004" / "results.json").read_text())["results"]
+  for split in ("test", "ood_text", "ood_all"):
+    for metric in ("MAE", "Corr", "Has0_acc_2"):
+      want = separate["Acc_2_mean"][split][metric]
+      assert joint_res["Acc_2_mean"][split][metric] == pytest.approx(want, rel=2e-4, abs=1e-5), (split, metric)
+  assert other["Acc_2_mean"]["test"]["MAE"] != joint_res["Acc_2_mean"]["test"]["MAE"]
+  assert together["seeds"] == [1003, 1004]

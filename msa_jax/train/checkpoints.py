@@ -45,9 +45,9 @@ class Checkpoints:
         state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state), meta=ocp.args.JsonSave(meta)))
     self.latest.wait_until_finished()
 
-  def restore_latest(self, abstract_state: Any) -> tuple[Any, dict, dict]:
-    """(state, data iterator state, meta) of the latest checkpoint."""
-    step = self.latest.latest_step()
+  def restore_latest(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict, dict]:
+    """(state, data iterator state, meta) of the latest checkpoint, or of the kept one of `step`."""
+    step = self.latest.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint under {self.directory / 'latest'}")
     out = self.latest.restore(step, args=ocp.args.Composite(

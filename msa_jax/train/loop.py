@@ -38,7 +38,7 @@ from msa_jax.train import checkpoints as ckpt_lib
 from msa_jax.train import sharding
 from msa_jax.train.logging import MetricWriter
 from msa_jax.train.method import Method
-from msa_jax.train.state import TrainState, create_state, make_train_step
+from msa_jax.train.state import TrainState, create_state, make_seeds_train_step, make_train_step
 
 # Config keys that may differ between a run and its resumption. `seeds` may change because every
 # seed trains in its own seed_N directory: adding seeds to a finished run trains only the new ones
@@ -77,15 +77,23 @@ def _config_dict(config: ml_collections.ConfigDict) -> dict:
   return json.loads(config.to_json_best_effort())
 
 
-def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+# Config keys added after runs were recorded, with the value that reproduces the older behaviour: a
+# saved config without such a key matches a config that holds this value.
+_ADDED_KEYS = {"vmap_seeds": False, "data_seed": -1, "model.remat": False}
+
+
+def _diff(a: Any, b: Any, prefix: str = "", a_has: bool = True) -> list[str]:
   if isinstance(a, dict) and isinstance(b, dict):
     out = []
     for k in sorted(set(a) | set(b)):
       if not prefix and k in _RESUMABLE_KEYS:
         continue
-      out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+      out += _diff(a.get(k), b.get(k), f"{prefix}{k}.", k in a)
     return out
-  return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
+  name = prefix[:-1]
+  if not a_has and name in _ADDED_KEYS and b == _ADDED_KEYS[name]:
+    return []
+  return [] if a == b else [f"{name}: {a!r} -> {b!r}"]
 
 
 def check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
@@ -165,9 +173,10 @@ def check_batches(config: ml_collections.ConfigDict, splits: dict[str, Split], m
 
 # ---- evaluation ------------------------------------------------------------------------------------
 
-def make_predict(method: Method, mesh, rates_per_pass: int | None = None) -> Any:
+def make_predict(method: Method, mesh, rates_per_pass: int | None = None, seeds_axis: bool = False) -> Any:
   """One compiled program for the method's prediction at every missing rate:
-  (params, batch, key, rates) -> (R, B).
+  (params, batch, key, rates) -> (R, B), or with `seeds_axis` (params stacked over seeds, see
+  `train_seeds_together`) -> (S, R, B).
 
   `rates_per_pass` rates are vmapped together and the passes run in sequence inside the program
   (`jax.lax.map(..., batch_size=rates_per_pass)`), which bounds the evaluation memory at large frame
@@ -181,13 +190,16 @@ def make_predict(method: Method, mesh, rates_per_pass: int | None = None) -> Any
     return jax.lax.map(one, rates, batch_size=rates_per_pass)
 
   repl = sharding.replicated(mesh)
-  return jax.jit(fn, in_shardings=(repl, sharding.batch_sharded(mesh), repl, repl),
-                 out_shardings=NamedSharding(mesh, P(None, sharding.DATA_AXIS)))
+  lead = (None, None) if seeds_axis else (None,)
+  return jax.jit(jax.vmap(fn, in_axes=(0, None, None, None)) if seeds_axis else fn,
+                 in_shardings=(repl, sharding.batch_sharded(mesh), repl, repl),
+                 out_shardings=NamedSharding(mesh, P(*lead, sharding.DATA_AXIS)))
 
 
 def predict_split(predict, params: Any, split: Split, batch_size: int, mesh, key: jax.Array,
                   rates: list[float]) -> np.ndarray:
-  """Predictions (R, N) for every sample of `split` at each missing rate, in split order."""
+  """Predictions (R, N) — (S, R, N) from a `seeds_axis` program — for every sample of `split` at
+  each missing rate, in split order."""
   ds = pipeline.eval_dataset(split, batch_size, process_index=jax.process_index(),
                              process_count=jax.process_count())
   rates_arr = jnp.asarray(rates, jnp.float32)
@@ -195,14 +207,16 @@ def predict_split(predict, params: Any, split: Split, batch_size: int, mesh, key
   for local in pipeline.iterate(ds):
     batch = sharding.put_batch(local, mesh)
     out.append(sharding.to_host(predict(params, batch, key, rates_arr)))
-  return np.concatenate(out, axis=1)[:, :len(split)]
+  return np.concatenate(out, axis=-1)[..., :len(split)]
 
 
 def evaluate(predict, params, split: Split, batch_size: int, mesh, key, rates: list[float],
-             dataset: str) -> list[dict[str, float]]:
-  """MMSA metrics of `split` at each rate (one compiled program covers all rates)."""
+             dataset: str) -> list:
+  """MMSA metrics of `split` at each rate (one compiled program covers all rates): a list over
+  rates, or from a `seeds_axis` program a list over seeds of lists over rates."""
   preds = predict_split(predict, params, split, batch_size, mesh, key, rates)
-  return [with_derived(metrics_lib.mmsa_metrics(p, split.labels, dataset)) for p in preds]
+  per_rate = lambda p: [with_derived(metrics_lib.mmsa_metrics(r, split.labels, dataset)) for r in p]
+  return [per_rate(p) for p in preds] if preds.ndim == 3 else per_rate(preds)
 
 
 def with_derived(m: dict[str, float]) -> dict[str, float]:
@@ -237,6 +251,10 @@ class History:
       v["value"] = float("nan") if v.get("value") is None else v["value"]
     return cls(**d)
 
+  def active(self, max_epochs: int) -> bool:
+    """Whether this seed still trains: not stopped early and below `max_epochs`."""
+    return self.epoch < max_epochs and not self.stopped
+
 
 def _improves_patience(metric: str, new: float, best: float, min_delta: float = 1e-6) -> bool:
   if math.isnan(new):
@@ -246,116 +264,302 @@ def _improves_patience(metric: str, new: float, best: float, min_delta: float = 
   return new <= best - min_delta if metric in metrics_lib.LOWER_IS_BETTER else new >= best + min_delta
 
 
+def data_order_seed(config: ml_collections.ConfigDict, seed: int) -> int:
+  """The shuffle seed of `seed`'s training batches: `config.data_seed` when >= 0; else, with
+  `config.vmap_seeds` (the seeds share one data order), the first of `config.seeds`; else `seed`."""
+  fixed = int(config.get("data_seed", -1))
+  if fixed >= 0:
+    return fixed
+  return parse_seeds(config.seeds)[0] if config.get("vmap_seeds", False) else seed
+
+
+@dataclasses.dataclass
+class SeedRun:
+  """One seed's keys, checkpoints, metric writer and validation history."""
+
+  seed: int
+  directory: pathlib.Path
+  ckpts: ckpt_lib.Checkpoints
+  writer: MetricWriter
+  history: History
+  k_init: jax.Array
+  k_train: jax.Array
+
+  @classmethod
+  def open(cls, config: ml_collections.ConfigDict, method: Method, seed: int,
+           directory: pathlib.Path) -> "SeedRun":
+    key = jax.random.key(seed)
+    ckpts = ckpt_lib.Checkpoints(directory / "checkpoints", method.selection_metrics, keep=config.checkpoint_keep)
+    history = History(best={m: {"value": float("nan"), "epoch": None} for m in method.selection_metrics})
+    writer = MetricWriter(directory, tensorboard=config.get("tensorboard", True))
+    return cls(seed, directory, ckpts, writer, history, jax.random.fold_in(key, 0), jax.random.fold_in(key, 1))
+
+  def close(self) -> None:
+    self.writer.close()
+    self.ckpts.close()
+
+
+def _init_state(method: Method, mesh, key: jax.Array, example: dict) -> TrainState:
+  init = jax.jit(lambda k, b: create_state(method.init_params(k, b), method.optimizer),
+                 out_shardings=sharding.replicated(mesh))
+  return init(key, example)
+
+
+def _train_step_fn(method: Method, mesh, seeds_axis: bool):
+  repl, batch_sh = sharding.replicated(mesh), sharding.batch_sharded(mesh)
+  if seeds_axis:
+    return jax.jit(make_seeds_train_step(method.loss_fn, method.optimizer),
+                   in_shardings=(repl, batch_sh, repl, repl), out_shardings=(repl, repl), donate_argnums=(0,))
+  return jax.jit(make_train_step(method.loss_fn, method.optimizer),
+                 in_shardings=(repl, batch_sh, repl), out_shardings=(repl, repl), donate_argnums=(0,))
+
+
 def train_seed(config: ml_collections.ConfigDict, method: Method, splits: dict[str, Split], mesh,
                seed: int, seed_dir: pathlib.Path, mode: str = "train") -> dict:
   """Trains (unless mode == "eval") and evaluates one seed; returns its results and writes them."""
-  dataset = config.data.dataset
-  key = jax.random.key(seed)
-  k_init, k_train = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
   k_eval = jax.random.key(config.get("mask_seed", 0))
-  batch_size = config.batch_size
-  train_ds = pipeline.train_dataset(splits["train"], batch_size, seed, process_index=jax.process_index(),
-                                    process_count=jax.process_count())
-  spe = pipeline.steps_per_epoch(len(splits["train"]), batch_size)
-  example = sharding.put_batch(train_ds[0], mesh)
-  init = jax.jit(lambda k, b: create_state(method.init_params(k, b), method.optimizer),
-                 out_shardings=sharding.replicated(mesh))
-  state = init(k_init, example)
-  abstract_state = ckpt_lib.abstract(state)
-  ckpts = ckpt_lib.Checkpoints(seed_dir / "checkpoints", method.selection_metrics, keep=config.checkpoint_keep)
-  history = History(best={m: {"value": float("nan"), "epoch": None} for m in method.selection_metrics})
-  data_state = None
-  if ckpts.latest_step() is not None:
-    state, data_state, meta = ckpts.restore_latest(abstract_state)
-    history = History.from_json(meta)
-    print(f"[msa_jax] seed {seed}: resumed from step {int(state.step)} (epoch {history.epoch}) in "
-          f"{ckpts.directory}", flush=True)
-  predict = make_predict(method, mesh, config.get("eval_rates_per_pass", None))
-  writer = MetricWriter(seed_dir, tensorboard=config.get("tensorboard", True))
+  train_ds = pipeline.train_dataset(splits["train"], config.batch_size, data_order_seed(config, seed),
+                                    process_index=jax.process_index(), process_count=jax.process_count())
+  run = SeedRun.open(config, method, seed, seed_dir)
   try:
+    state = _init_state(method, mesh, run.k_init, sharding.put_batch(train_ds[0], mesh))
+    abstract_state = ckpt_lib.abstract(state)
+    data_state = None
+    if run.ckpts.latest_step() is not None:
+      state, data_state, meta = run.ckpts.restore_latest(abstract_state)
+      run.history = History.from_json(meta)
+      _print_resumed(run, int(state.step))
+    predict = make_predict(method, mesh, config.get("eval_rates_per_pass", None))
     if mode == "train":
-      state, history = _train_epochs(config, method, splits, mesh, seed, state, history, train_ds,
-                                     data_state, spe, ckpts, predict, writer, k_train, k_eval)
-    results = _final_evaluation(config, method, splits, mesh, ckpts, abstract_state, predict, k_eval, dataset)
+      state = _train_epochs(config, method, splits, mesh, run, state, train_ds, data_state, predict, k_eval)
+    return _finish_seed(config, method, splits, mesh, run, abstract_state, predict, k_eval)
   finally:
-    writer.close()
-    ckpts.close()
-  record = {"seed": seed, "epochs_trained": history.epoch, "stopped_early": history.stopped,
-            "best": history.best, "results": results}
+    run.close()
+
+
+def _print_resumed(run: SeedRun, step: int) -> None:
+  print(f"[msa_jax] seed {run.seed}: resumed from step {step} (epoch {run.history.epoch}) in "
+        f"{run.ckpts.directory}", flush=True)
+
+
+def _finish_seed(config, method, splits, mesh, run: SeedRun, abstract_state, predict, k_eval) -> dict:
+  """Evaluates the seed's selected checkpoints and writes its results.json; returns the record."""
+  results = _final_evaluation(config, method, splits, mesh, run.ckpts, abstract_state, predict, k_eval,
+                              config.data.dataset)
+  record = {"seed": run.seed, "epochs_trained": run.history.epoch, "stopped_early": run.history.stopped,
+            "best": run.history.best, "results": results}
   if jax.process_index() == 0:
-    reports.write_json_atomic(seed_dir / "results.json", record)
+    reports.write_json_atomic(run.directory / "results.json", record)
   return record
 
 
-def _train_epochs(config, method, splits, mesh, seed, state, history, train_ds, data_state, spe,
-                  ckpts, predict, writer, k_train, k_eval):
+def _check_finite(run: SeedRun, loss: float, step: int, epoch: int) -> None:
+  if not math.isfinite(loss):
+    last = run.ckpts.latest_step()
+    raise NonFiniteLossError(
+        f"non-finite loss {loss} at step {step} (seed {run.seed}, epoch {epoch}); training stopped. The last "
+        f"good checkpoint is {'step ' + str(last) if last is not None else 'none'} under {run.ckpts.directory}")
+
+
+def _progress(config, desc: str, total: int):
   from tqdm.auto import tqdm
-  dataset = config.data.dataset
-  repl, batch_sh = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-  step_fn = jax.jit(make_train_step(method.loss_fn, method.optimizer),
-                    in_shardings=(repl, batch_sh, repl), out_shardings=(repl, repl), donate_argnums=(0,))
-  it = pipeline.restore_iterator(train_ds, data_state)
-  valid_rate = [0.0 if method.valid_rate is None else method.valid_rate]
-  primary = method.selection_metrics[0]
   show = config.get("progress", True) and jax.process_index() == 0 and sys.stderr.isatty()
+  return tqdm(range(total), desc=desc, leave=False, disable=not show)
+
+
+def _train_epochs(config, method, splits, mesh, run: SeedRun, state, train_ds, data_state, predict, k_eval):
+  step_fn = _train_step_fn(method, mesh, seeds_axis=False)
+  it = pipeline.restore_iterator(train_ds, data_state)
+  spe = pipeline.steps_per_epoch(len(splits["train"]), config.batch_size)
   log_every = int(config.get("log_every_steps", 0))
-  while history.epoch < config.max_epochs and not history.stopped:
-    epoch = history.epoch + 1
+  while run.history.active(config.max_epochs):
+    epoch = run.history.epoch + 1
     t0 = time.perf_counter()
     losses, aux_sum = [], {}
-    bar = tqdm(range(spe), desc=f"seed {seed} epoch {epoch}/{config.max_epochs}", leave=False, disable=not show)
+    bar = _progress(config, f"seed {run.seed} epoch {epoch}/{config.max_epochs}", spe)
     for _ in bar:
       step = int(state.step)
-      batch = sharding.put_batch(next(it), mesh)
-      state, m = step_fn(state, batch, k_train)
+      state, m = step_fn(state, sharding.put_batch(next(it), mesh), run.k_train)
       loss = float(m["loss"])
-      if not math.isfinite(loss):
-        last = ckpts.latest_step()
-        raise NonFiniteLossError(
-            f"non-finite loss {loss} at step {step} (seed {seed}, epoch {epoch}); training stopped. The last "
-            f"good checkpoint is {'step ' + str(last) if last is not None else 'none'} under {ckpts.directory}")
+      _check_finite(run, loss, step, epoch)
       losses.append(loss)
       for k, v in m.items():
         aux_sum[k] = aux_sum.get(k, 0.0) + float(v)
       if log_every and (step + 1) % log_every == 0:
-        writer.write_step(step + 1, {f"train/{k}": float(v) for k, v in m.items()}, epoch=epoch, seed=seed)
+        run.writer.write_step(step + 1, {f"train/{k}": float(v) for k, v in m.items()}, epoch=epoch, seed=run.seed)
       bar.set_postfix(loss=f"{loss:.4f}")
     train_time = time.perf_counter() - t0
     t1 = time.perf_counter()
-    val = evaluate(predict, state.params, splits["valid"], config.eval_batch_size, mesh, k_eval, valid_rate,
-                   dataset)[0]
+    val = evaluate(predict, state.params, splits["valid"], config.eval_batch_size, mesh, k_eval,
+                   [_valid_rate(method)], config.data.dataset)[0]
+    _end_epoch(method, run, epoch, val, state, pipeline.iterator_state(it),
+               {k: v / spe for k, v in aux_sum.items()}, float(np.mean(losses)),
+               train_time, time.perf_counter() - t1, config.max_epochs)
+  return state
+
+
+def _valid_rate(method: Method) -> float:
+  return 0.0 if method.valid_rate is None else method.valid_rate
+
+
+def _end_epoch(method: Method, run: SeedRun, epoch: int, val: dict[str, float], state: TrainState,
+               data_state: dict, train_means: dict[str, float], mean_loss: float, train_time: float,
+               valid_time: float, max_epochs: int) -> None:
+  """A seed's end of epoch: model selection on `val`, early stopping, the best and latest
+  checkpoints, the metric records and the console line."""
+  history, primary = run.history, method.selection_metrics[0]
+  t2 = time.perf_counter()
+  # The first epoch is every metric's best so far, even where the metric is NaN (e.g. Corr of a
+  # constant prediction), so that each selection metric always has a checkpoint to evaluate.
+  improved = [m for m in method.selection_metrics
+              if history.best[m]["epoch"] is None or metrics_lib.is_better(m, val[m], history.best[m]["value"])]
+  for metric in improved:
+    history.best[metric] = {"value": val[metric], "epoch": epoch}
+  run.ckpts.save_best(improved, epoch, state.params, {"epoch": epoch, "valid": reports._jsonable(val)})
+  if method.patience is not None:
+    if _improves_patience(primary, val[primary], history.patience_best):
+      history.patience_best, history.bad_epochs = val[primary], 0
+    else:
+      history.bad_epochs += 1
+      history.stopped = history.bad_epochs >= method.patience
+  history.epoch = epoch
+  train_means = {f"train/{k}": v for k, v in train_means.items()}
+  history.epochs.append({"epoch": epoch, "step": int(state.step), **train_means,
+                         **{f"valid/{k}": v for k, v in val.items()}})
+  run.ckpts.save_latest(int(state.step), state, data_state, history.to_json())
+  checkpoint_time = time.perf_counter() - t2
+  run.writer.write(int(state.step), {**train_means, **{f"valid/{k}": v for k, v in val.items()},
+                                     "time/train_epoch_s": train_time, "time/valid_s": valid_time,
+                                     "time/checkpoint_s": checkpoint_time}, epoch=epoch, seed=run.seed)
+  if jax.process_index() == 0:
+    shown = " ".join(f"{k}={val[k]:.4f}" for k in method.selection_metrics[:3])
+    print(f"[msa_jax] seed {run.seed} epoch {epoch}/{max_epochs} step {int(state.step)} "
+          f"loss {mean_loss:.4f} | valid{'' if method.valid_rate is None else f'@{method.valid_rate}'} "
+          f"{shown} | train {train_time:.1f}s valid {valid_time:.1f}s ckpt {checkpoint_time:.1f}s"
+          f"{' | best: ' + ','.join(improved) if improved else ''}"
+          f"{' | early stop' if history.stopped else ''}", flush=True)
+
+
+# ---- several seeds in one program (config.vmap_seeds) ---------------------------------------------
+
+def _stack(mesh, trees: list) -> Any:
+  return jax.jit(lambda *t: jax.tree.map(lambda *x: jnp.stack(x), *t),
+                 out_shardings=sharding.replicated(mesh))(*trees)
+
+
+def _take(mesh, tree: Any, i: int) -> Any:
+  return jax.jit(lambda t: jax.tree.map(lambda x: x[i], t), out_shardings=sharding.replicated(mesh))(tree)
+
+
+def _restore_group(runs: list[SeedRun], abstract_state, max_epochs: int) -> tuple[list, dict | None]:
+  """Each seed's latest state (None: none saved) and the shared data-iterator state.
+
+  The seeds that still train must resume from one step: if a kill fell between the seeds' saves of
+  an epoch, the seeds ahead go back to the common step (its checkpoint is still kept)."""
+  states, data_states = [], {}
+  for run in runs:
+    if run.ckpts.latest_step() is None:
+      states.append(None)
+      continue
+    state, data_state, meta = run.ckpts.restore_latest(abstract_state)
+    run.history = History.from_json(meta)
+    states.append(state)
+    data_states[run.seed] = (int(state.step), data_state)
+  training = [i for i, run in enumerate(runs) if run.history.active(max_epochs)]
+  steps = {0 if states[i] is None else int(states[i].step) for i in training}
+  if len(steps) > 1:
+    common = min(steps)
+    for i in training:
+      if states[i] is not None and int(states[i].step) != common:
+        if common not in runs[i].ckpts.latest.all_steps():
+          raise RunConfigError(f"seed {runs[i].seed}: cannot resume the seeds together at step {common}: "
+                               f"its checkpoint of that step is gone (under {runs[i].ckpts.directory})")
+        states[i], data_state, meta = runs[i].ckpts.restore_latest(abstract_state, step=common)
+        runs[i].history = History.from_json(meta)
+        data_states[runs[i].seed] = (common, data_state)
+  common_data = None
+  for i in training:
+    if states[i] is not None:
+      common_data = data_states[runs[i].seed][1]
+  for run, state in zip(runs, states):
+    if state is not None:
+      _print_resumed(run, int(state.step))
+  return states, common_data
+
+
+def train_seeds_together(config: ml_collections.ConfigDict, method: Method, splits: dict[str, Split], mesh,
+                         seeds: tuple[int, ...], workdir: pathlib.Path) -> dict[str, dict]:
+  """Trains every seed in one program (`jax.vmap` over parameters, optimizer state and keys; one
+  shared data order, `data_order_seed`), then evaluates each; returns {seed: record}.
+
+  Each seed keeps its own `seed_N` directory exactly as a separate run would: validation history,
+  best checkpoints per selection metric, latest checkpoints (its slice of the stacked state),
+  metrics and results. A seed that stops early is frozen (its updates are masked out) while the
+  others go on; results equal separate runs with the same data order up to float rounding.
+  """
+  k_eval = jax.random.key(config.get("mask_seed", 0))
+  train_ds = pipeline.train_dataset(splits["train"], config.batch_size, data_order_seed(config, seeds[0]),
+                                    process_index=jax.process_index(), process_count=jax.process_count())
+  example = sharding.put_batch(train_ds[0], mesh)
+  runs = [SeedRun.open(config, method, s, workdir / f"seed_{s}") for s in seeds]
+  try:
+    abstract_state = ckpt_lib.abstract(jax.eval_shape(lambda: _init_state(method, mesh, runs[0].k_init, example)))
+    restored, data_state = _restore_group(runs, abstract_state, config.max_epochs)
+    states = [s if s is not None else _init_state(method, mesh, run.k_init, example)
+              for run, s in zip(runs, restored)]
+    if any(run.history.active(config.max_epochs) for run in runs):
+      _train_epochs_together(config, method, splits, mesh, runs, _stack(mesh, states), train_ds,
+                             data_state, k_eval)
+    predict = make_predict(method, mesh, config.get("eval_rates_per_pass", None))
+    return {str(run.seed): _finish_seed(config, method, splits, mesh, run, abstract_state, predict, k_eval)
+            for run in runs}
+  finally:
+    for run in runs:
+      run.close()
+
+
+def _train_epochs_together(config, method, splits, mesh, runs: list[SeedRun], states, train_ds, data_state,
+                           k_eval) -> None:
+  step_fn = _train_step_fn(method, mesh, seeds_axis=True)
+  predict = make_predict(method, mesh, config.get("eval_rates_per_pass", None), seeds_axis=True)
+  it = pipeline.restore_iterator(train_ds, data_state)
+  spe = pipeline.steps_per_epoch(len(splits["train"]), config.batch_size)
+  log_every = int(config.get("log_every_steps", 0))
+  keys = _stack(mesh, [run.k_train for run in runs])
+  names = ",".join(str(run.seed) for run in runs)
+  while True:
+    training = [i for i, run in enumerate(runs) if run.history.active(config.max_epochs)]
+    if not training:
+      return
+    active = jnp.asarray([i in training for i in range(len(runs))])
+    epoch = runs[training[0]].history.epoch + 1
+    t0 = time.perf_counter()
+    losses, aux_sum = [], {}
+    bar = _progress(config, f"seeds {names} epoch {epoch}/{config.max_epochs}", spe)
+    for _ in bar:
+      steps = np.asarray(states.step)
+      states, m = step_fn(states, sharding.put_batch(next(it), mesh), keys, active)
+      m = {k: np.asarray(v) for k, v in m.items()}
+      for i in training:
+        _check_finite(runs[i], float(m["loss"][i]), int(steps[i]), epoch)
+        if log_every and (steps[i] + 1) % log_every == 0:
+          runs[i].writer.write_step(int(steps[i]) + 1, {f"train/{k}": float(v[i]) for k, v in m.items()},
+                                    epoch=epoch, seed=runs[i].seed)
+      losses.append(m["loss"])
+      for k, v in m.items():
+        aux_sum[k] = aux_sum.get(k, 0.0) + v.astype(np.float64)
+      bar.set_postfix(loss=" ".join(f"{m['loss'][i]:.4f}" for i in training))
+    train_time = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    vals = evaluate(predict, states.params, splits["valid"], config.eval_batch_size, mesh, k_eval,
+                    [_valid_rate(method)], config.data.dataset)
     valid_time = time.perf_counter() - t1
-    t2 = time.perf_counter()
-    # The first epoch is every metric's best so far, even where the metric is NaN (e.g. Corr of a
-    # constant prediction), so that each selection metric always has a checkpoint to evaluate.
-    improved = [m for m in method.selection_metrics
-                if history.best[m]["epoch"] is None or metrics_lib.is_better(m, val[m], history.best[m]["value"])]
-    for metric in improved:
-      history.best[metric] = {"value": val[metric], "epoch": epoch}
-    ckpts.save_best(improved, epoch, state.params, {"epoch": epoch, "valid": reports._jsonable(val)})
-    if method.patience is not None:
-      if _improves_patience(primary, val[primary], history.patience_best):
-        history.patience_best, history.bad_epochs = val[primary], 0
-      else:
-        history.bad_epochs += 1
-        history.stopped = history.bad_epochs >= method.patience
-    history.epoch = epoch
-    train_means = {f"train/{k}": v / spe for k, v in aux_sum.items()}
-    history.epochs.append({"epoch": epoch, "step": int(state.step), **train_means,
-                           **{f"valid/{k}": v for k, v in val.items()}})
-    ckpts.save_latest(int(state.step), state, pipeline.iterator_state(it), history.to_json())
-    checkpoint_time = time.perf_counter() - t2
-    writer.write(int(state.step), {**train_means, **{f"valid/{k}": v for k, v in val.items()},
-                                   "time/train_epoch_s": train_time, "time/valid_s": valid_time,
-                                   "time/checkpoint_s": checkpoint_time}, epoch=epoch, seed=seed)
-    if jax.process_index() == 0:
-      shown = " ".join(f"{k}={val[k]:.4f}" for k in method.selection_metrics[:3])
-      print(f"[msa_jax] seed {seed} epoch {epoch}/{config.max_epochs} step {int(state.step)} "
-            f"loss {np.mean(losses):.4f} | valid{'' if method.valid_rate is None else f'@{method.valid_rate}'} "
-            f"{shown} | train {train_time:.1f}s valid {valid_time:.1f}s ckpt {checkpoint_time:.1f}s"
-            f"{' | best: ' + ','.join(improved) if improved else ''}"
-            f"{' | early stop' if history.stopped else ''}", flush=True)
-  return state, history
+    data_state = pipeline.iterator_state(it)
+    mean_loss = np.mean(np.stack(losses), axis=0)
+    for i in training:
+      _end_epoch(method, runs[i], epoch, vals[i][0], _take(mesh, states, i), data_state,
+                 {k: float(v[i]) / spe for k, v in aux_sum.items()}, float(mean_loss[i]),
+                 train_time, valid_time, config.max_epochs)
 
 
 def _final_evaluation(config, method, splits, mesh, ckpts, abstract_state, predict, k_eval, dataset) -> dict:
@@ -418,9 +622,13 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, mode: st
           f"{jax.process_count()} process(es); global batch {config.batch_size}", flush=True)
   method = methods.build(config, splits)
   record_config(workdir, config)
-  per_seed = {}
-  for seed in seeds:
-    per_seed[str(seed)] = train_seed(config, method, splits, mesh, seed, workdir / f"seed_{seed}", mode)
+  if mode == "train" and len(seeds) > 1 and config.get("vmap_seeds", False):
+    print(f"[msa_jax] seeds {','.join(map(str, seeds))} train together (vmap_seeds) on the data order "
+          f"of seed {data_order_seed(config, seeds[0])}", flush=True)
+    per_seed = train_seeds_together(config, method, splits, mesh, seeds, workdir)
+  else:
+    per_seed = {str(seed): train_seed(config, method, splits, mesh, seed, workdir / f"seed_{seed}", mode)
+                for seed in seeds}
   summary = methods.summarise(config, method, per_seed)
   if jax.process_index() == 0:
     reports.write_json_atomic(results_path, summary)

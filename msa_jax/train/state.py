@@ -42,3 +42,20 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation):
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return train_step
+
+
+def make_seeds_train_step(loss_fn: LossFn, tx: optax.GradientTransformation):
+  """The train step over S seeds at once: `(states, batch, keys, active) -> (states, metrics)`.
+
+  `states` and `keys` are stacked over a leading seed axis, the batch is shared, and each metric
+  has shape (S,). Seed s computes exactly `make_train_step`'s update (`jax.vmap`); where
+  `active[s]` is False its state is returned unchanged (a seed that stopped early stays frozen).
+  """
+  one = jax.vmap(make_train_step(loss_fn, tx), in_axes=(0, None, 0))
+
+  def train_step(states: TrainState, batch: dict, keys: jax.Array, active: jax.Array):
+    new, metrics = one(states, batch, keys)
+    keep = lambda n, o: jnp.where(active.reshape(active.shape + (1,) * (n.ndim - 1)), n, o)
+    return jax.tree.map(keep, new, states), metrics
+
+  return train_step
