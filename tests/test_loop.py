@@ -109,7 +109,8 @@ def test_rates_in_sequential_passes_equal_all_rates_at_once():
   rates = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
   key = jax.random.key(0)
   together = loop.predict_split(loop.make_predict(rate_dependent, mesh), params, split, 8, mesh, key, rates)
-  passes = loop.predict_split(loop.make_predict(rate_dependent, mesh, 3), params, split, 8, mesh, key, rates)
+  passes = loop.predict_split(loop.make_predict(rate_dependent, mesh, 3), params, split, 8, mesh, key, rates,
+                              desc="sweep")  # with a progress bar over the batches
   assert together.shape == (7, 16)
   np.testing.assert_allclose(passes, together, rtol=1e-6, atol=1e-6)
   assert not np.allclose(together[0], together[-1])

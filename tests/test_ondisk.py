@@ -180,6 +180,34 @@ def test_pipeline_reads_rows_from_the_files(synthetic_pickle, converted):
     pipeline.SplitSource(got).gather(np.array([len(got)]))
 
 
+def test_ood_subsets_of_converted_data_stay_on_disk(synthetic_pickle, converted):
+  """`apply_ood` on memory-mapped splits keeps the frames of each OOD subset on disk (RowSubset)
+  and reads the same rows as the in-memory subsets of the pickle."""
+  from msa_jax.data.split import OOD_SPLITS
+  from msa_jax.evaluate import ood
+  strip = lambda splits: {k: v for k, v in splits.items() if k not in OOD_SPLITS}
+  indices = {"ood_text": np.array([3, 1, 40, 7]), "ood_all": np.arange(0, 64, 5)}
+  want = ood.apply_ood(strip(load_mmsa(synthetic_pickle, vocab_size=VOCAB)), indices)
+  got = ood.apply_ood(strip(load_mmsa(converted, vocab_size=VOCAB)), indices)
+  for name, idx in indices.items():
+    lazy = got[name]
+    assert isinstance(lazy.audio, pipeline.RowSubset) and isinstance(lazy.vision, pipeline.RowSubset)
+    assert len(lazy) == len(idx) and lazy.audio_shape == want[name].audio_shape
+    np.testing.assert_array_equal(np.asarray(lazy.audio), want[name].audio)
+    np.testing.assert_array_equal(lazy.vision[2], want[name].vision[2])
+    assert type(lazy.labels) is np.ndarray and type(lazy.text_bert) is np.ndarray  # small: in memory
+    np.testing.assert_array_equal(lazy.text_bert, want[name].text_bert)
+    rows = np.array([1, 0, len(idx) - 1, 1])
+    a, b = pipeline.SplitSource(want[name]).gather(rows), pipeline.SplitSource(lazy).gather(rows)
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k], err_msg=(name, k))
+  # a subset of a subset composes the row indices; bad indices are refused
+  sub = pipeline.take_rows(got["ood_all"], np.array([2, 0]))
+  np.testing.assert_array_equal(np.asarray(sub.audio), want["ood_all"].audio[[2, 0]])
+  with pytest.raises(IndexError):
+    pipeline.take_rows(got["test"], np.array([64]))
+
+
 def _linear_method():
   """A tiny linear method on audio (compiles in a second) standing in for LNLN / GEAR."""
   import jax.numpy as jnp

@@ -21,6 +21,7 @@ a MOSEI-sized split costs the process a few batches, not the split.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from typing import Any
@@ -63,6 +64,78 @@ def read_rows(arr: np.memmap, indices: np.ndarray) -> np.ndarray:
   return out
 
 
+class RowSubset:
+  """Rows `rows` of a file-backed memmap, read on demand: a lazy `base[rows]`.
+
+  An OOD split is a subset of the test split (SPEC §6); taken eagerly from MOSEI's memory-mapped
+  test frames, the four subsets would copy about 2 GB into memory. `take_rows` keeps them as
+  RowSubsets instead, which `SplitSource` reads row by row with `read_rows` like the test split
+  itself. Indexing along the first axis, or `np.asarray`, reads the rows into a new array.
+  """
+
+  def __init__(self, base: np.memmap, rows: np.ndarray):
+    if not _file_backed(base):
+      raise TypeError("RowSubset needs a whole, C-ordered, file-backed np.memmap")
+    self.base = base
+    self.rows = np.asarray(rows, dtype=np.int64)
+    if self.rows.ndim != 1 or (self.rows.size and (self.rows.min() < 0 or self.rows.max() >= len(base))):
+      raise IndexError(f"rows must be a 1-D array of indices into {len(base)} rows")
+
+  @property
+  def shape(self) -> tuple[int, ...]:
+    return (len(self.rows),) + self.base.shape[1:]
+
+  @property
+  def dtype(self) -> np.dtype:
+    return self.base.dtype
+
+  @property
+  def ndim(self) -> int:
+    return self.base.ndim
+
+  def __len__(self) -> int:
+    return len(self.rows)
+
+  def read(self, indices: np.ndarray) -> np.ndarray:
+    """Rows `indices` of this subset, as a new array."""
+    return read_rows(self.base, self.rows[np.asarray(indices, dtype=np.int64)])
+
+  def __getitem__(self, key: Any) -> np.ndarray:
+    if isinstance(key, tuple):
+      return self[key[0]][(slice(None),) + key[1:]] if key else np.asarray(self)
+    if isinstance(key, (int, np.integer)):
+      return self.read(np.array([key]))[0]
+    return read_rows(self.base, self.rows[key])
+
+  def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+    out = read_rows(self.base, self.rows)
+    return out if dtype is None else out.astype(dtype)
+
+
+# The per-sample frame arrays, which hold nearly all of a split's bytes: the only ones `take_rows`
+# leaves on disk (labels, lengths and token ids are small and used directly with numpy).
+LAZY_FIELDS = frozenset({"audio", "vision", "text"})
+
+
+def take_rows(split: Split, indices: np.ndarray) -> Split:
+  """`split.take(indices)`, except that file-backed frame arrays (`LAZY_FIELDS`, and RowSubsets)
+  stay on disk as `RowSubset`s instead of being copied into memory."""
+  idx = np.asarray(indices, dtype=np.int64)
+  if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= len(split))):
+    raise IndexError(f"indices must be a 1-D array of indices into {len(split)} samples")
+
+  def one(name: str, arr: Any) -> Any:
+    if arr is None:
+      return None
+    if isinstance(arr, RowSubset):
+      return RowSubset(arr.base, arr.rows[idx]) if name in LAZY_FIELDS else arr.read(idx)
+    if name in LAZY_FIELDS and _file_backed(arr):
+      return RowSubset(arr, idx)
+    return np.asarray(arr[idx])
+
+  return Split(**{f.name: one(f.name, getattr(split, f.name)) for f in dataclasses.fields(split)})
+
+
 class SplitSource:
   """A grain random-access data source over a `Split` (one record = one sample's arrays).
 
@@ -72,7 +145,7 @@ class SplitSource:
 
   def __init__(self, split: Split):
     self._arrays = split.model_arrays()
-    self._from_file = {k for k, v in self._arrays.items() if _file_backed(v)}
+    self._from_file = {k for k, v in self._arrays.items() if _file_backed(v) or isinstance(v, RowSubset)}
     self._n = len(split)
 
   def __len__(self) -> int:
@@ -80,6 +153,8 @@ class SplitSource:
 
   def _take(self, key: str, indices: np.ndarray) -> np.ndarray:
     arr = self._arrays[key]
+    if isinstance(arr, RowSubset):
+      return arr.read(indices)
     if key in self._from_file:
       return read_rows(arr, indices)
     return np.asarray(arr[indices])

@@ -35,6 +35,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from msa_jax.data import pipeline
 from msa_jax.data.split import MODALITIES, OOD_SPLITS, Split
 
 OOD_VERSION = 1
@@ -626,7 +627,8 @@ def load_ood_json(path: str | os.PathLike, n_test: int) -> dict[str, np.ndarray]
 
 def apply_ood(splits: Mapping[str, Split], ood_indices: Mapping[str, np.ndarray], *,
               overwrite: bool = False) -> dict[str, Split]:
-  """A new split family: `splits` plus each OOD subset of its test split, via Split.take (SPEC §6).
+  """A new split family: `splits` plus each OOD subset of its test split (SPEC §6), taken with
+  `pipeline.take_rows`: arrays memory-mapped from a converted directory stay on disk.
 
   An OOD name already present (e.g. a GEAR directory's released splits) is an error unless
   `overwrite`.
@@ -638,5 +640,5 @@ def apply_ood(splits: Mapping[str, Split], ood_indices: Mapping[str, np.ndarray]
       raise ValueError(f"unknown OOD split {name!r}; expected names from {OOD_SPLITS}")
     if name in splits and not overwrite:
       raise ValueError(f"split {name!r} already exists (pass overwrite=True to replace it)")
-    out[name] = test.take(_check_indices(np.asarray(indices).tolist(), len(test), f"split {name!r}"))
+    out[name] = pipeline.take_rows(test, _check_indices(np.asarray(indices).tolist(), len(test), f"split {name!r}"))
   return out

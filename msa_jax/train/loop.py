@@ -197,24 +197,28 @@ def make_predict(method: Method, mesh, rates_per_pass: int | None = None, seeds_
 
 
 def predict_split(predict, params: Any, split: Split, batch_size: int, mesh, key: jax.Array,
-                  rates: list[float]) -> np.ndarray:
+                  rates: list[float], desc: str | None = None) -> np.ndarray:
   """Predictions (R, N) — (S, R, N) from a `seeds_axis` program — for every sample of `split` at
-  each missing rate, in split order."""
+  each missing rate, in split order. `desc`: show a progress bar over the batches."""
   ds = pipeline.eval_dataset(split, batch_size, process_index=jax.process_index(),
                              process_count=jax.process_count())
   rates_arr = jnp.asarray(rates, jnp.float32)
   out = []
-  for local in pipeline.iterate(ds):
+  batches = pipeline.iterate(ds)
+  if desc is not None:
+    from tqdm.auto import tqdm
+    batches = tqdm(batches, total=len(ds), desc=desc, leave=False)
+  for local in batches:
     batch = sharding.put_batch(local, mesh)
     out.append(sharding.to_host(predict(params, batch, key, rates_arr)))
   return np.concatenate(out, axis=-1)[..., :len(split)]
 
 
 def evaluate(predict, params, split: Split, batch_size: int, mesh, key, rates: list[float],
-             dataset: str) -> list:
+             dataset: str, desc: str | None = None) -> list:
   """MMSA metrics of `split` at each rate (one compiled program covers all rates): a list over
   rates, or from a `seeds_axis` program a list over seeds of lists over rates."""
-  preds = predict_split(predict, params, split, batch_size, mesh, key, rates)
+  preds = predict_split(predict, params, split, batch_size, mesh, key, rates, desc)
   per_rate = lambda p: [with_derived(metrics_lib.mmsa_metrics(r, split.labels, dataset)) for r in p]
   return [per_rate(p) for p in preds] if preds.ndim == 3 else per_rate(preds)
 
@@ -361,10 +365,13 @@ def _check_finite(run: SeedRun, loss: float, step: int, epoch: int) -> None:
         f"good checkpoint is {'step ' + str(last) if last is not None else 'none'} under {run.ckpts.directory}")
 
 
+def _show_progress(config) -> bool:
+  return bool(config.get("progress", True)) and jax.process_index() == 0 and sys.stderr.isatty()
+
+
 def _progress(config, desc: str, total: int):
   from tqdm.auto import tqdm
-  show = config.get("progress", True) and jax.process_index() == 0 and sys.stderr.isatty()
-  return tqdm(range(total), desc=desc, leave=False, disable=not show)
+  return tqdm(range(total), desc=desc, leave=False, disable=not _show_progress(config))
 
 
 def _train_epochs(config, method, splits, mesh, run: SeedRun, state, train_ds, data_state, predict, k_eval):
@@ -585,8 +592,9 @@ def _final_evaluation(config, method, splits, mesh, ckpts, abstract_state, predi
       evals = {}
       for split_name, rates in groups.items():
         real = [0.0 if r is None else r for r in rates]
+        desc = f"{ckpts.directory.parent.name} {split_name} ({len(real)} rates), checkpoint of epoch {epoch}"
         for r, m in zip(rates, evaluate(predict, params, splits[split_name], config.eval_batch_size, mesh,
-                                        k_eval, real, dataset)):
+                                        k_eval, real, dataset, desc if _show_progress(config) else None)):
           evals[split_name if r is None else f"{split_name}@{r:.1f}"] = m
       by_epoch[epoch] = evals
     results[metric] = by_epoch[epoch]
