@@ -20,11 +20,12 @@ per configuration):
   - GEAR: a step is one micro-batch (forward + backward) plus half an optimizer update (it sums 2
     micro-batches per update), so an even number of steps is timed; its four LSTM scans (audio and
     vision, robust and bias) are timed separately, forward + backward;
-  - evaluation: the real `loop.make_predict` (vmapped over the rates: LNLN's 10 sweep rates, GEAR
-    one rate) on `--sweep-samples` test samples in batches of `--eval-batch`; throughput in
-    sample-evaluations per second, and the full MOSI evaluation extrapolated from it (LNLN: 10
-    rates × 686 samples × 3 seeds × selection metrics, 6 in msa_jax and 5 in the reference's count;
-    GEAR: test + 4 OOD splits × 686 × 3 seeds);
+  - evaluation: the real `loop.make_predict` (LNLN's 10 sweep rates in one program,
+    `eval_rates_per_pass` of them vmapped at a time as in training; GEAR one rate) on
+    `--sweep-samples` test samples in batches of `--eval-batch`; throughput in sample-evaluations
+    per second, and the full MOSI evaluation extrapolated from it (LNLN: 10 rates × 686 samples
+    × 3 seeds × selection metrics, 6 in msa_jax and 5 in the reference's count; GEAR: test + 4
+    OOD splits × 686 × 3 seeds);
   - memory: the process's peak resident set (ru_maxrss), the peak of each phase (VmHWM, reset
     between phases through /proc/self/clear_refs where the kernel allows it), and on an
     accelerator the device's peak bytes in use.
@@ -363,11 +364,14 @@ def xla_temp_bytes(compiled) -> int | None:
 
 
 def plain_method(config: ml_collections.ConfigDict, splits):
-  """The method built with plain attention: the model's math without loops."""
+  """The method built with plain attention and no rematerialisation: the model's math without
+  loops (XLA's cost analysis counts a loop body once) and without recomputation."""
   from msa_jax.train import methods
   plain = ml_collections.ConfigDict(config.to_dict())
   if "attention_chunk" in plain.model:
     plain.model.attention_chunk = 0
+  if "remat" in plain.model:
+    plain.model.remat = False
   return methods.build(plain, splits)
 
 
@@ -599,7 +603,8 @@ def bench_eval(method, config, splits, mesh, params, rates: list[float], sweep_s
   ds = pipeline.eval_dataset(splits["test"], bs)
   n_batches = max(1, min(len(ds), math.ceil(sweep_samples / bs)))
   batches = [sharding.put_batch(ds[i], mesh) for i in range(n_batches)]
-  predict = loop.make_predict(method, mesh)
+  # As the training loop evaluates: `eval_rates_per_pass` rates at a time, in one program.
+  predict = loop.make_predict(method, mesh, config.get("eval_rates_per_pass", None))
   key = jax.random.key(config.get("mask_seed", 0))
   rates_arr = jnp.asarray(rates, jnp.float32)
   reset_peak_rss()
