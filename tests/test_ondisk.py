@@ -195,6 +195,8 @@ def test_ood_subsets_of_converted_data_stay_on_disk(synthetic_pickle, converted)
     assert len(lazy) == len(idx) and lazy.audio_shape == want[name].audio_shape
     np.testing.assert_array_equal(np.asarray(lazy.audio), want[name].audio)
     np.testing.assert_array_equal(lazy.vision[2], want[name].vision[2])
+    np.testing.assert_array_equal(lazy.vision[2, 1], want[name].vision[2, 1])
+    np.testing.assert_array_equal(lazy.audio[1:3, :, 0], want[name].audio[1:3, :, 0])
     assert type(lazy.labels) is np.ndarray and type(lazy.text_bert) is np.ndarray  # small: in memory
     np.testing.assert_array_equal(lazy.text_bert, want[name].text_bert)
     rows = np.array([1, 0, len(idx) - 1, 1])

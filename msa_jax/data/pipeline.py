@@ -101,8 +101,11 @@ class RowSubset:
     return read_rows(self.base, self.rows[np.asarray(indices, dtype=np.int64)])
 
   def __getitem__(self, key: Any) -> np.ndarray:
-    if isinstance(key, tuple):
-      return self[key[0]][(slice(None),) + key[1:]] if key else np.asarray(self)
+    if isinstance(key, tuple):  # rows first, then the rest of the key on what was read
+      if not key:
+        return np.asarray(self)
+      rows = self[key[0]]
+      return rows[key[1:]] if isinstance(key[0], (int, np.integer)) else rows[(slice(None),) + key[1:]]
     if isinstance(key, (int, np.integer)):
       return self.read(np.array([key]))[0]
     return read_rows(self.base, self.rows[key])

@@ -303,10 +303,10 @@ class SeedRun:
     self.ckpts.close()
 
 
-def _init_state(method: Method, mesh, key: jax.Array, example: dict) -> TrainState:
-  init = jax.jit(lambda k, b: create_state(method.init_params(k, b), method.optimizer),
+def _init_fn(method: Method, mesh):
+  """The jit-compiled `(key, example batch) -> fresh TrainState` (one compile for every seed)."""
+  return jax.jit(lambda k, b: create_state(method.init_params(k, b), method.optimizer),
                  out_shardings=sharding.replicated(mesh))
-  return init(key, example)
 
 
 def _train_step_fn(method: Method, mesh, seeds_axis: bool):
@@ -326,7 +326,7 @@ def train_seed(config: ml_collections.ConfigDict, method: Method, splits: dict[s
                                     process_index=jax.process_index(), process_count=jax.process_count())
   run = SeedRun.open(config, method, seed, seed_dir)
   try:
-    state = _init_state(method, mesh, run.k_init, sharding.put_batch(train_ds[0], mesh))
+    state = _init_fn(method, mesh)(run.k_init, sharding.put_batch(train_ds[0], mesh))
     abstract_state = ckpt_lib.abstract(state)
     data_state = None
     if run.ckpts.latest_step() is not None:
@@ -454,8 +454,9 @@ def _stack(mesh, trees: list) -> Any:
                  out_shardings=sharding.replicated(mesh))(*trees)
 
 
-def _take(mesh, tree: Any, i: int) -> Any:
-  return jax.jit(lambda t: jax.tree.map(lambda x: x[i], t), out_shardings=sharding.replicated(mesh))(tree)
+def _take_fn(mesh):
+  """The jit-compiled `(stacked tree, i) -> seed i's slice` (one compile for every seed and epoch)."""
+  return jax.jit(lambda t, i: jax.tree.map(lambda x: x[i], t), out_shardings=sharding.replicated(mesh))
 
 
 def _restore_group(runs: list[SeedRun], abstract_state, max_epochs: int) -> tuple[list, dict | None]:
@@ -463,15 +464,16 @@ def _restore_group(runs: list[SeedRun], abstract_state, max_epochs: int) -> tupl
 
   The seeds that still train must resume from one step: if a kill fell between the seeds' saves of
   an epoch, the seeds ahead go back to the common step (its checkpoint is still kept)."""
-  states, data_states = [], {}
+  states, data_states = [], []
   for run in runs:
     if run.ckpts.latest_step() is None:
       states.append(None)
+      data_states.append(None)
       continue
     state, data_state, meta = run.ckpts.restore_latest(abstract_state)
     run.history = History.from_json(meta)
     states.append(state)
-    data_states[run.seed] = (int(state.step), data_state)
+    data_states.append(data_state)
   training = [i for i, run in enumerate(runs) if run.history.active(max_epochs)]
   steps = {0 if states[i] is None else int(states[i].step) for i in training}
   if len(steps) > 1:
@@ -481,13 +483,10 @@ def _restore_group(runs: list[SeedRun], abstract_state, max_epochs: int) -> tupl
         if common not in runs[i].ckpts.latest.all_steps():
           raise RunConfigError(f"seed {runs[i].seed}: cannot resume the seeds together at step {common}: "
                                f"its checkpoint of that step is gone (under {runs[i].ckpts.directory})")
-        states[i], data_state, meta = runs[i].ckpts.restore_latest(abstract_state, step=common)
+        states[i], data_states[i], meta = runs[i].ckpts.restore_latest(abstract_state, step=common)
         runs[i].history = History.from_json(meta)
-        data_states[runs[i].seed] = (common, data_state)
-  common_data = None
-  for i in training:
-    if states[i] is not None:
-      common_data = data_states[runs[i].seed][1]
+  # The training seeds are at one step now, so any of their iterator states is the shared one.
+  common_data = next((data_states[i] for i in training if states[i] is not None), None)
   for run, state in zip(runs, states):
     if state is not None:
       _print_resumed(run, int(state.step))
@@ -510,10 +509,10 @@ def train_seeds_together(config: ml_collections.ConfigDict, method: Method, spli
   example = sharding.put_batch(train_ds[0], mesh)
   runs = [SeedRun.open(config, method, s, workdir / f"seed_{s}") for s in seeds]
   try:
-    abstract_state = ckpt_lib.abstract(jax.eval_shape(lambda: _init_state(method, mesh, runs[0].k_init, example)))
+    init = _init_fn(method, mesh)
+    abstract_state = ckpt_lib.abstract(jax.eval_shape(init, runs[0].k_init, example))
     restored, data_state = _restore_group(runs, abstract_state, config.max_epochs)
-    states = [s if s is not None else _init_state(method, mesh, run.k_init, example)
-              for run, s in zip(runs, restored)]
+    states = [s if s is not None else init(run.k_init, example) for run, s in zip(runs, restored)]
     if any(run.history.active(config.max_epochs) for run in runs):
       _train_epochs_together(config, method, splits, mesh, runs, _stack(mesh, states), train_ds,
                              data_state, k_eval)
@@ -533,6 +532,7 @@ def _train_epochs_together(config, method, splits, mesh, runs: list[SeedRun], st
   spe = pipeline.steps_per_epoch(len(splits["train"]), config.batch_size)
   log_every = int(config.get("log_every_steps", 0))
   keys = _stack(mesh, [run.k_train for run in runs])
+  take = _take_fn(mesh)
   names = ",".join(str(run.seed) for run in runs)
   while True:
     training = [i for i, run in enumerate(runs) if run.history.active(config.max_epochs)]
@@ -564,7 +564,7 @@ def _train_epochs_together(config, method, splits, mesh, runs: list[SeedRun], st
     data_state = pipeline.iterator_state(it)
     mean_loss = np.mean(np.stack(losses), axis=0)
     for i in training:
-      _end_epoch(method, runs[i], epoch, vals[i][0], _take(mesh, states, i), data_state,
+      _end_epoch(method, runs[i], epoch, vals[i][0], take(states, i), data_state,
                  {k: float(v[i]) / spe for k, v in aux_sum.items()}, float(mean_loss[i]),
                  train_time, valid_time, config.max_epochs)
 
