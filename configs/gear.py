@@ -63,6 +63,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.model.fusion_dropout = 0.1
   c.model.dtype = "float32"  # or "bfloat16": mixed precision of the BERTs (accelerators)
   c.model.remat = False      # recompute BERT layers in the backward pass: less memory, ~1 more forward
+  c.model.dropout_impl = "hash"  # dropout masks: "hash" (fast) or "threefry" (nn.Dropout)
 
   c.gear = ml_collections.ConfigDict()
   c.gear.gmae = "tanh"

@@ -68,6 +68,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.model.dtype = "float32"       # or "bfloat16": mixed precision (params fp32, matmuls bf16)
   c.model.attention_chunk = 1     # blocked attention, samples per block; 0: plain attention
   c.model.remat = False           # recompute BERT layers in the backward pass: less memory
+  c.model.dropout_impl = "hash"   # dropout masks: "hash" (fast) or "threefry" (nn.Dropout)
 
   c.lnln = ml_collections.ConfigDict()
   c.lnln.loss_weights = ml_collections.ConfigDict({"alpha": 0.9, "beta": 0.8, "gamma": 0.1, "sigma": 1.0})

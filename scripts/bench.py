@@ -396,21 +396,15 @@ def bench_train(method, config, splits, mesh, warmup: int, steps: int,
                 profile_dir: str | None) -> tuple[dict[str, Any], Any, dict]:
   """Compile and time the train step; returns (figures, final state, one device batch)."""
   from msa_jax.data import pipeline
-  from msa_jax.train import sharding
-  from msa_jax.train.state import create_state, make_train_step
+  from msa_jax.train import loop, sharding, xla
 
-  repl, batch_sh = sharding.replicated(mesh), sharding.batch_sharded(mesh)
   train_ds = pipeline.train_dataset(splits["train"], config.batch_size, seed=0)
   batches = [sharding.put_batch(train_ds[i], mesh) for i in range(2)]
   key = jax.random.key(0)
-  init = jax.jit(lambda k, b: create_state(method.init_params(k, b), method.optimizer),
-                 out_shardings=repl)
+  init = loop._init_fn(method, mesh)
   state, init_s = _timed(lambda: init(jax.random.fold_in(key, 0), batches[0]))
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(state.params))
-  # Exactly the jit of msa_jax.train.loop._train_epochs.
-  step_fn = jax.jit(make_train_step(method.loss_fn, method.optimizer),
-                    in_shardings=(repl, batch_sh, repl), out_shardings=(repl, repl),
-                    donate_argnums=(0,))
+  step_fn = loop.train_step_fn(method, mesh)  # the training loop's jit, compiler options included
   k_train = jax.random.fold_in(key, 1)
   start = time.perf_counter()
   lowered = step_fn.lower(state, batches[0], k_train)
@@ -422,6 +416,7 @@ def bench_train(method, config, splits, mesh, warmup: int, steps: int,
   flops = model_flops(config, splits, mesh, state, batches[0], k_train)
   compiled_flops = flops_of(compiled)
   peak_compile = phase_peak_rss()
+  xla.release_host_memory()  # as the training loop does after its first step's compile
   reset_peak_rss()
 
   times, cpu_times = [], []

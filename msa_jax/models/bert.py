@@ -4,7 +4,8 @@ The module tree mirrors Hugging Face's `BertModel` names (`embeddings`, `encoder
 self/query`, ...), and every `nn.Dense` has the PyTorch `Linear` shapes transposed, so a checkpoint
 maps onto the parameters one tensor per leaf (`load_hf_bert`). Numerics follow HF BERT: post-norm
 layers, exact-erf GELU, LayerNorm with the config's eps, the attention mask as an additive
-large-negative bias, dropout on the embeddings, attention probabilities and sub-layer outputs.
+large-negative bias, dropout on the embeddings, attention probabilities and sub-layer outputs
+(masks drawn as `BertConfig.dropout_impl` says: `msa_jax.models.dropout`).
 
 Mixed precision (`BertModel(dtype=...)`; no parameter changes, float32 results unchanged): the
 Dense layers and attention matmuls compute in that dtype; parameters, embeddings, LayerNorms, the
@@ -33,6 +34,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from msa_jax.models.dropout import check_impl as check_dropout_impl
+from msa_jax.models.dropout import dropout
+
 Params = Mapping[str, Any]
 
 _INIT_STD = 0.02
@@ -51,8 +55,11 @@ class BertConfig:
   layer_norm_eps: float = 1e-12
   hidden_dropout_prob: float = 0.1
   attention_probs_dropout_prob: float = 0.1
+  # How dropout masks are drawn (not a HF key): "hash" or "threefry", see msa_jax.models.dropout.
+  dropout_impl: str = "hash"
 
   def __post_init__(self):
+    check_dropout_impl(self.dropout_impl)
     if self.hidden_size % self.num_attention_heads:
       raise ValueError(f"BertConfig: hidden_size={self.hidden_size} is not divisible by "
                        f"num_attention_heads={self.num_attention_heads}")
@@ -121,7 +128,7 @@ class BertEmbeddings(nn.Module):
                      name="token_type_embeddings")
     x = words(input_ids) + positions(jnp.arange(length)[None, :]) + types(token_type_ids)
     x = _layer_norm(cfg, "LayerNorm")(x)
-    return nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
+    return dropout(self, x, cfg.hidden_dropout_prob, deterministic, cfg.dropout_impl)
 
 
 class BertSelfAttention(nn.Module):
@@ -150,7 +157,7 @@ class BertSelfAttention(nn.Module):
       scores = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
       scores = scores / jnp.sqrt(jnp.asarray(head_dim, jnp.float32)) + bias.astype(jnp.float32)
     probs = jax.nn.softmax(scores, axis=-1)
-    probs = nn.Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
+    probs = dropout(self, probs, cfg.attention_probs_dropout_prob, deterministic, cfg.dropout_impl)
     if self.dtype is not None:
       probs = probs.astype(self.dtype)
     out = jnp.einsum("bhqk,bhkd->bhqd", probs, v)
@@ -167,7 +174,7 @@ class BertResidualOutput(nn.Module):
   def __call__(self, x: jax.Array, residual: jax.Array, deterministic: bool) -> jax.Array:
     cfg = self.config
     x = _dense(cfg.hidden_size, "dense", self.dtype)(x)
-    x = nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
+    x = dropout(self, x, cfg.hidden_dropout_prob, deterministic, cfg.dropout_impl)
     if self.dtype is not None:
       x = x.astype(residual.dtype)
     return _layer_norm(cfg, "LayerNorm")(x + residual)

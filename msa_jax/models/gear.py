@@ -43,6 +43,8 @@ import optax
 
 from msa_jax.data.split import MODALITIES
 from msa_jax.models.bert import BertConfig, BertModel
+from msa_jax.models.dropout import check_impl as check_dropout_impl
+from msa_jax.models.dropout import dropout
 from msa_jax.models.layers import COMPUTE_DTYPES, TorchDense, compute_dtype, torch_uniform_init
 from msa_jax.models.lstm import TorchLSTM
 
@@ -70,6 +72,8 @@ class GEARConfig:
       losses always run in float32 (they are small).
     remat: recompute the BERT layers in the backward pass (less memory, about one more BERT
       forward; dropout masks from another stream, see `msa_jax.models.bert`).
+    dropout_impl: how every dropout mask (the BERTs' included) is drawn: "hash" or "threefry"
+      (`msa_jax.models.dropout`).
   """
   text: BertConfig
   audio_in: int
@@ -87,8 +91,10 @@ class GEARConfig:
   fusion_dropout: float = 0.1
   dtype: str = "float32"
   remat: bool = False
+  dropout_impl: str = "hash"
 
   def __post_init__(self):
+    check_dropout_impl(self.dropout_impl)
     if self.dtype not in COMPUTE_DTYPES:
       raise ValueError(f"GEARConfig: dtype={self.dtype!r}, expected one of {COMPUTE_DTYPES}")
     if self.swap_dim % self.fusion_heads:
@@ -149,11 +155,12 @@ class SequenceEncoder(nn.Module):
   hidden_size: int
   out_size: int
   dropout: float
+  dropout_impl: str = "hash"
 
   @nn.compact
   def __call__(self, x: jax.Array, lengths: jax.Array, deterministic: bool) -> jax.Array:
     h = TorchLSTM(self.hidden_size, name="lstm")(x, lengths)
-    h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
+    h = dropout(self, h, self.dropout, deterministic, self.dropout_impl)
     return TorchDense(self.out_size, name="dense")(h)
 
 
@@ -187,12 +194,13 @@ class TorchEncoderLayer(nn.Module):
   ff_dim: int
   dropout: float
   deterministic: bool
+  dropout_impl: str = "hash"
 
   @nn.compact
   def __call__(self, x: jax.Array, _: Any) -> tuple[jax.Array, None]:
     batch, length, d_model = x.shape
     head_dim = d_model // self.num_heads
-    drop = lambda t: nn.Dropout(self.dropout)(t, deterministic=self.deterministic)
+    drop = lambda t: dropout(self, t, self.dropout, self.deterministic, self.dropout_impl)
     norm = lambda name: nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, name=name)
 
     qkv = nn.Dense(3 * d_model, kernel_init=nn.initializers.xavier_uniform(),
@@ -222,15 +230,17 @@ class FusionTransformer(nn.Module):
   ff_dim: int
   post_dim: int
   dropout: float
+  dropout_impl: str = "hash"
 
   @nn.compact
   def __call__(self, h: jax.Array, deterministic: bool) -> jax.Array:
     layers = nn.scan(TorchEncoderLayer, variable_axes={"params": 0},
                      split_rngs={"params": False, "dropout": True}, length=self.num_layers)
-    x, _ = layers(self.num_heads, self.ff_dim, self.dropout, deterministic, name="encoder")(h, None)
+    x, _ = layers(self.num_heads, self.ff_dim, self.dropout, deterministic, self.dropout_impl,
+                  name="encoder")(h, None)
     x = x.reshape(x.shape[0], -1)
     x = TorchDense(self.post_dim, name="mlp_hidden")(x)
-    x = nn.relu(nn.Dropout(self.dropout)(x, deterministic=deterministic))
+    x = nn.relu(dropout(self, x, self.dropout, deterministic, self.dropout_impl))
     return TorchDense(1, name="mlp_out")(x)[:, 0]
 
 
@@ -295,24 +305,26 @@ class GEAR(nn.Module):
     if permutations is not None:
       permutations = _check_permutations(permutations, batch["text_bert"].shape[0])
     s = cfg.swap_dim
-    drop = lambda t: nn.Dropout(cfg.extractor_dropout)(t, deterministic=deterministic)
+    drop = lambda t: dropout(self, t, cfg.extractor_dropout, deterministic, cfg.dropout_impl)
     seq_sizes = {"audio": (cfg.audio_hidden, cfg.audio_out),
                  "vision": (cfg.vision_hidden, cfg.vision_out)}
 
     z = {m: {} for m in MODALITIES}
     for role in ROLES:
-      hidden = BertModel(cfg.text, dtype=compute_dtype(cfg.dtype), remat=cfg.remat,
+      text = dataclasses.replace(cfg.text, dropout_impl=cfg.dropout_impl)
+      hidden = BertModel(text, dtype=compute_dtype(cfg.dtype), remat=cfg.remat,
                          name=f"bert_{role}")(
           batch["text_bert"], deterministic=deterministic)
       z["text"][role] = nn.relu(TorchDense(s, name=f"text_{role}_proj")(drop(hidden[:, 0])))
       for m, (hid, out) in seq_sizes.items():
-        h = SequenceEncoder(hid, out, cfg.extractor_dropout, name=f"{m}_{role}")(
+        h = SequenceEncoder(hid, out, cfg.extractor_dropout, cfg.dropout_impl, name=f"{m}_{role}")(
             batch[m], batch[f"{m}_lengths"], deterministic)
         z[m][role] = nn.relu(TorchDense(s, name=f"{m}_{role}_proj")(drop(h)))
 
     heads = {m: ModalityHeads(s, name=f"{m}_heads") for m in MODALITIES}
     fusion = FusionTransformer(cfg.fusion_layers, cfg.fusion_heads, cfg.fusion_ff,
-                               cfg.post_fusion_dim, cfg.fusion_dropout, name="fusion")
+                               cfg.post_fusion_dim, cfg.fusion_dropout, cfg.dropout_impl,
+                               name="fusion")
 
     feats, bias_preds = {}, {}
     for m in MODALITIES:

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from msa_jax.models.bert import BertConfig, BertModel
+from msa_jax.models.dropout import check_impl as check_dropout_impl
 from msa_jax.models.layers import (COMPUTE_DTYPES, CrossTransformer, HyperLayer, TokenTransformer,
                                    compute_dtype, grad_reverse, torch_dense)
 
@@ -48,6 +49,8 @@ class LNLNConfig:
   over audio and vision frames, samples per block; 0 = plain attention), `remat` (BERT layers
   recomputed in the backward pass: less memory, about one more BERT forward; dropout masks drawn
   from another stream, see `bert`).
+  `dropout_impl`: how BERT's dropout masks are drawn, "hash" or "threefry" (`msa_jax.models.dropout`;
+  LNLN's own blocks have no dropout).
   """
   text_frames: int
   audio_frames: int
@@ -75,8 +78,10 @@ class LNLNConfig:
   dtype: str = "float32"
   attention_chunk: int = 0
   remat: bool = False
+  dropout_impl: str = "hash"
 
   def __post_init__(self):
+    check_dropout_impl(self.dropout_impl)
     positive = ("text_frames", "audio_frames", "vision_frames", "audio_dim", "vision_dim", "dim",
                 "token_len", "heads", "dim_head", "mlp_dim", "depth", "hyper_heads",
                 "hyper_dim_head", "num_hyper_layers", "fusion_depth", "completeness_hidden",
@@ -205,7 +210,7 @@ class LNLN(nn.Module):
     _check_batch(batch_masked, cfg, "batch_masked")
     if batch_complete is not None:
       _check_batch(batch_complete, cfg, "batch_complete")
-    bert = BertModel(cfg.bert, dtype=cfg.compute_dtype, remat=cfg.remat, name="bert")
+    bert = BertModel(dataclasses.replace(cfg.bert, dropout_impl=cfg.dropout_impl), dtype=cfg.compute_dtype, remat=cfg.remat, name="bert")
     proj_l = ModalityEncoder(cfg, cfg.text_frames, name="proj_l")
     proj_a = ModalityEncoder(cfg, cfg.audio_frames, name="proj_a")
     proj_v = ModalityEncoder(cfg, cfg.vision_frames, name="proj_v")

@@ -42,7 +42,7 @@ def model_config(config: ml_collections.ConfigDict, splits: dict[str, Split], te
       fusion_depth=m.fusion_depth, use_dmc=m.use_dmc, use_reconstructor=m.use_reconstructor,
       use_adversarial=m.use_adversarial, stop_grad_targets=m.stop_grad_targets, grl_alpha=m.grl_alpha,
       dtype=m.get("dtype", "float32"), attention_chunk=m.get("attention_chunk", 0),
-      remat=m.get("remat", False))
+      remat=m.get("remat", False), dropout_impl=m.get("dropout_impl", "hash"))
 
 
 def build(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> Method:

@@ -35,7 +35,7 @@ from msa_jax.data import pipeline
 from msa_jax.data.split import Split
 from msa_jax.evaluate import reports
 from msa_jax.train import checkpoints as ckpt_lib
-from msa_jax.train import sharding
+from msa_jax.train import sharding, xla
 from msa_jax.train.logging import MetricWriter
 from msa_jax.train.method import Method
 from msa_jax.train.state import TrainState, create_state, make_seeds_train_step, make_train_step
@@ -79,7 +79,8 @@ def _config_dict(config: ml_collections.ConfigDict) -> dict:
 
 # Config keys added after runs were recorded, with the value that reproduces the older behaviour: a
 # saved config without such a key matches a config that holds this value.
-_ADDED_KEYS = {"vmap_seeds": False, "data_seed": -1, "model.remat": False}
+_ADDED_KEYS = {"vmap_seeds": False, "data_seed": -1, "model.remat": False,
+               "model.dropout_impl": "threefry"}
 
 
 def _diff(a: Any, b: Any, prefix: str = "", a_has: bool = True) -> list[str]:
@@ -91,8 +92,10 @@ def _diff(a: Any, b: Any, prefix: str = "", a_has: bool = True) -> list[str]:
       out += _diff(a.get(k), b.get(k), f"{prefix}{k}.", k in a)
     return out
   name = prefix[:-1]
-  if not a_has and name in _ADDED_KEYS and b == _ADDED_KEYS[name]:
-    return []
+  if not a_has and name in _ADDED_KEYS:
+    if b == _ADDED_KEYS[name]:
+      return []
+    return [f"{name}: not recorded (that run had {_ADDED_KEYS[name]!r}) -> {b!r}"]
   return [] if a == b else [f"{name}: {a!r} -> {b!r}"]
 
 
@@ -193,7 +196,8 @@ def make_predict(method: Method, mesh, rates_per_pass: int | None = None, seeds_
   lead = (None, None) if seeds_axis else (None,)
   return jax.jit(jax.vmap(fn, in_axes=(0, None, None, None)) if seeds_axis else fn,
                  in_shardings=(repl, sharding.batch_sharded(mesh), repl, repl),
-                 out_shardings=NamedSharding(mesh, P(*lead, sharding.DATA_AXIS)))
+                 out_shardings=NamedSharding(mesh, P(*lead, sharding.DATA_AXIS)),
+                 compiler_options=xla.compiler_options())
 
 
 def predict_split(predict, params: Any, split: Split, batch_size: int, mesh, key: jax.Array,
@@ -306,16 +310,21 @@ class SeedRun:
 def _init_fn(method: Method, mesh):
   """The jit-compiled `(key, example batch) -> fresh TrainState` (one compile for every seed)."""
   return jax.jit(lambda k, b: create_state(method.init_params(k, b), method.optimizer),
-                 out_shardings=sharding.replicated(mesh))
+                 out_shardings=sharding.replicated(mesh), compiler_options=xla.compiler_options())
 
 
-def _train_step_fn(method: Method, mesh, seeds_axis: bool):
+def train_step_fn(method: Method, mesh, seeds_axis: bool = False):
+  """The jit of the training step: (state, batch, key) -> (state, metrics), the state donated;
+  with `seeds_axis`, the vmapped step of `train_seeds_together` (+ an `active` mask)."""
   repl, batch_sh = sharding.replicated(mesh), sharding.batch_sharded(mesh)
+  opts = xla.compiler_options()
   if seeds_axis:
     return jax.jit(make_seeds_train_step(method.loss_fn, method.optimizer),
-                   in_shardings=(repl, batch_sh, repl, repl), out_shardings=(repl, repl), donate_argnums=(0,))
+                   in_shardings=(repl, batch_sh, repl, repl), out_shardings=(repl, repl), donate_argnums=(0,),
+                   compiler_options=opts)
   return jax.jit(make_train_step(method.loss_fn, method.optimizer),
-                 in_shardings=(repl, batch_sh, repl), out_shardings=(repl, repl), donate_argnums=(0,))
+                 in_shardings=(repl, batch_sh, repl), out_shardings=(repl, repl), donate_argnums=(0,),
+                 compiler_options=opts)
 
 
 def train_seed(config: ml_collections.ConfigDict, method: Method, splits: dict[str, Split], mesh,
@@ -375,7 +384,7 @@ def _progress(config, desc: str, total: int):
 
 
 def _train_epochs(config, method, splits, mesh, run: SeedRun, state, train_ds, data_state, predict, k_eval):
-  step_fn = _train_step_fn(method, mesh, seeds_axis=False)
+  step_fn = train_step_fn(method, mesh, seeds_axis=False)
   it = pipeline.restore_iterator(train_ds, data_state)
   spe = pipeline.steps_per_epoch(len(splits["train"]), config.batch_size)
   log_every = int(config.get("log_every_steps", 0))
@@ -384,10 +393,12 @@ def _train_epochs(config, method, splits, mesh, run: SeedRun, state, train_ds, d
     t0 = time.perf_counter()
     losses, aux_sum = [], {}
     bar = _progress(config, f"seed {run.seed} epoch {epoch}/{config.max_epochs}", spe)
-    for _ in bar:
+    for i in bar:
       step = int(state.step)
       state, m = step_fn(state, sharding.put_batch(next(it), mesh), run.k_train)
       loss = float(m["loss"])
+      if i == 0:
+        xla.release_host_memory()  # what the first step's compile freed
       _check_finite(run, loss, step, epoch)
       losses.append(loss)
       for k, v in m.items():
@@ -399,6 +410,7 @@ def _train_epochs(config, method, splits, mesh, run: SeedRun, state, train_ds, d
     t1 = time.perf_counter()
     val = evaluate(predict, state.params, splits["valid"], config.eval_batch_size, mesh, k_eval,
                    [_valid_rate(method)], config.data.dataset)[0]
+    xla.release_host_memory()
     _end_epoch(method, run, epoch, val, state, pipeline.iterator_state(it),
                {k: v / spe for k, v in aux_sum.items()}, float(np.mean(losses)),
                train_time, time.perf_counter() - t1, config.max_epochs)
@@ -526,7 +538,7 @@ def train_seeds_together(config: ml_collections.ConfigDict, method: Method, spli
 
 def _train_epochs_together(config, method, splits, mesh, runs: list[SeedRun], states, train_ds, data_state,
                            k_eval) -> None:
-  step_fn = _train_step_fn(method, mesh, seeds_axis=True)
+  step_fn = train_step_fn(method, mesh, seeds_axis=True)
   predict = make_predict(method, mesh, config.get("eval_rates_per_pass", None), seeds_axis=True)
   it = pipeline.restore_iterator(train_ds, data_state)
   spe = pipeline.steps_per_epoch(len(splits["train"]), config.batch_size)
@@ -543,10 +555,12 @@ def _train_epochs_together(config, method, splits, mesh, runs: list[SeedRun], st
     t0 = time.perf_counter()
     losses, aux_sum = [], {}
     bar = _progress(config, f"seeds {names} epoch {epoch}/{config.max_epochs}", spe)
-    for _ in bar:
+    for j in bar:
       steps = np.asarray(states.step)
       states, m = step_fn(states, sharding.put_batch(next(it), mesh), keys, active)
       m = {k: np.asarray(v) for k, v in m.items()}
+      if j == 0:
+        xla.release_host_memory()  # what the first step's compile freed
       for i in training:
         _check_finite(runs[i], float(m["loss"][i]), int(steps[i]), epoch)
         if log_every and (steps[i] + 1) % log_every == 0:
@@ -560,6 +574,7 @@ def _train_epochs_together(config, method, splits, mesh, runs: list[SeedRun], st
     t1 = time.perf_counter()
     vals = evaluate(predict, states.params, splits["valid"], config.eval_batch_size, mesh, k_eval,
                     [_valid_rate(method)], config.data.dataset)
+    xla.release_host_memory()
     valid_time = time.perf_counter() - t1
     data_state = pipeline.iterator_state(it)
     mean_loss = np.mean(np.stack(losses), axis=0)

@@ -1,0 +1,78 @@
+"""Dropout with a choice of mask generator (`model.dropout_impl`).
+
+- "hash" (the default): the keep mask of element i is `h(h(i + s0) ^ s1) < keep · 2³²`, where h is
+  a 32-bit integer hash (Wellons' `lowbias32`: xor-shift / multiply rounds, a bijection of uint32)
+  and the stream seeds (s0, s1) are two words drawn from the dropout key with `jax.random.bits`.
+  Every element is a function of its flat index and the key only, so masks are deterministic per
+  key, independent of sharding and of `vmap`, and the keep probability is exact to 2⁻³². It costs
+  a few vectorised integer operations per element: measured on the project's 2-core CPU, 2.9 ns
+  per element against 19.5 ns for `jax.random.bernoulli` with threefry, whose cost was ≈ 10% of a
+  BERT-base training step (issue #8).
+- "threefry": Flax's `nn.Dropout` (`jax.random.bernoulli` with the key's PRNG implementation),
+  exactly as runs recorded before the option existed.
+
+Both keep each element with probability 1 − rate and scale the kept ones by 1 / (1 − rate); they
+draw different masks from the same key.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+DROPOUT_IMPLS = ("hash", "threefry")
+
+
+def check_impl(impl: str) -> None:
+  if impl not in DROPOUT_IMPLS:
+    raise ValueError(f"dropout_impl={impl!r}: expected one of {DROPOUT_IMPLS}")
+
+
+def _lowbias32(x: jax.Array) -> jax.Array:
+  """A bijective avalanche hash of uint32 (C. Wellons, "Hash function prospector", lowbias32)."""
+  x = x ^ (x >> 16)
+  x = x * jnp.uint32(0x7FEB352D)
+  x = x ^ (x >> 15)
+  x = x * jnp.uint32(0x846CA68B)
+  return x ^ (x >> 16)
+
+
+def hash_keep_mask(key: jax.Array, shape: tuple[int, ...], keep: float) -> jax.Array:
+  """A boolean mask of `shape`, each element True with probability `keep` (to 2⁻³²), from `key`."""
+  size = 1
+  for d in shape:
+    size *= int(d)
+  if size >= 2 ** 32:
+    raise ValueError(f"hash dropout: {size} elements, at most 2**32 - 1 per call")
+  seeds = jax.random.bits(key, (2,), jnp.uint32)
+  index = jax.lax.iota(jnp.uint32, size).reshape(shape)
+  bits = _lowbias32(_lowbias32(index + seeds[0]) ^ seeds[1])
+  threshold = min(round(keep * 2.0 ** 32), 2 ** 32 - 1)
+  return bits < jnp.uint32(threshold)
+
+
+def hash_dropout(key: jax.Array, x: jax.Array, rate: float) -> jax.Array:
+  """x with each element zeroed with probability `rate`, the others scaled by 1 / (1 − rate)."""
+  keep = 1.0 - rate
+  mask = hash_keep_mask(key, x.shape, keep)
+  return jax.lax.select(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros_like(x))
+
+
+def dropout(module: nn.Module, x: jax.Array, rate: float, deterministic: bool,
+            impl: str = "hash") -> jax.Array:
+  """Dropout inside `module`'s compact `__call__` (called as `dropout(self, x, ...)`), from its
+  'dropout' RNG stream.
+
+  "threefry" creates an `nn.Dropout` in `module`, so its masks are those of the plain
+  `nn.Dropout(rate)(x, deterministic=...)` it replaces; "hash" draws one key from `module`'s
+  'dropout' stream for the mask (`hash_dropout`).
+  """
+  check_impl(impl)
+  if impl == "threefry":
+    return nn.Dropout(rate)(x, deterministic=deterministic)
+  if deterministic or rate == 0.0:
+    return x
+  if rate == 1.0:
+    return jnp.zeros_like(x)
+  return hash_dropout(module.make_rng("dropout"), x, rate)
