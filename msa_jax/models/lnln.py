@@ -210,7 +210,8 @@ class LNLN(nn.Module):
     _check_batch(batch_masked, cfg, "batch_masked")
     if batch_complete is not None:
       _check_batch(batch_complete, cfg, "batch_complete")
-    bert = BertModel(dataclasses.replace(cfg.bert, dropout_impl=cfg.dropout_impl), dtype=cfg.compute_dtype, remat=cfg.remat, name="bert")
+    bert = BertModel(dataclasses.replace(cfg.bert, dropout_impl=cfg.dropout_impl),
+                     dtype=cfg.compute_dtype, remat=cfg.remat, name="bert")
     proj_l = ModalityEncoder(cfg, cfg.text_frames, name="proj_l")
     proj_a = ModalityEncoder(cfg, cfg.audio_frames, name="proj_a")
     proj_v = ModalityEncoder(cfg, cfg.vision_frames, name="proj_v")
