@@ -33,6 +33,14 @@ Every figure is tagged {"kind": "measured" | "extrapolated" | "quoted"}; the aut
 figures on the 2-vCPU CPU machine (quoted from issue #8) and the ratios reference / ours are added
 where the configuration matches theirs (paper shapes, batch 64, float32).
 
+`--compare VARIANT [VARIANT ...]` is an A/B mode for one configuration: each VARIANT is a
+comma-separated list of KEY=VALUE config overrides on top of `--set` ("" for none). Every variant's
+train step is compiled in this one process, then the timed steps are interleaved (one step of each
+variant per round), so a drift of the machine's speed, which moved the same configuration's step
+by ±15% between runs an hour apart on the 2-vCPU machine, hits every variant alike. Reported per
+variant: median / min / max step, XLA temporaries, and the median over rounds of its step time
+over the first variant's in the same round.
+
 `--profile DIR` traces two more train steps with jax.profiler into DIR, writes the compiled HLO
 beside the trace, and attributes the traced op time to model parts (top-level module, forward or
 backward, attention core / dense / other), from the ops' source metadata.
@@ -789,6 +797,86 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------
+# A/B: config variants of one configuration, steps interleaved in one process.
+
+
+def parse_variant(text: str) -> list[str]:
+  """'a.b=1,c=x' -> ['a.b=1', 'c=x']; '' -> []."""
+  items = [t.strip() for t in text.split(",") if t.strip()]
+  for item in items:
+    if "=" not in item:
+      raise ValueError(f"--compare variant {text!r}: {item!r} is not KEY=VALUE")
+  return items
+
+
+def compare_variants(args: argparse.Namespace) -> dict[str, Any]:
+  """Compiles each `--compare` variant's train step and times them interleaved (module docstring)."""
+  from msa_jax.data import pipeline
+  from msa_jax.train import loop, methods, sharding, xla
+
+  parsed = [(text, parse_variant(text)) for text in args.compare]  # every variant checked first
+  mesh = sharding.make_mesh()
+  sgemm = sgemm_rate(args.sgemm_n)
+  key = jax.random.key(0)
+  variants = []
+  for text, items in parsed:
+    overrides = [*args.set, *items]
+    config = make_config(args.method, args.encoder, args.shape, args.batch, args.eval_batch,
+                         args.dtype, args.attention_chunk, args.remat, overrides)
+    splits = random_splits(data_preset(config, args.shape))
+    method = methods.build(config, splits)
+    train_ds = pipeline.train_dataset(splits["train"], config.batch_size, seed=0)
+    batches = [sharding.put_batch(train_ds[i], mesh) for i in range(2)]
+    state = loop._init_fn(method, mesh)(jax.random.fold_in(key, 0), batches[0])
+    k_train = jax.random.fold_in(key, 1)
+    start = time.perf_counter()
+    compiled = loop.train_step_fn(method, mesh).lower(state, batches[0], k_train).compile()
+    compile_s = time.perf_counter() - start
+    xla.release_host_memory()
+    for i in range(args.warmup):
+      state, _ = _timed(lambda: compiled(state, batches[i % 2], k_train))[0]
+    log(f"variant {text!r}: compiled in {compile_s:.1f}s")
+    variants.append({"variant": text, "compiled": compiled, "state": state, "batches": batches,
+                     "key": k_train, "compile_s": compile_s, "times": []})
+  steps = args.steps + (args.steps % 2 if args.method == "gear" else 0)
+  for i in range(steps):
+    for v in variants:
+      (v["state"], _), t = _timed(lambda: v["compiled"](v["state"], v["batches"][i % 2], v["key"]))
+      v["times"].append(t)
+    log(f"round {i + 1}/{steps}: " + ", ".join(f"{v['times'][-1]:.3f}s" for v in variants))
+  base = variants[0]["times"]
+  rows = []
+  for v in variants:
+    temp = xla_temp_bytes(v["compiled"])
+    rows.append({
+        "variant": v["variant"],
+        "compile_s": fig(v["compile_s"], "s", "measured"),
+        "step_s": time_stats(v["times"]),
+        "xla_temp_gb": fig(None if temp is None else temp / 1e9, "GB", "measured",
+                           "XLA buffer assignment: temporaries of the compiled step"),
+        "step_ratio": fig(statistics.median(t / b for t, b in zip(v["times"], base)), "", "measured",
+                          "median over rounds of this variant's step / the first variant's step "
+                          "in the same round"),
+    })
+  return {"config": {"method": args.method, "encoder": args.encoder, "shape": args.shape,
+                     "set": list(args.set), "warmup": args.warmup, "steps": steps},
+          "machine": machine_info(), "sgemm": sgemm, "compare": rows}
+
+
+def format_compare(result: dict[str, Any]) -> str:
+  c = result["config"]
+  lines = [f"{c['method']} / {c['encoder']} / {c['shape']}: {c['steps']} interleaved rounds "
+           f"(sgemm {result['sgemm']['value']:.0f} GFLOP/s)",
+           f"{'variant':<40} {'step s (med)':>12} {'min-max':>15} {'ratio':>7} {'temp GB':>8}"]
+  for r in result["compare"]:
+    st = r["step_s"]
+    lines.append(f"{r['variant'] or '(base)':<40} {st['median']['value']:>12.3f} "
+                 f"{st['min']['value']:>7.3f}-{st['max']['value']:<7.3f} "
+                 f"{r['step_ratio']['value']:>7.3f} {_v(r['xla_temp_gb']):>8}")
+  return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
 # Several configurations: one subprocess each.
 
 
@@ -920,6 +1008,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p.add_argument("--sgemm-n", type=int, default=2048, help="size of the reference matmul")
   p.add_argument("--json", default=None, help="write the results here")
   p.add_argument("--profile", default=None, help="jax.profiler trace directory")
+  p.add_argument("--compare", nargs="+", default=None, metavar="VARIANT",
+                 help="A/B mode: comma-separated KEY=VALUE overrides per variant ('' for none), "
+                      "train steps interleaved in one process (one method/encoder/shape)")
   p.add_argument("--quiet", action="store_true", help="no table (used by the parent process)")
   args = p.parse_args(argv)
   for name, valid in (("encoder", ENCODERS), ("shape", SHAPES)):
@@ -933,6 +1024,20 @@ def main(argv: Sequence[str] | None = None) -> None:
   args = parse_args(argv)
   methods = METHODS if args.method == "all" else (args.method,)
   combos = [(m, e, s) for m in methods for e in args.encoder.split(",") for s in args.shape.split(",")]
+  if args.compare is not None:
+    if len(combos) != 1:
+      sys.exit("bench.py: --compare takes one --method, --encoder and --shape")
+    args.method, args.encoder, args.shape = combos[0]
+    try:
+      result = compare_variants(args)
+    except ValueError as e:
+      sys.exit(f"bench.py: {e}")
+    if args.json:
+      pathlib.Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+      with open(args.json, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1)
+    print(format_compare(result))
+    return
   if len(combos) == 1:
     args.method, args.encoder, args.shape = combos[0]
     results = [run_one(args)]

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = {"measured", "extrapolated", "quoted"}
 
@@ -68,3 +70,38 @@ def test_quoted_reference_and_ratios():
   assert r["train_step_speedup"]["value"] == 2.5 and r["train_step_speedup"]["kind"] == "measured"
   assert r["peak_rss_ratio"]["value"] == 2.0
   assert r["full_sweep_speedup"]["value"] == 3.4 and r["full_sweep_speedup"]["kind"] == "extrapolated"
+
+
+SMALL_LNLN = ["--method", "lnln", "--encoder", "tiny", "--shape", "default", "--batch", "8",
+              "--sgemm-n", "128", "--set", "model.depth=1", "--set", "model.num_hyper_layers=2",
+              "--set", "model.fusion_depth=1", "--set", "model.dim=32", "--set", "model.heads=2",
+              "--set", "model.dim_head=16"]
+
+
+def test_compare_interleaves_variants_and_reports_ratios(tmp_path):
+  out = tmp_path / "ab.json"
+  cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), *SMALL_LNLN, "--steps", "3",
+         "--warmup", "1", "--json", str(out), "--compare", "", "model.dropout_impl=threefry,model.remat=True"]
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "3 interleaved rounds" in proc.stdout and "(base)" in proc.stdout
+  result = json.loads(out.read_text())
+  assert result["config"]["steps"] == 3 and "model.dim=32" in result["config"]["set"]
+  base, other = result["compare"]
+  assert base["variant"] == "" and other["variant"] == "model.dropout_impl=threefry,model.remat=True"
+  assert base["step_ratio"]["value"] == 1.0
+  ratios = [t / b for t, b in zip(other["step_s"]["all_s"], base["step_s"]["all_s"])]
+  assert other["step_ratio"]["value"] == pytest.approx(sorted(ratios)[1], rel=1e-3)
+  for row in (base, other):
+    assert row["step_s"]["n"] == 3 and row["compile_s"]["value"] > 0
+    assert row["xla_temp_gb"]["kind"] == "measured" and row["xla_temp_gb"]["value"] > 0
+  assert all(f["kind"] in KINDS for f in _figures(result))
+
+
+def test_compare_refuses_a_malformed_variant_before_compiling():
+  cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), *SMALL_LNLN, "--compare", "",
+         "model.remat"]
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  assert "--compare variant 'model.remat': 'model.remat' is not KEY=VALUE" in proc.stderr
+  assert "compiled" not in proc.stderr
