@@ -6,6 +6,8 @@
 set -euo pipefail
 root="${1:-runs/gear_ablations}"
 seeds="${SEEDS:-1003,1004,1005}"  # VARIANTS="full all_off" to run a subset
+# EXTRA="--config.model.dropout_impl=threefry": more flags for every variant (this one draws the
+# dropout masks as the runs recorded before session 4 did)
 declare -A variants=(
   [full]=""
   [ipw_none]="--config.gear.ipw=none"
@@ -16,5 +18,5 @@ declare -A variants=(
 for name in ${VARIANTS:-full all_off no_swap ipw_none gmae_none}; do
   # shellcheck disable=SC2086
   python train.py --config=configs/gear.py --config.seeds="$seeds" --config.progress=False \
-    --workdir="$root/$name" ${variants[$name]}
+    --workdir="$root/$name" ${variants[$name]} ${EXTRA:-}
 done
