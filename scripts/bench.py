@@ -400,20 +400,42 @@ def model_flops(config: ml_collections.ConfigDict, splits, mesh, state, batch, k
 # Phases.
 
 
-def bench_train(method, config, splits, mesh, warmup: int, steps: int,
-                profile_dir: str | None) -> tuple[dict[str, Any], Any, dict]:
-  """Compile and time the train step; returns (figures, final state, one device batch)."""
-  from msa_jax.data import pipeline
-  from msa_jax.train import loop, sharding, xla
+def build_configuration(args: argparse.Namespace, overrides: Sequence[str]):
+  """(config, random splits of its shapes, the real Method) for the command line's method,
+  encoder, shape, batch sizes, dtype and attention options, plus `overrides`."""
+  from msa_jax.train import methods
+  config = make_config(args.method, args.encoder, args.shape, args.batch, args.eval_batch,
+                       args.dtype, args.attention_chunk, args.remat, overrides)
+  splits = random_splits(data_preset(config, args.shape))
+  return config, splits, methods.build(config, splits)
 
+
+def timed_step_count(args: argparse.Namespace) -> int:
+  """`--steps`, rounded up to even for GEAR (a step is half an update)."""
+  return args.steps + (args.steps % 2 if args.method == "gear" else 0)
+
+
+def train_inputs(method, config, splits, mesh) -> tuple[Any, list, jax.Array, float]:
+  """A fresh train state from the loop's init jit, two device batches of the train split and the
+  step key: (state, batches, key, init seconds incl. compile)."""
+  from msa_jax.data import pipeline
+  from msa_jax.train import loop, sharding
   train_ds = pipeline.train_dataset(splits["train"], config.batch_size, seed=0)
   batches = [sharding.put_batch(train_ds[i], mesh) for i in range(2)]
   key = jax.random.key(0)
   init = loop._init_fn(method, mesh)
   state, init_s = _timed(lambda: init(jax.random.fold_in(key, 0), batches[0]))
+  return state, batches, jax.random.fold_in(key, 1), init_s
+
+
+def bench_train(method, config, splits, mesh, warmup: int, steps: int,
+                profile_dir: str | None) -> tuple[dict[str, Any], Any, dict]:
+  """Compile and time the train step; returns (figures, final state, one device batch)."""
+  from msa_jax.train import loop, xla
+
+  state, batches, k_train, init_s = train_inputs(method, config, splits, mesh)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(state.params))
   step_fn = loop.train_step_fn(method, mesh)  # the training loop's jit, compiler options included
-  k_train = jax.random.fold_in(key, 1)
   start = time.perf_counter()
   lowered = step_fn.lower(state, batches[0], k_train)
   lower_s = time.perf_counter() - start
@@ -741,19 +763,16 @@ def ratios(result: dict[str, Any]) -> dict[str, Figure]:
 def run_one(args: argparse.Namespace) -> dict[str, Any]:
   """Benchmarks one (method, encoder, shape) configuration in this process."""
   from msa_jax.train import lnln as lnln_train
-  from msa_jax.train import methods, sharding
+  from msa_jax.train import sharding
 
   reset_peak_rss()
   load_before = load_average()
-  config = make_config(args.method, args.encoder, args.shape, args.batch, args.eval_batch,
-                       args.dtype, args.attention_chunk, args.remat, args.set)
-  splits = random_splits(data_preset(config, args.shape))
+  config, splits, method = build_configuration(args, args.set)
   mesh = sharding.make_mesh()
   sgemm = sgemm_rate(args.sgemm_n)
   log(f"{args.method}/{args.encoder}/{args.shape}: sgemm {sgemm['value']:.0f} GFLOP/s, "
       f"load {load_before}")
-  method = methods.build(config, splits)
-  steps = args.steps + (args.steps % 2 if args.method == "gear" else 0)
+  steps = timed_step_count(args)
   train, state, batch = bench_train(method, config, splits, mesh, args.warmup, steps, args.profile)
   sgemm_after = sgemm_rate(args.sgemm_n)
   sgemm = fig(0.5 * (sgemm["value"] + sgemm_after["value"]), "GFLOP/s", "measured",
@@ -811,24 +830,15 @@ def parse_variant(text: str) -> list[str]:
 
 def compare_variants(args: argparse.Namespace) -> dict[str, Any]:
   """Compiles each `--compare` variant's train step and times them interleaved (module docstring)."""
-  from msa_jax.data import pipeline
-  from msa_jax.train import loop, methods, sharding, xla
+  from msa_jax.train import loop, sharding, xla
 
   parsed = [(text, parse_variant(text)) for text in args.compare]  # every variant checked first
   mesh = sharding.make_mesh()
   sgemm = sgemm_rate(args.sgemm_n)
-  key = jax.random.key(0)
   variants = []
   for text, items in parsed:
-    overrides = [*args.set, *items]
-    config = make_config(args.method, args.encoder, args.shape, args.batch, args.eval_batch,
-                         args.dtype, args.attention_chunk, args.remat, overrides)
-    splits = random_splits(data_preset(config, args.shape))
-    method = methods.build(config, splits)
-    train_ds = pipeline.train_dataset(splits["train"], config.batch_size, seed=0)
-    batches = [sharding.put_batch(train_ds[i], mesh) for i in range(2)]
-    state = loop._init_fn(method, mesh)(jax.random.fold_in(key, 0), batches[0])
-    k_train = jax.random.fold_in(key, 1)
+    config, splits, method = build_configuration(args, [*args.set, *items])
+    state, batches, k_train, _ = train_inputs(method, config, splits, mesh)
     start = time.perf_counter()
     compiled = loop.train_step_fn(method, mesh).lower(state, batches[0], k_train).compile()
     compile_s = time.perf_counter() - start
@@ -838,7 +848,7 @@ def compare_variants(args: argparse.Namespace) -> dict[str, Any]:
     log(f"variant {text!r}: compiled in {compile_s:.1f}s")
     variants.append({"variant": text, "compiled": compiled, "state": state, "batches": batches,
                      "key": k_train, "compile_s": compile_s, "times": []})
-  steps = args.steps + (args.steps % 2 if args.method == "gear" else 0)
+  steps = timed_step_count(args)
   for i in range(steps):
     for v in variants:
       (v["state"], _), t = _timed(lambda: v["compiled"](v["state"], v["batches"][i % 2], v["key"]))
@@ -1020,6 +1030,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   return args
 
 
+def write_json(path: str | None, payload: dict[str, Any]) -> None:
+  """The results as JSON at `path` (parent folders created); nothing without a path."""
+  if path:
+    pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+      json.dump(payload, f, indent=1)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
   args = parse_args(argv)
   methods = METHODS if args.method == "all" else (args.method,)
@@ -1032,10 +1050,7 @@ def main(argv: Sequence[str] | None = None) -> None:
       result = compare_variants(args)
     except ValueError as e:
       sys.exit(f"bench.py: {e}")
-    if args.json:
-      pathlib.Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-      with open(args.json, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=1)
+    write_json(args.json, result)
     print(format_compare(result))
     return
   if len(combos) == 1:
@@ -1043,11 +1058,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     results = [run_one(args)]
   else:
     results = run_children(args, combos)
-  payload = results[0] if len(combos) == 1 else {"runs": results}
-  if args.json:
-    pathlib.Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.json, "w", encoding="utf-8") as f:
-      json.dump(payload, f, indent=1)
+  write_json(args.json, results[0] if len(combos) == 1 else {"runs": results})
   if not args.quiet:
     print(format_table(results))
     print(legend(results))

@@ -17,6 +17,8 @@ draw different masks from the same key.
 
 from __future__ import annotations
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -40,9 +42,7 @@ def _lowbias32(x: jax.Array) -> jax.Array:
 
 def hash_keep_mask(key: jax.Array, shape: tuple[int, ...], keep: float) -> jax.Array:
   """A boolean mask of `shape`, each element True with probability `keep` (to 2⁻³²), from `key`."""
-  size = 1
-  for d in shape:
-    size *= int(d)
+  size = math.prod(shape)
   if size >= 2 ** 32:
     raise ValueError(f"hash dropout: {size} elements, at most 2**32 - 1 per call")
   seeds = jax.random.bits(key, (2,), jnp.uint32)

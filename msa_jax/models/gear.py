@@ -309,9 +309,9 @@ class GEAR(nn.Module):
     seq_sizes = {"audio": (cfg.audio_hidden, cfg.audio_out),
                  "vision": (cfg.vision_hidden, cfg.vision_out)}
 
+    text = dataclasses.replace(cfg.text, dropout_impl=cfg.dropout_impl)
     z = {m: {} for m in MODALITIES}
     for role in ROLES:
-      text = dataclasses.replace(cfg.text, dropout_impl=cfg.dropout_impl)
       hidden = BertModel(text, dtype=compute_dtype(cfg.dtype), remat=cfg.remat,
                          name=f"bert_{role}")(
           batch["text_bert"], deterministic=deterministic)

@@ -317,14 +317,12 @@ def train_step_fn(method: Method, mesh, seeds_axis: bool = False):
   """The jit of the training step: (state, batch, key) -> (state, metrics), the state donated;
   with `seeds_axis`, the vmapped step of `train_seeds_together` (+ an `active` mask)."""
   repl, batch_sh = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-  opts = xla.compiler_options()
   if seeds_axis:
-    return jax.jit(make_seeds_train_step(method.loss_fn, method.optimizer),
-                   in_shardings=(repl, batch_sh, repl, repl), out_shardings=(repl, repl), donate_argnums=(0,),
-                   compiler_options=opts)
-  return jax.jit(make_train_step(method.loss_fn, method.optimizer),
-                 in_shardings=(repl, batch_sh, repl), out_shardings=(repl, repl), donate_argnums=(0,),
-                 compiler_options=opts)
+    step, in_shardings = make_seeds_train_step(method.loss_fn, method.optimizer), (repl, batch_sh, repl, repl)
+  else:
+    step, in_shardings = make_train_step(method.loss_fn, method.optimizer), (repl, batch_sh, repl)
+  return jax.jit(step, in_shardings=in_shardings, out_shardings=(repl, repl), donate_argnums=(0,),
+                 compiler_options=xla.compiler_options())
 
 
 def train_seed(config: ml_collections.ConfigDict, method: Method, splits: dict[str, Split], mesh,
