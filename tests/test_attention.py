@@ -15,7 +15,7 @@ import pytest
 from msa_jax.models import bert
 from msa_jax.models.gear import GEAR, GEARConfig
 from msa_jax.models.layers import (CHUNK_MIN_KEYS, Attention, TokenTransformer, attention,
-                                   blocked_attention, compute_dtype)
+                                   blocked_attention, compute_dtype, multi_head_attend)
 from msa_jax.models.lnln import LNLN, LNLNConfig
 
 TOL = dict(rtol=2e-5, atol=2e-5)
@@ -34,6 +34,37 @@ def _inputs(key, b, nq, nk, dim, inner, dim_out):
        0.3 * jax.random.normal(ks[5], (dim, inner)), 0.3 * jax.random.normal(ks[6], (inner, dim_out)),
        jax.random.normal(ks[7], (dim_out,)))
   return x, w
+
+
+def _numpy_attention(q, k, v, heads):
+  """softmax(q kᵀ / sqrt(Dh)) v per head in float64 numpy, the textbook form."""
+  b, nq, inner = q.shape
+  dh = inner // heads
+  split = lambda t: np.asarray(t, np.float64).reshape(b, -1, heads, dh).transpose(0, 2, 1, 3)
+  q, k, v = split(q), split(k), split(v)
+  s = q @ k.transpose(0, 1, 3, 2) / np.sqrt(dh)
+  p = np.exp(s - s.max(-1, keepdims=True))
+  p /= p.sum(-1, keepdims=True)
+  return (p @ v).transpose(0, 2, 1, 3).reshape(b, nq, inner)
+
+
+@pytest.mark.parametrize("dh", [4, 6])  # scale 1/2 (exact) and 1/sqrt(6)
+def test_multi_head_attend_is_softmax_attention(dh):
+  ks = jax.random.split(jax.random.key(7), 4)
+  heads = 3
+  q = 4.0 * jax.random.normal(ks[0], (2, 5, heads * dh))  # large scores: the max shift matters
+  k, v = (jax.random.normal(kk, (2, 9, heads * dh)) for kk in ks[1:3])
+  np.testing.assert_allclose(multi_head_attend(q, k, v, heads), _numpy_attention(q, k, v, heads),
+                             rtol=1e-5, atol=1e-5)
+  # Gradients: against the textbook softmax form differentiated by JAX.
+  def softmax_form(q, k, v):
+    split = lambda t: t.reshape(2, -1, heads, dh).transpose(0, 2, 1, 3)
+    p = jax.nn.softmax(split(q) @ split(k).transpose(0, 1, 3, 2) / np.sqrt(dh), axis=-1)
+    return (p @ split(v)).transpose(0, 2, 1, 3).reshape(2, -1, heads * dh)
+  ct = jax.random.normal(ks[3], (2, 5, heads * dh))
+  grad = lambda f: jax.grad(lambda *a: jnp.sum(f(*a) * ct), argnums=(0, 1, 2))(q, k, v)
+  _close(grad(lambda q, k, v: multi_head_attend(q, k, v, heads)), grad(softmax_form),
+         rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 4, 9])
