@@ -41,6 +41,13 @@ by ±15% between runs an hour apart on the 2-vCPU machine, hits every variant al
 variant: median / min / max step, XLA temporaries, and the median over rounds of its step time
 over the first variant's in the same round.
 
+With `--reference-python PY --reference-repo DIR` (LNLN, `--shape paper`, `--encoder minilm` or
+`bert-base`), `--compare` adds the authors' PyTorch train step as one more variant, interleaved
+with ours round by round: `scripts/reference/bench_reference.py --worker`, run by PY (a Python
+with torch, transformers, pyyaml, einops) on the authors' LNLN checkout DIR, in a separate process
+that stays alive between its steps. Its `step_ratio` over ours is the speed-up measured on this
+machine at this hour, not against the quoted figure.
+
 `--profile DIR` traces two more train steps with jax.profiler into DIR, writes the compiled HLO
 beside the trace, and attributes the traced op time to model parts (top-level module, forward or
 backward, attention core / dense / other), from the ops' source metadata.
@@ -848,29 +855,101 @@ def compare_variants(args: argparse.Namespace) -> dict[str, Any]:
     log(f"variant {text!r}: compiled in {compile_s:.1f}s")
     variants.append({"variant": text, "compiled": compiled, "state": state, "batches": batches,
                      "key": k_train, "compile_s": compile_s, "times": []})
-  steps = timed_step_count(args)
-  for i in range(steps):
-    for v in variants:
-      (v["state"], _), t = _timed(lambda: v["compiled"](v["state"], v["batches"][i % 2], v["key"]))
-      v["times"].append(t)
-    log(f"round {i + 1}/{steps}: " + ", ".join(f"{v['times'][-1]:.3f}s" for v in variants))
+  reference = ReferenceWorker.start(args) if args.reference_python else None
+  try:
+    steps = timed_step_count(args)
+    ref_times: list[float] = []
+    for i in range(steps):
+      for v in variants:
+        (v["state"], _), t = _timed(
+            lambda: v["compiled"](v["state"], v["batches"][i % 2], v["key"]))
+        v["times"].append(t)
+      if reference is not None:
+        ref_times.append(reference.step())
+      log(f"round {i + 1}/{steps}: " + ", ".join(
+          f"{t:.3f}s" for t in [v["times"][-1] for v in variants] + ref_times[-1:]))
+    ref_rss = reference.peak_rss_gb() if reference is not None else None
+  finally:
+    if reference is not None:
+      reference.close()
   base = variants[0]["times"]
   rows = []
   for v in variants:
     temp = xla_temp_bytes(v["compiled"])
-    rows.append({
-        "variant": v["variant"],
-        "compile_s": fig(v["compile_s"], "s", "measured"),
-        "step_s": time_stats(v["times"]),
-        "xla_temp_gb": fig(None if temp is None else temp / 1e9, "GB", "measured",
-                           "XLA buffer assignment: temporaries of the compiled step"),
-        "step_ratio": fig(statistics.median(t / b for t, b in zip(v["times"], base)), "", "measured",
-                          "median over rounds of this variant's step / the first variant's step "
-                          "in the same round"),
-    })
-  return {"config": {"method": args.method, "encoder": args.encoder, "shape": args.shape,
-                     "set": list(args.set), "warmup": args.warmup, "steps": steps},
-          "machine": machine_info(), "sgemm": sgemm, "compare": rows}
+    rows.append({"variant": v["variant"], "compile_s": fig(v["compile_s"], "s", "measured"),
+                 "step_s": time_stats(v["times"]),
+                 "xla_temp_gb": fig(None if temp is None else temp / 1e9, "GB", "measured",
+                                    "XLA buffer assignment: temporaries of the compiled step"),
+                 "step_ratio": _round_ratio(v["times"], base)})
+  result = {"config": {"method": args.method, "encoder": args.encoder, "shape": args.shape,
+                       "set": list(args.set), "warmup": args.warmup, "steps": steps},
+            "machine": machine_info(), "sgemm": sgemm, "compare": rows}
+  if reference is not None:
+    result["reference"] = {
+        **reference.info, "step_s": time_stats(ref_times), "step_ratio": _round_ratio(ref_times, base),
+        "peak_rss_gb": fig(ref_rss, "GB", "measured", "the reference process's ru_maxrss"),
+        "note": "the authors' PyTorch train step (scripts/reference/bench_reference.py), its "
+                "steps interleaved with ours; step_ratio = its speed-up measured against the "
+                "first variant"}
+  return result
+
+
+def _round_ratio(times: Sequence[float], base: Sequence[float]) -> Figure:
+  return fig(statistics.median(t / b for t, b in zip(times, base)), "", "measured",
+             "median over rounds of this step / the first variant's step in the same round")
+
+
+class ReferenceWorker:
+  """The authors' PyTorch train step in a child process (`bench_reference.py --worker`): one
+  step per `step()`, its wall time as the child measured it."""
+
+  SCRIPT = ROOT / "scripts" / "reference" / "bench_reference.py"
+
+  def __init__(self, proc: subprocess.Popen, info: dict[str, Any]):
+    self.proc, self.info = proc, info
+
+  @classmethod
+  def start(cls, args: argparse.Namespace) -> "ReferenceWorker":
+    cmd = [args.reference_python, str(cls.SCRIPT), "--worker", "--ref", args.reference_repo,
+           "--encoder", args.encoder, "--batch", str(args.batch or 64)]
+    log("reference: " + " ".join(cmd))
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    worker = cls(proc, {})
+    worker.info = worker._reply()
+    for _ in range(args.warmup):
+      worker.step()
+    return worker
+
+  def _reply(self) -> dict[str, Any]:
+    line = self.proc.stdout.readline()
+    if not line:
+      code = self.proc.wait()
+      raise RuntimeError(f"reference worker {self.SCRIPT.name} exited (code {code}) without "
+                         f"answering; its error is above")
+    reply = json.loads(line)
+    if "error" in reply:
+      raise RuntimeError(f"reference worker: {reply['error']}")
+    return reply
+
+  def _ask(self, command: str) -> dict[str, Any]:
+    self.proc.stdin.write(command + "\n")
+    self.proc.stdin.flush()
+    return self._reply()
+
+  def step(self) -> float:
+    return float(self._ask("step")["step_s"])
+
+  def peak_rss_gb(self) -> float:
+    return float(self._ask("rss")["peak_rss_gb"])
+
+  def close(self) -> None:
+    if self.proc.poll() is None:
+      try:
+        self.proc.stdin.write("quit\n")
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+      except (OSError, subprocess.TimeoutExpired):
+        self.proc.kill()
 
 
 def format_compare(result: dict[str, Any]) -> str:
@@ -878,9 +957,14 @@ def format_compare(result: dict[str, Any]) -> str:
   lines = [f"{c['method']} / {c['encoder']} / {c['shape']}: {c['steps']} interleaved rounds "
            f"(sgemm {result['sgemm']['value']:.0f} GFLOP/s)",
            f"{'variant':<40} {'step s (med)':>12} {'min-max':>15} {'ratio':>7} {'temp GB':>8}"]
-  for r in result["compare"]:
+  rows = [(r["variant"] or "(base)", r) for r in result["compare"]]
+  if "reference" in result:
+    ref = result["reference"]
+    rows.append((f"reference: authors' PyTorch (torch {ref.get('torch', '?')})",
+                 {**ref, "xla_temp_gb": None}))
+  for name, r in rows:
     st = r["step_s"]
-    lines.append(f"{r['variant'] or '(base)':<40} {st['median']['value']:>12.3f} "
+    lines.append(f"{name:<40} {st['median']['value']:>12.3f} "
                  f"{st['min']['value']:>7.3f}-{st['max']['value']:<7.3f} "
                  f"{r['step_ratio']['value']:>7.3f} {_v(r['xla_temp_gb']):>8}")
   return "\n".join(lines)
@@ -1021,21 +1105,49 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p.add_argument("--compare", nargs="+", default=None, metavar="VARIANT",
                  help="A/B mode: comma-separated KEY=VALUE overrides per variant ('' for none), "
                       "train steps interleaved in one process (one method/encoder/shape)")
+  p.add_argument("--reference-python", default=None, metavar="PY",
+                 help="with --compare: a Python with torch that runs the authors' LNLN step "
+                      "(scripts/reference/bench_reference.py) interleaved with ours")
+  p.add_argument("--reference-repo", default=None, metavar="DIR",
+                 help="the authors' LNLN checkout, for --reference-python")
   p.add_argument("--quiet", action="store_true", help="no table (used by the parent process)")
   args = p.parse_args(argv)
   for name, valid in (("encoder", ENCODERS), ("shape", SHAPES)):
     for item in getattr(args, name).split(","):
       if item not in valid:
         p.error(f"--{name}: {item!r} is not one of {valid}")
+  check_reference_args(p, args)
   return args
+
+
+def check_reference_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+  """--reference-python / --reference-repo: both or neither, with --compare, for a configuration
+  the reference worker runs (LNLN, paper shapes, minilm or bert-base), on paths that exist."""
+  if (args.reference_python is None) != (args.reference_repo is None):
+    p.error("--reference-python and --reference-repo go together")
+  if args.reference_python is None:
+    return
+  if args.compare is None:
+    p.error("--reference-python needs --compare (the reference's steps are interleaved with the "
+            "variants'; give --compare \"\" for ours as configured)")
+  if (args.method, args.shape) != ("lnln", "paper") or args.encoder not in ("minilm", "bert-base"):
+    p.error(f"--reference-python: the reference worker runs LNLN at --shape paper with --encoder "
+            f"minilm or bert-base, not {args.method} / {args.shape} / {args.encoder}")
+  if not os.access(args.reference_python, os.X_OK):
+    p.error(f"--reference-python {args.reference_python}: not an executable file")
+  if not (pathlib.Path(args.reference_repo) / "configs" / "train_mosi.yaml").is_file():
+    p.error(f"--reference-repo {args.reference_repo}: no configs/train_mosi.yaml there; expected "
+            f"a checkout of github.com/Haoyu-ha/LNLN")
 
 
 def write_json(path: str | None, payload: dict[str, Any]) -> None:
   """The results as JSON at `path` (parent folders created); nothing without a path."""
   if path:
-    pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-      json.dump(payload, f, indent=1)
+    target = pathlib.Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    partial.write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    os.replace(partial, target)  # a failed write never leaves a truncated file at `path`
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -1048,7 +1160,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args.method, args.encoder, args.shape = combos[0]
     try:
       result = compare_variants(args)
-    except ValueError as e:
+    except (ValueError, RuntimeError) as e:
       sys.exit(f"bench.py: {e}")
     write_json(args.json, result)
     print(format_compare(result))

@@ -105,3 +105,106 @@ def test_compare_refuses_a_malformed_variant_before_compiling():
   assert proc.returncode != 0
   assert "--compare variant 'model.remat': 'model.remat' is not KEY=VALUE" in proc.stderr
   assert "compiled" not in proc.stderr
+
+
+# --- the authors' step as a --compare row (scripts/reference/bench_reference.py --worker) -------
+
+FAKE_WORKER = """
+import json, sys
+print(json.dumps({"ready": True, "torch": "fake", "argv": sys.argv[1:]}), flush=True)
+times = iter([3.0, 6.0, 9.0, 12.0, 15.0])
+for line in sys.stdin:
+  cmd = line.strip()
+  if cmd == "step":
+    print(json.dumps({"step_s": next(times), "cpu_s": 1.0}), flush=True)
+  elif cmd == "rss":
+    print(json.dumps({"peak_rss_gb": 1.5}), flush=True)
+  elif cmd == "quit":
+    break
+  else:
+    print(json.dumps({"error": f"unknown command {cmd!r}"}), flush=True)
+"""
+
+
+def _bench_module():
+  sys.path.insert(0, str(ROOT / "scripts"))
+  try:
+    import bench
+  finally:
+    sys.path.pop(0)
+  return bench
+
+
+def _fake_worker(tmp_path, body=FAKE_WORKER):
+  """An executable standing in for the torch Python: it ignores the script path it is given and
+  speaks the worker protocol."""
+  script = tmp_path / "fake_worker.py"
+  script.write_text(body)
+  exe = tmp_path / "python-with-torch"
+  exe.write_text(f"#!/bin/sh\nexec {sys.executable} {script} \"$@\"\n")
+  exe.chmod(0o755)
+  return str(exe)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--reference-python", "/bin/sh"], "--reference-python and --reference-repo go together"),
+    (["--reference-python", "/bin/sh", "--reference-repo", "."], "needs --compare"),
+    (["--reference-python", "/bin/sh", "--reference-repo", ".", "--compare", ""],
+     "runs LNLN at --shape paper with --encoder minilm or bert-base, not lnln / default / tiny"),
+])
+def test_reference_options_are_checked(extra, message, capsys):
+  bench = _bench_module()
+  with pytest.raises(SystemExit):
+    bench.parse_args(["--method", "lnln", "--encoder", "tiny", "--shape", "default", *extra])
+  assert message in capsys.readouterr().err
+
+
+def test_reference_repo_must_be_an_lnln_checkout(tmp_path, capsys):
+  bench = _bench_module()
+  argv = ["--method", "lnln", "--encoder", "minilm", "--shape", "paper", "--compare", "",
+          "--reference-python", _fake_worker(tmp_path), "--reference-repo", str(tmp_path)]
+  with pytest.raises(SystemExit):
+    bench.parse_args(argv)
+  assert f"--reference-repo {tmp_path}: no configs/train_mosi.yaml there" in capsys.readouterr().err
+  (tmp_path / "configs").mkdir()
+  (tmp_path / "configs" / "train_mosi.yaml").write_text("base: {}\n")
+  assert bench.parse_args(argv).reference_repo == str(tmp_path)
+
+
+def test_reference_worker_protocol_and_failures(tmp_path):
+  bench = _bench_module()
+  args = bench.parse_args(["--method", "lnln", "--encoder", "bert-base", "--shape", "paper",
+                           "--warmup", "1"])
+  args.reference_python, args.reference_repo = _fake_worker(tmp_path), "/ref/LNLN"
+  worker = bench.ReferenceWorker.start(args)  # ready, then one warm-up step (3.0 s)
+  try:
+    assert worker.info["torch"] == "fake"
+    assert worker.info["argv"][1:] == ["--worker", "--ref", "/ref/LNLN", "--encoder", "bert-base",
+                                       "--batch", "64"]
+    assert worker.info["argv"][0].endswith("scripts/reference/bench_reference.py")
+    assert [worker.step(), worker.step()] == [6.0, 9.0]
+    assert worker.peak_rss_gb() == 1.5
+    with pytest.raises(RuntimeError, match="reference worker: unknown command 'bogus'"):
+      worker._ask("bogus")
+  finally:
+    worker.close()
+  assert worker.proc.wait(timeout=10) == 0
+  dead = _fake_worker(tmp_path, "import sys\nsys.exit(3)\n")
+  args.reference_python = dead
+  with pytest.raises(RuntimeError, match=r"exited \(code 3\) without answering"):
+    bench.ReferenceWorker.start(args)
+
+
+def test_compare_interleaves_the_reference_and_reports_its_speedup(tmp_path):
+  bench = _bench_module()
+  args = bench.parse_args([*SMALL_LNLN, "--steps", "2", "--warmup", "0", "--compare", ""])
+  args.reference_python, args.reference_repo = _fake_worker(tmp_path), "/ref/LNLN"
+  result = bench.compare_variants(args)
+  ours = result["compare"][0]["step_s"]["all_s"]
+  ref = result["reference"]
+  assert ref["torch"] == "fake" and ref["step_s"]["all_s"] == [3.0, 6.0]
+  assert ref["step_ratio"]["value"] == pytest.approx((3.0 / ours[0] + 6.0 / ours[1]) / 2, rel=1e-3)
+  assert ref["peak_rss_gb"]["value"] == 1.5
+  assert all(f["kind"] in KINDS for f in _figures(result))
+  table = bench.format_compare(result)
+  assert "reference: authors' PyTorch (torch fake)" in table.splitlines()[-1]
