@@ -41,11 +41,11 @@ by ±15% between runs an hour apart on the 2-vCPU machine, hits every variant al
 variant: median / min / max step, XLA temporaries, and the median over rounds of its step time
 over the first variant's in the same round.
 
-With `--reference-python PY --reference-repo DIR` (LNLN, `--shape paper`, `--encoder minilm` or
+With `--reference-python PY --reference-repo DIR` (`--shape paper`, `--encoder minilm` or
 `bert-base`), `--compare` adds the authors' PyTorch train step as one more variant, interleaved
 with ours round by round: `scripts/reference/bench_reference.py --worker`, run by PY (a Python
-with torch, transformers, pyyaml, einops) on the authors' LNLN checkout DIR, in a separate process
-that stays alive between its steps. Its `step_ratio` over ours is the speed-up measured on this
+with torch, transformers, pyyaml, einops, scikit-learn, tqdm) on the authors' checkout DIR of the
+method (LNLN or GEAR), in a separate process that stays alive between its steps. Its `step_ratio` over ours is the speed-up measured on this
 machine at this hour, not against the quoted figure.
 
 `--profile DIR` traces two more train steps with jax.profiler into DIR, writes the compiled HLO
@@ -90,6 +90,9 @@ SHAPES = ("paper", "default")
 DTYPES = ("float32", "bfloat16")
 MOSI_TEST = 686
 SEEDS = 3
+# The authors' repositories, and a file that identifies a checkout of each (--reference-repo).
+REFERENCE_REPOS = {"lnln": ("configs/train_mosi.yaml", "github.com/Haoyu-ha/LNLN"),
+                   "gear": ("src/models/IFL_ES.py", "github.com/Teng-Sun/GEAR")}
 REFERENCE_SELECTION = 5  # selection metrics in the reference's LNLN sweep count (issue #8)
 GEAR_EVAL_SPLITS = 5     # test + ood_text, ood_audio, ood_vision, ood_all
 
@@ -910,8 +913,8 @@ class ReferenceWorker:
 
   @classmethod
   def start(cls, args: argparse.Namespace) -> "ReferenceWorker":
-    cmd = [args.reference_python, str(cls.SCRIPT), "--worker", "--ref", args.reference_repo,
-           "--encoder", args.encoder, "--batch", str(args.batch or 64)]
+    cmd = [args.reference_python, str(cls.SCRIPT), "--worker", "--method", args.method,
+           "--ref", args.reference_repo, "--encoder", args.encoder, "--batch", str(args.batch or 64)]
     log("reference: " + " ".join(cmd))
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     worker = cls(proc, {})
@@ -921,11 +924,17 @@ class ReferenceWorker:
     return worker
 
   def _reply(self) -> dict[str, Any]:
-    line = self.proc.stdout.readline()
-    if not line:
-      code = self.proc.wait()
-      raise RuntimeError(f"reference worker {self.SCRIPT.name} exited (code {code}) without "
-                         f"answering; its error is above")
+    """The worker's next JSON answer; other lines it prints (the authors' code may print) are
+    passed on to the log."""
+    while True:
+      line = self.proc.stdout.readline()
+      if not line:
+        code = self.proc.wait()
+        raise RuntimeError(f"reference worker {self.SCRIPT.name} exited (code {code}) without "
+                           f"answering; its error is above")
+      if line.startswith("{"):
+        break
+      log(f"reference worker: {line.rstrip()}")
     reply = json.loads(line)
     if "error" in reply:
       raise RuntimeError(f"reference worker: {reply['error']}")
@@ -1106,10 +1115,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                  help="A/B mode: comma-separated KEY=VALUE overrides per variant ('' for none), "
                       "train steps interleaved in one process (one method/encoder/shape)")
   p.add_argument("--reference-python", default=None, metavar="PY",
-                 help="with --compare: a Python with torch that runs the authors' LNLN step "
+                 help="with --compare: a Python with torch that runs the authors' train step "
                       "(scripts/reference/bench_reference.py) interleaved with ours")
   p.add_argument("--reference-repo", default=None, metavar="DIR",
-                 help="the authors' LNLN checkout, for --reference-python")
+                 help="the authors' checkout of --method (LNLN or GEAR), for --reference-python")
   p.add_argument("--quiet", action="store_true", help="no table (used by the parent process)")
   args = p.parse_args(argv)
   for name, valid in (("encoder", ENCODERS), ("shape", SHAPES)):
@@ -1122,7 +1131,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def check_reference_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
   """--reference-python / --reference-repo: both or neither, with --compare, for a configuration
-  the reference worker runs (LNLN, paper shapes, minilm or bert-base), on paths that exist."""
+  the reference worker runs (LNLN or GEAR, paper shapes, minilm or bert-base), on paths that exist."""
   if (args.reference_python is None) != (args.reference_repo is None):
     p.error("--reference-python and --reference-repo go together")
   if args.reference_python is None:
@@ -1130,14 +1139,17 @@ def check_reference_args(p: argparse.ArgumentParser, args: argparse.Namespace) -
   if args.compare is None:
     p.error("--reference-python needs --compare (the reference's steps are interleaved with the "
             "variants'; give --compare \"\" for ours as configured)")
-  if (args.method, args.shape) != ("lnln", "paper") or args.encoder not in ("minilm", "bert-base"):
-    p.error(f"--reference-python: the reference worker runs LNLN at --shape paper with --encoder "
-            f"minilm or bert-base, not {args.method} / {args.shape} / {args.encoder}")
+  if (args.method not in METHODS or args.shape != "paper"
+      or args.encoder not in ("minilm", "bert-base")):
+    p.error(f"--reference-python: the reference worker runs one --method (lnln or gear) at --shape "
+            f"paper with --encoder minilm or bert-base, not {args.method} / {args.shape} / "
+            f"{args.encoder}")
   if not os.access(args.reference_python, os.X_OK):
     p.error(f"--reference-python {args.reference_python}: not an executable file")
-  if not (pathlib.Path(args.reference_repo) / "configs" / "train_mosi.yaml").is_file():
-    p.error(f"--reference-repo {args.reference_repo}: no configs/train_mosi.yaml there; expected "
-            f"a checkout of github.com/Haoyu-ha/LNLN")
+  marker, repo = REFERENCE_REPOS[args.method]
+  if not (pathlib.Path(args.reference_repo) / marker).is_file():
+    p.error(f"--reference-repo {args.reference_repo}: no {marker} there; expected a checkout of "
+            f"{repo}")
 
 
 def write_json(path: str | None, payload: dict[str, Any]) -> None:

@@ -111,6 +111,7 @@ def test_compare_refuses_a_malformed_variant_before_compiling():
 
 FAKE_WORKER = """
 import json, sys
+print("cpu", flush=True)  # the authors' train.py prints its device: not an answer
 print(json.dumps({"ready": True, "torch": "fake", "argv": sys.argv[1:]}), flush=True)
 times = iter([3.0, 6.0, 9.0, 12.0, 15.0])
 for line in sys.stdin:
@@ -150,7 +151,8 @@ def _fake_worker(tmp_path, body=FAKE_WORKER):
     (["--reference-python", "/bin/sh"], "--reference-python and --reference-repo go together"),
     (["--reference-python", "/bin/sh", "--reference-repo", "."], "needs --compare"),
     (["--reference-python", "/bin/sh", "--reference-repo", ".", "--compare", ""],
-     "runs LNLN at --shape paper with --encoder minilm or bert-base, not lnln / default / tiny"),
+     "runs one --method (lnln or gear) at --shape paper with --encoder minilm or bert-base, not "
+     "lnln / default / tiny"),
 ])
 def test_reference_options_are_checked(extra, message, capsys):
   bench = _bench_module()
@@ -159,15 +161,17 @@ def test_reference_options_are_checked(extra, message, capsys):
   assert message in capsys.readouterr().err
 
 
-def test_reference_repo_must_be_an_lnln_checkout(tmp_path, capsys):
+@pytest.mark.parametrize("method, marker", [("lnln", "configs/train_mosi.yaml"),
+                                             ("gear", "src/models/IFL_ES.py")])
+def test_reference_repo_must_be_a_checkout_of_the_method(method, marker, tmp_path, capsys):
   bench = _bench_module()
-  argv = ["--method", "lnln", "--encoder", "minilm", "--shape", "paper", "--compare", "",
+  argv = ["--method", method, "--encoder", "minilm", "--shape", "paper", "--compare", "",
           "--reference-python", _fake_worker(tmp_path), "--reference-repo", str(tmp_path)]
   with pytest.raises(SystemExit):
     bench.parse_args(argv)
-  assert f"--reference-repo {tmp_path}: no configs/train_mosi.yaml there" in capsys.readouterr().err
-  (tmp_path / "configs").mkdir()
-  (tmp_path / "configs" / "train_mosi.yaml").write_text("base: {}\n")
+  assert f"--reference-repo {tmp_path}: no {marker} there" in capsys.readouterr().err
+  (tmp_path / marker).parent.mkdir(parents=True)
+  (tmp_path / marker).write_text("")
   assert bench.parse_args(argv).reference_repo == str(tmp_path)
 
 
@@ -179,8 +183,8 @@ def test_reference_worker_protocol_and_failures(tmp_path):
   worker = bench.ReferenceWorker.start(args)  # ready, then one warm-up step (3.0 s)
   try:
     assert worker.info["torch"] == "fake"
-    assert worker.info["argv"][1:] == ["--worker", "--ref", "/ref/LNLN", "--encoder", "bert-base",
-                                       "--batch", "64"]
+    assert worker.info["argv"][1:] == ["--worker", "--method", "lnln", "--ref", "/ref/LNLN",
+                                       "--encoder", "bert-base", "--batch", "64"]
     assert worker.info["argv"][0].endswith("scripts/reference/bench_reference.py")
     assert [worker.step(), worker.step()] == [6.0, 9.0]
     assert worker.peak_rss_gb() == 1.5

@@ -1,22 +1,40 @@
-"""Times the authors' PyTorch LNLN train step on this machine (issue #8), to set beside ours.
+"""Times the authors' PyTorch LNLN or GEAR train step on this machine (issue #8), to set beside ours.
 
 Run in a throwaway virtualenv (torch is never a dependency of msa_jax), on the authors' code at
-commit 80a052c62b7b3b7a6cb6956846e9d9c121f56eda (`scripts/reference/make_lnln_fixture.py` gives
-the setup):
+LNLN commit 80a052c62b7b3b7a6cb6956846e9d9c121f56eda / GEAR commit
+cab45ac62bd7f7880b5abadd15ff5136cad91761:
 
+  python -m venv /tmp/torchvenv
+  /tmp/torchvenv/bin/pip install torch transformers safetensors numpy einops pyyaml scikit-learn tqdm
+  git clone https://github.com/Haoyu-ha/LNLN /tmp/lnln_ref
+  git clone https://github.com/Teng-Sun/GEAR /tmp/gear_ref
   /tmp/torchvenv/bin/python scripts/reference/bench_reference.py --ref /tmp/lnln_ref \
       --encoder bert-base --steps 3
+  /tmp/torchvenv/bin/python scripts/reference/bench_reference.py --method gear --ref /tmp/gear_ref \
+      --encoder bert-base --steps 4
 
-What one step is: `train.py` `train()`'s loop body, unchanged in substance — the authors'
-`build_model(args)` with their `configs/train_mosi.yaml` (MOSI paper sizes: text 50, vision
-500×20, audio 375×5, every Transformer as configured there), `model((vision, audio, text),
-(vision_m, audio_m, text_m))` on a batch, their `MultimodalLoss`, `backward()`,
-`torch.optim.AdamW(lr 1e-4, weight decay 1e-4).step()`, `zero_grad()`. The BERT is random-init
-(bert-base-uncased sizes, or all-MiniLM-L6-v2 sizes: hidden 384, 6 layers, 12 heads, intermediate
-1536), written to a temporary directory and loaded through the authors' own `BertTextEncoder`
-`from_pretrained` call. The batch is random at the paper shapes (text lengths 10–50, half the
-samples with missing rate 0 as in training, frames zeroed at the sample's rate); data loading is
-not timed. torch runs on `--threads` threads (default: the machine's cores).
+The BERTs are random-init (bert-base-uncased sizes, or all-MiniLM-L6-v2 sizes: hidden 384, 6
+layers, 12 heads, intermediate 1536), written to a temporary directory and loaded through the
+authors' own `BertTextEncoder` `from_pretrained` calls. Batches are random at the MOSI paper shapes
+(text 50 tokens of lengths 10–50, audio 375×5, vision 500×20); data loading is not timed. torch
+runs on `--threads` threads (default: the machine's cores).
+
+What one step is:
+- LNLN: `train.py` `train()`'s loop body, unchanged in substance — the authors' `build_model(args)`
+  with their `configs/train_mosi.yaml` (every size as configured there), `model((vision, audio,
+  text), (vision_m, audio_m, text_m))`, their `MultimodalLoss`, `backward()`,
+  `torch.optim.AdamW(lr 1e-4, weight decay 1e-4).step()`, `zero_grad()`. Half the samples have
+  missing rate 0, as in their training data; the others drop tokens ([UNK]) and zero frames at the
+  sample's rate.
+- GEAR: one micro-batch of `trains.py` `Train.do_train` — the authors' `IFL_ES(args)` at the MOSI
+  sizes of their config_regression.json / run.py (LSTM hidden 16 / 32, outputs 16 / 32, swap_dim
+  32, fusion 2 layers × 4 heads, post-fusion 128, dropouts as there), the forward and loss as
+  `do_train` computes them at epoch 6 (swap on; GMAE tanh with q 0.7, IPW min: msa_jax's
+  setting; `make_gear_fixture.training_loss`), `backward()`, and on every second call the four
+  Adam optimizers that their `Train.get_optimizer_*` build stepping and then zeroing (their
+  `update_epochs = 2` accumulation) — so a step is one micro-batch plus half an update, as
+  msa_jax's GEAR step. Their `utils` package imports `pynvml` (GPU selection) at import time; a
+  stub module stands in for it, as nothing here uses a GPU.
 
 Two modes:
 - `--steps N`: `--warmup` untimed steps, then N timed; prints one JSON object (median step,
@@ -38,6 +56,7 @@ import statistics
 import sys
 import tempfile
 import time
+import types
 
 import numpy as np
 import torch
@@ -45,6 +64,7 @@ import transformers
 import yaml
 
 LNLN_COMMIT = "80a052c62b7b3b7a6cb6956846e9d9c121f56eda"
+GEAR_COMMIT = "cab45ac62bd7f7880b5abadd15ff5136cad91761"
 ENCODERS = {
     "bert-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                       intermediate_size=3072),
@@ -110,8 +130,8 @@ def random_batch(batch: int, seed: int) -> tuple[tuple, tuple, dict]:
   return (t(vision), t(audio), t(text)), (t(vision_m), t(audio_m), t(text_m)), labels
 
 
-class ReferenceStep:
-  """The authors' model, loss and optimizer; `step()` runs one train step, as `train()` does."""
+class LNLNStep:
+  """The authors' LNLN model, loss and optimizer; `step()` runs one train step, as `train()` does."""
 
   def __init__(self, ref: pathlib.Path, encoder: str, batch: int, seed: int):
     sys.path.insert(0, str(ref.resolve()))
@@ -139,6 +159,89 @@ class ReferenceStep:
     return float(loss["loss"].item())
 
 
+def gear_args(bert_dir: pathlib.Path, encoder: str) -> types.SimpleNamespace:
+  """The `args` the authors' GEAR modules and `Train.get_optimizer_*` read, at MOSI sizes
+  (config_regression.json `ifl_es` mosi, run.py defaults for what it leaves out)."""
+  hidden = ENCODERS[encoder]["hidden_size"]
+  return types.SimpleNamespace(
+      need_data_aligned=False, use_finetune=True, transformers="bert", pretrained=str(bert_dir),
+      feature_dims=[hidden, AUDIO[1], VISION[1]], text_out=hidden, swap_dim=32,
+      a_lstm_hidden_size=16, v_lstm_hidden_size=32, audio_out=16, video_out=32, a_lstm_layers=1,
+      v_lstm_layers=1, a_lstm_dropout=0.0, v_lstm_dropout=0.0, post_text_dropout=0.1,
+      post_audio_dropout=0.1, post_video_dropout=0.0, post_fusion_dropout=0.0,
+      post_fusion_dim=128, trans_layers=2, trans_heads=4, q=0.7, lambda_dis=15, lambda_swap=1.0,
+      swap_epochs=5, gce="tanh", weight="min", device="cpu", train_mode="regression",
+      update_epochs=2, learning_rate_bert=5e-5, learning_rate_audio=0.005,
+      learning_rate_video=0.005, learning_rate_other=0.001, weight_decay_bert=0.001,
+      weight_decay_audio=0.001, weight_decay_video=0.001, weight_decay_other=0.001,
+      weight_decay=0.0)
+
+
+def gear_batch(batch: int, seed: int) -> dict[str, torch.Tensor]:
+  """A GEAR training batch at the paper shapes: text (B, 3, 50) as MMSA's float array, frames
+  zero-padded past each sample's length, int64 lengths, labels (B,)."""
+  rng = np.random.default_rng(seed)
+  (_, audio, text), _, _ = random_batch(batch, seed)
+  lengths = {"audio": rng.integers(AUDIO[0] // 4, AUDIO[0] + 1, batch),
+             "vision": rng.integers(VISION[0] // 4, VISION[0] + 1, batch)}
+  vision = torch.from_numpy(rng.normal(size=(batch, *VISION)).astype(np.float32))
+  for name, x in (("audio", audio), ("vision", vision)):
+    for i, n in enumerate(lengths[name]):
+      x[i, n:] = 0.0
+  return {"text_bert": text, "audio": audio, "vision": vision,
+          "audio_lengths": torch.from_numpy(lengths["audio"].astype(np.int64)),
+          "vision_lengths": torch.from_numpy(lengths["vision"].astype(np.int64)),
+          "labels": torch.from_numpy(rng.uniform(-3, 3, batch).astype(np.float32))}
+
+
+class GEARStep:
+  """The authors' GEAR model and optimizers; `step()` runs one micro-batch as `do_train` does,
+  and on every second call the optimizer update (module docstring)."""
+
+  SWAP_EPOCH = 6  # > swap_epochs: the swap terms are on, as for most of training
+
+  def __init__(self, ref: pathlib.Path, encoder: str, batch: int, seed: int):
+    src = ref.resolve() / "src"
+    if not (src / "models" / "IFL_ES.py").is_file():
+      raise SystemExit(f"{src / 'models' / 'IFL_ES.py'}: not found; --ref must be a checkout of "
+                       f"the GEAR repository")
+    sys.path.insert(0, str(src))
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+    sys.modules.setdefault("pynvml", types.ModuleType("pynvml"))  # imported by their utils only
+    from make_gear_fixture import training_loss  # do_train's forward and loss, transcribed there
+    from models.IFL_ES import IFL_ES  # the authors' modules, unchanged
+    from trains import Train
+
+    with tempfile.TemporaryDirectory() as tmp:
+      write_random_bert(pathlib.Path(tmp), encoder, seed)
+      self.args = gear_args(pathlib.Path(tmp), encoder)
+      torch.manual_seed(seed)
+      self.model = IFL_ES(self.args)
+    owner = types.SimpleNamespace(args=self.args)  # `self` of Train's optimizer builders
+    m = self.model
+    self.optimizers = [Train.get_optimizer_text(owner, m.text_model),
+                       Train.get_optimizer_audio(owner, m.audio_model),
+                       Train.get_optimizer_video(owner, m.video_model),
+                       Train.get_optimizer(owner, m.fusion_model)]
+    self.training_loss = training_loss
+    self.batch = gear_batch(batch, seed)
+    self.params = sum(p.numel() for p in self.model.parameters())
+    self.calls = 0
+
+  def step(self) -> float:
+    self.model.train()
+    if self.calls % self.args.update_epochs == 0:
+      for opt in self.optimizers:
+        opt.zero_grad()
+    loss = self.training_loss(self.model, self.args, self.batch, self.SWAP_EPOCH)["total"]
+    loss.backward()
+    self.calls += 1
+    if self.calls % self.args.update_epochs == 0:
+      for opt in self.optimizers:
+        opt.step()
+    return float(loss.item())
+
+
 def peak_rss_gb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
 
@@ -156,7 +259,9 @@ def emit(obj: dict) -> None:
 
 def main(argv: list[str] | None = None) -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--ref", type=pathlib.Path, required=True, help="the LNLN repository")
+  p.add_argument("--method", choices=("lnln", "gear"), default="lnln")
+  p.add_argument("--ref", type=pathlib.Path, required=True,
+                 help="the authors' repository of --method (LNLN or GEAR checkout)")
   p.add_argument("--encoder", choices=sorted(ENCODERS), default="bert-base")
   p.add_argument("--batch", type=int, default=64)
   p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -167,8 +272,10 @@ def main(argv: list[str] | None = None) -> None:
   opts = p.parse_args(argv)
   torch.set_num_threads(opts.threads)
   start = time.perf_counter()
-  runner = ReferenceStep(opts.ref, opts.encoder, opts.batch, opts.seed)
-  info = {"torch": torch.__version__, "transformers": transformers.__version__,
+  runner = (LNLNStep if opts.method == "lnln" else GEARStep)(opts.ref, opts.encoder, opts.batch,
+                                                              opts.seed)
+  info = {"method": opts.method, "torch": torch.__version__,
+          "transformers": transformers.__version__,
           "threads": torch.get_num_threads(), "encoder": opts.encoder, "batch": opts.batch,
           "params": runner.params, "build_s": round(time.perf_counter() - start, 2)}
   if opts.worker:
