@@ -45,8 +45,8 @@ With `--reference-python PY --reference-repo DIR` (`--shape paper`, `--encoder m
 `bert-base`), `--compare` adds the authors' PyTorch train step as one more variant, interleaved
 with ours round by round: `scripts/reference/bench_reference.py --worker`, run by PY (a Python
 with torch, transformers, pyyaml, einops, scikit-learn, tqdm) on the authors' checkout DIR of the
-method (LNLN or GEAR), in a separate process that stays alive between its steps. Its `step_ratio` over ours is the speed-up measured on this
-machine at this hour, not against the quoted figure.
+method (LNLN or GEAR), in a separate process that stays alive between its steps. Its `step_ratio`
+over ours is the speed-up measured on this machine at this hour, not against the quoted figure.
 
 `--profile DIR` traces two more train steps with jax.profiler into DIR, writes the compiled HLO
 beside the trace, and attributes the traced op time to model parts (top-level module, forward or
@@ -913,6 +913,8 @@ class ReferenceWorker:
 
   @classmethod
   def start(cls, args: argparse.Namespace) -> "ReferenceWorker":
+    """Starts the worker for the command line's method / encoder / batch, waits for its `ready`
+    answer (kept as `info`) and runs its `--warmup` untimed steps."""
     cmd = [args.reference_python, str(cls.SCRIPT), "--worker", "--method", args.method,
            "--ref", args.reference_repo, "--encoder", args.encoder, "--batch", str(args.batch or 64)]
     log("reference: " + " ".join(cmd))

@@ -63,8 +63,6 @@ import torch
 import transformers
 import yaml
 
-LNLN_COMMIT = "80a052c62b7b3b7a6cb6956846e9d9c121f56eda"
-GEAR_COMMIT = "cab45ac62bd7f7880b5abadd15ff5136cad91761"
 ENCODERS = {
     "bert-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                       intermediate_size=3072),
@@ -101,15 +99,22 @@ def reference_args(ref: pathlib.Path, bert_dir: pathlib.Path, encoder: str) -> d
   return args
 
 
-def random_batch(batch: int, seed: int) -> tuple[tuple, tuple, dict]:
-  """(complete, incomplete, labels) as `train()` builds them, at the paper shapes."""
-  rng = np.random.default_rng(seed)
+def random_text(rng: np.random.Generator, batch: int) -> np.ndarray:
+  """(B, 3, 50) float32, as MMSA stores text_bert: ids ([CLS] … [SEP], lengths 10–50), mask,
+  segments 0."""
   lengths = rng.integers(10, TEXT_LEN + 1, batch)
   text = np.zeros((batch, 3, TEXT_LEN), np.float32)
   for i, n in enumerate(lengths):
     text[i, 0, :n] = rng.integers(1000, 30522, n)
     text[i, 0, 0], text[i, 0, n - 1] = 101, 102
     text[i, 1, :n] = 1
+  return text
+
+
+def random_batch(batch: int, seed: int) -> tuple[tuple, tuple, dict]:
+  """(complete, incomplete, labels) as `train()` builds them, at the paper shapes."""
+  rng = np.random.default_rng(seed)
+  text = random_text(rng, batch)
   rates = rng.uniform(size=(3, batch))
   rates[:, : batch // 2] = 0.0  # half the samples complete, as the authors' training data
   text_m = text.copy()
@@ -181,17 +186,15 @@ def gear_batch(batch: int, seed: int) -> dict[str, torch.Tensor]:
   """A GEAR training batch at the paper shapes: text (B, 3, 50) as MMSA's float array, frames
   zero-padded past each sample's length, int64 lengths, labels (B,)."""
   rng = np.random.default_rng(seed)
-  (_, audio, text), _, _ = random_batch(batch, seed)
-  lengths = {"audio": rng.integers(AUDIO[0] // 4, AUDIO[0] + 1, batch),
-             "vision": rng.integers(VISION[0] // 4, VISION[0] + 1, batch)}
-  vision = torch.from_numpy(rng.normal(size=(batch, *VISION)).astype(np.float32))
-  for name, x in (("audio", audio), ("vision", vision)):
-    for i, n in enumerate(lengths[name]):
-      x[i, n:] = 0.0
-  return {"text_bert": text, "audio": audio, "vision": vision,
-          "audio_lengths": torch.from_numpy(lengths["audio"].astype(np.int64)),
-          "vision_lengths": torch.from_numpy(lengths["vision"].astype(np.int64)),
-          "labels": torch.from_numpy(rng.uniform(-3, 3, batch).astype(np.float32))}
+  out = {"text_bert": torch.from_numpy(random_text(rng, batch))}
+  for name, (frames, dim) in (("audio", AUDIO), ("vision", VISION)):
+    lengths = rng.integers(frames // 4, frames + 1, batch)
+    x = rng.normal(size=(batch, frames, dim)).astype(np.float32)
+    x[np.arange(frames)[None, :] >= lengths[:, None]] = 0.0
+    out[name] = torch.from_numpy(x)
+    out[f"{name}_lengths"] = torch.from_numpy(lengths.astype(np.int64))
+  out["labels"] = torch.from_numpy(rng.uniform(-3, 3, batch).astype(np.float32))
+  return out
 
 
 class GEARStep:
