@@ -64,6 +64,9 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.model.use_adversarial = True
   c.model.stop_grad_targets = False
   c.model.grl_alpha = 1.0
+  # Which gradients the GRL reverses: "all" reaching the proxy feature (the authors' code) or
+  # "adversarial" (the discriminator's only); see LNLNConfig.
+  c.model.grl_scope = "all"
   # Performance options (no effect on parameters; float32 results equal up to float rounding):
   c.model.dtype = "float32"       # or "bfloat16": mixed precision (params fp32, matmuls bf16)
   c.model.attention_chunk = 1     # blocked attention, samples per block; 0: plain attention

@@ -1,5 +1,6 @@
 """Tests of the BERT text encoder and Hugging Face checkpoint loading (SPEC §8)."""
 
+import dataclasses
 import json
 
 import jax
@@ -333,3 +334,58 @@ def test_merge_pretrained_places_subtree_and_checks_shapes(tmp_path):
   pooled = bert.param_shapes(config, add_pooler=True)
   with pytest.raises(CheckpointMismatchError, match="unexpected.*pooler/dense/kernel"):
     bert.merge_pretrained(params, pooled, ("text_encoder",))
+
+
+def test_padding_row_gets_no_gradient_and_other_rows_the_plain_one():
+  """As PyTorch's `nn.Embedding(padding_idx=...)`: with [PAD] tokens read by the loss, row
+  `pad_token_id` of the word embeddings gets exactly zero gradient, and every other row gets the
+  gradient of a plain lookup: the per-position gradients of the embedded words, summed per id
+  (numpy scatter-add). The per-position gradients come from a second model whose table holds one
+  row per position (ids 0..B·L-1, no [PAD]), filled with the same embedded words."""
+  rng = np.random.default_rng(3)
+  batch, length = 2, 12
+  text_bert = np.zeros((batch, 3, length), np.int32)
+  text_bert[:, 0] = rng.integers(1, SMALL.vocab_size, (batch, length))
+  text_bert[0, 0, 9:], text_bert[1, 0, 5:] = 0, 0  # [PAD] = 0 after the valid tokens
+  text_bert[0, 1, :9], text_bert[1, 1, :5] = 1, 1
+  ids = text_bert[:, 0]
+  params = _hf_style_random_params(bert.param_shapes(SMALL), rng)
+  weights = jnp.asarray(rng.normal(size=(batch, length, SMALL.hidden_size)), jnp.float32)
+
+  def grad_of_table(config, p, x):
+    loss = lambda q: jnp.sum(BertModel(config).apply({"params": q}, x, deterministic=True) * weights)
+    return np.asarray(jax.grad(loss)(p)["embeddings"]["word_embeddings"]["embedding"], np.float64)
+
+  ours = grad_of_table(SMALL, params, text_bert)
+  plain = grad_of_table(dataclasses.replace(SMALL, pad_token_id=None), params, text_bert)
+
+  table = np.asarray(params["embeddings"]["word_embeddings"]["embedding"])
+  per_position = dataclasses.replace(SMALL, vocab_size=batch * length, pad_token_id=None)
+  spread = {**params, "embeddings": {**params["embeddings"], "word_embeddings": {
+      "embedding": jnp.asarray(table[ids.reshape(-1)])}}}
+  spread_text = text_bert.copy()
+  spread_text[:, 0] = np.arange(batch * length).reshape(batch, length)
+  upstream = grad_of_table(per_position, spread, spread_text)  # (B·L, H): d loss / d embedded word
+  want = np.zeros_like(ours)
+  np.add.at(want, ids.reshape(-1), upstream)
+
+  assert (ids == 0).sum() == 10 and np.abs(want[0]).max() > 1e-3  # [PAD] positions reach the loss
+  np.testing.assert_array_equal(ours[0], 0.0)
+  np.testing.assert_allclose(ours[1:], want[1:], rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(plain, want, rtol=1e-5, atol=1e-7)  # the plain lookup, row 0 included
+  np.testing.assert_array_equal(  # the forward pass is unchanged
+      BertModel(SMALL).apply({"params": params}, text_bert, deterministic=True),
+      BertModel(dataclasses.replace(SMALL, pad_token_id=None)).apply(
+          {"params": params}, text_bert, deterministic=True))
+
+
+def test_pad_token_id_is_read_from_config_json_and_checked(tmp_path):
+  raw = {"vocab_size": 40, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+         "intermediate_size": 16, "pad_token_id": 3}
+  (tmp_path / "config.json").write_text(json.dumps(raw))
+  assert BertConfig.from_hf_json(tmp_path).pad_token_id == 3
+  del raw["pad_token_id"]
+  (tmp_path / "config.json").write_text(json.dumps(raw))
+  assert BertConfig.from_hf_json(tmp_path).pad_token_id == 0
+  with pytest.raises(ValueError, match=r"pad_token_id=40, expected None or an id in \[0, 40\)"):
+    dataclasses.replace(SMALL, pad_token_id=40)

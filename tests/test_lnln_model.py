@@ -493,6 +493,49 @@ def test_grl_reverses_every_gradient_through_the_proxy(small):
   assert finite_diff == pytest.approx(-autodiff, rel=0.05)
 
 
+def test_grl_scope_reverses_all_or_only_the_adversarial_gradient(small):
+  """Against plain gradients (grl_alpha = -1 makes the reversal an identity in the backward pass)
+  of the task terms (β = 0) and of the adversarial term alone: the proxy feature's own parameters
+  get −task − adv with scope "all" (the authors' code) and task − adv with "adversarial";
+  parameters off the proxy path (regressor, discriminator, completeness check) get the plain
+  gradient with both; the forward pass is the same."""
+  params, masked, batch, labels, rate = (small[k] for k in ("params", "masked", "batch", "labels",
+                                                            "rate"))
+  task = {**LNLN_LOSS_WEIGHTS, "beta": 0.0}
+  adv = {"alpha": 0.0, "beta": LNLN_LOSS_WEIGHTS["beta"], "gamma": 0.0, "sigma": 0.0}
+
+  def grads(cfg, weights):
+    def loss(p):
+      out = LNLN(cfg).apply({"params": p}, masked, batch, deterministic=True)
+      return lnln_loss(out, labels, rate, weights)[0], out["pred"]
+    return jax.grad(loss, has_aux=True)(params)
+
+  def program():
+    plain = dataclasses.replace(SMALL, grl_alpha=-1.0)
+    return {"task": grads(plain, task), "adv": grads(plain, adv),
+            "all": grads(dataclasses.replace(SMALL, grl_scope="all"), LNLN_LOSS_WEIGHTS),
+            "adversarial": grads(dataclasses.replace(SMALL, grl_scope="adversarial"),
+                                 LNLN_LOSS_WEIGHTS)}
+
+  res = jax.tree.map(np.asarray, jax.jit(program, compiler_options=FAST_COMPILE)())
+  g = {k: v[0] for k, v in res.items()}
+  np.testing.assert_array_equal(res["all"][1], res["adversarial"][1])
+  for name in ("h_p0", "proxy_generator"):
+    task_g, adv_g = g["task"][name], g["adv"][name]
+    assert max(np.abs(x).max() for x in jax.tree.leaves(task_g)) > 1e-6
+    assert max(np.abs(x).max() for x in jax.tree.leaves(adv_g)) > 1e-6
+    jax.tree.map(lambda got, t, a: np.testing.assert_allclose(got, -t - a, rtol=1e-4, atol=1e-8),
+                 g["all"][name], task_g, adv_g)
+    jax.tree.map(lambda got, t, a: np.testing.assert_allclose(got, t - a, rtol=1e-4, atol=1e-8),
+                 g["adversarial"][name], task_g, adv_g)
+  for name in ("regressor", "discriminator", "completeness_check"):
+    for scope in ("all", "adversarial"):
+      jax.tree.map(lambda got, t, a: np.testing.assert_allclose(got, t + a, rtol=1e-4, atol=1e-8),
+                   g[scope][name], g["task"][name], g["adv"][name])
+  with pytest.raises(ValueError, match="grl_scope='both'"):
+    dataclasses.replace(SMALL, grl_scope="both")
+
+
 def test_stop_grad_targets_cuts_the_complete_branch(small):
   """With the flag, the complete-input features are constants: d sum(full) / d params = 0."""
   cfg = dataclasses.replace(SMALL, stop_grad_targets=True)

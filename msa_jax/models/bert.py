@@ -55,11 +55,18 @@ class BertConfig:
   layer_norm_eps: float = 1e-12
   hidden_dropout_prob: float = 0.1
   attention_probs_dropout_prob: float = 0.1
+  # The [PAD] token's id: its word-embedding row gets no gradient, as in PyTorch's
+  # `nn.Embedding(padding_idx=pad_token_id)` that Hugging Face BERT uses. None: every row learns.
+  pad_token_id: int | None = 0
   # How dropout masks are drawn (not a HF key): "hash" or "threefry", see msa_jax.models.dropout.
   dropout_impl: str = "hash"
 
   def __post_init__(self):
     check_dropout_impl(self.dropout_impl)
+    pad = self.pad_token_id
+    if pad is not None and not (isinstance(pad, int) and 0 <= pad < self.vocab_size):
+      raise ValueError(f"BertConfig: pad_token_id={pad!r}, expected None or an id in "
+                       f"[0, {self.vocab_size})")
     if self.hidden_size % self.num_attention_heads:
       raise ValueError(f"BertConfig: hidden_size={self.hidden_size} is not divisible by "
                        f"num_attention_heads={self.num_attention_heads}")
@@ -109,6 +116,15 @@ def _layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
   return nn.LayerNorm(epsilon=config.layer_norm_eps, name=name)
 
 
+def _padding_row_frozen(embedded: jax.Array, ids: jax.Array, pad_id: int | None) -> jax.Array:
+  """The embedded ids with the gradient stopped at every [PAD] position: the same values, and the
+  embedding row `pad_id` receives no gradient (PyTorch's `padding_idx`), while every other row gets
+  exactly the gradient of a plain lookup. (B, L, H), (B, L) -> (B, L, H)."""
+  if pad_id is None:
+    return embedded
+  return jnp.where((ids == pad_id)[..., None], jax.lax.stop_gradient(embedded), embedded)
+
+
 class BertEmbeddings(nn.Module):
   """Word + position + token-type embeddings, LayerNorm, dropout: (B, L) ids -> (B, L, H)."""
   config: BertConfig
@@ -126,7 +142,8 @@ class BertEmbeddings(nn.Module):
                          name="position_embeddings")
     types = nn.Embed(cfg.type_vocab_size, cfg.hidden_size, embedding_init=init,
                      name="token_type_embeddings")
-    x = words(input_ids) + positions(jnp.arange(length)[None, :]) + types(token_type_ids)
+    x = (_padding_row_frozen(words(input_ids), input_ids, cfg.pad_token_id)
+         + positions(jnp.arange(length)[None, :]) + types(token_type_ids))
     x = _layer_norm(cfg, "LayerNorm")(x)
     return dropout(self, x, cfg.hidden_dropout_prob, deterministic, cfg.dropout_impl)
 

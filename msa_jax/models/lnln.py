@@ -27,6 +27,7 @@ from msa_jax.models.layers import (COMPUTE_DTYPES, CrossTransformer, HyperLayer,
                                    compute_dtype, grad_reverse, torch_dense)
 
 Batch = Mapping[str, jax.Array]
+GRL_SCOPES = ("all", "adversarial")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +41,11 @@ class LNLNConfig:
   - `use_reconstructor=False`: no reconstructors; no 'rec' output (its loss term is 0).
   - `use_adversarial=False`: no effectiveness discriminator and no GRL (h_p enters h_d with
     ordinary gradients); completeness check and proxy feature stay.
+  `grl_scope`: which gradients the GRL on the proxy feature h_p reverses. "all" (the authors'
+  code): every gradient reaching h_p, the sentiment, completeness and reconstruction paths'
+  included, because the reversal sits on h_p before it enters h_d. "adversarial": only the
+  discriminator's: the discriminator reads h_d mixed from the reversed h_p, the rest of the
+  model reads h_d mixed from h_p itself (the same values; only gradients differ).
   `stop_grad_targets=True` stops gradients through the complete-input branch ('full' and the
   discriminator's full_l rows); the reference (default False) does not.
   Performance options (`layers` module docstring; none changes a parameter, and in float32 none
@@ -75,6 +81,7 @@ class LNLNConfig:
   use_adversarial: bool = True
   stop_grad_targets: bool = False
   grl_alpha: float = 1.0
+  grl_scope: str = "all"
   dtype: str = "float32"
   attention_chunk: int = 0
   remat: bool = False
@@ -90,6 +97,8 @@ class LNLNConfig:
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"LNLNConfig.{name}={value!r}, expected a positive int")
+    if self.grl_scope not in GRL_SCOPES:
+      raise ValueError(f"LNLNConfig.grl_scope={self.grl_scope!r}, expected one of {GRL_SCOPES}")
     if self.dtype not in COMPUTE_DTYPES:
       raise ValueError(f"LNLNConfig.dtype={self.dtype!r}, expected one of {COMPUTE_DTYPES}")
     chunk = self.attention_chunk
@@ -229,12 +238,15 @@ class LNLN(nn.Module):
       h_p0 = self.param("h_p0", nn.initializers.ones, (1, t, cfg.dim))
       h_p = cfg.token_transformer(3 * t, t, "proxy_generator", keep=t)(
           jnp.concatenate([jnp.broadcast_to(h_p0, (b, t, cfg.dim)), h_a, h_v], axis=1))
-      if cfg.adversarial:
+      mix = lambda p: w[:, :, None] * h_l + (1.0 - w[:, :, None]) * p
+      if cfg.adversarial and cfg.grl_scope == "all":
         h_p = grad_reverse(h_p, cfg.grl_alpha)
-      h_d = w[:, :, None] * h_l + (1.0 - w[:, :, None]) * h_p
+      h_d = mix(h_p)
+      h_d_disc = (mix(grad_reverse(h_p, cfg.grl_alpha))
+                  if cfg.adversarial and cfg.grl_scope == "adversarial" else h_d)
       out["w"] = w
     else:
-      h_d = h_l
+      h_d = h_d_disc = h_l
 
     hs = cfg.token_transformer(t, None, "language_encoder", save_hidden=True)(h_d)
     h_hyper = self.param("h_hyper", nn.initializers.ones, (1, t, cfg.dim))
@@ -260,7 +272,7 @@ class LNLN(nn.Module):
         full = jax.lax.stop_gradient(full)
       out["full"] = full
     if cfg.adversarial:
-      rows = jnp.concatenate([h_d, full[:, 2 * t:]], axis=0).reshape(2 * b * t, cfg.dim)
+      rows = jnp.concatenate([h_d_disc, full[:, 2 * t:]], axis=0).reshape(2 * b * t, cfg.dim)
       out["disc_logits"] = Discriminator(cfg, name="discriminator")(rows)
       out["disc_labels"] = jnp.concatenate([jnp.ones(b * t, jnp.int32),
                                             jnp.zeros(b * t, jnp.int32)])

@@ -41,6 +41,7 @@ def model_config(config: ml_collections.ConfigDict, splits: dict[str, Split], te
       hyper_heads=m.hyper_heads, hyper_dim_head=m.hyper_dim_head, num_hyper_layers=m.num_hyper_layers,
       fusion_depth=m.fusion_depth, use_dmc=m.use_dmc, use_reconstructor=m.use_reconstructor,
       use_adversarial=m.use_adversarial, stop_grad_targets=m.stop_grad_targets, grl_alpha=m.grl_alpha,
+      grl_scope=m.grl_scope,
       dtype=m.get("dtype", "float32"), attention_chunk=m.get("attention_chunk", 0),
       remat=m.get("remat", False), dropout_impl=m.get("dropout_impl", "hash"))
 

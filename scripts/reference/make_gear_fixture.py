@@ -11,7 +11,8 @@ root, on the authors' code at commit cab45ac62bd7f7880b5abadd15ff5136cad91761:
 It writes
   tests/fixtures/gear_reference.safetensors  the IFL_ES state_dict (reference names, float32);
   tests/fixtures/gear_reference_io.npz       inputs, recorded swap permutations, sizes, every
-                                             output and every loss term (see `main`).
+                                             output, every loss term and, per variant, every
+                                             parameter's gradient of the total (see `main`).
 
 What it does, using the authors' modules unchanged (`src/models/IFL_ES.py`):
 - the two text BERTs load a tiny random BERT (hidden 32, 2 layers, 2 heads, intermediate 64,
@@ -335,6 +336,12 @@ def main() -> None:
     arrays[prefix + "fusion_loss"] = _flat(results["fusion_loss"])
     arrays[prefix + "ipw"] = _flat(results["ipw"])
     arrays[prefix + "total"] = _flat(results["total"])
+    # Every parameter's gradient of the total, as `do_train`'s `loss.backward()` computes it.
+    model.zero_grad(set_to_none=True)
+    results["total"].backward()
+    for param_name, param in model.named_parameters():
+      if param.grad is not None:
+        arrays[f"grad.{name}.{param_name}"] = _np(param.grad)
 
   meta = {"gear_commit": gear_commit(opts.ref), "torch": torch.__version__,
           "transformers": transformers.__version__, "safetensors": safetensors.__version__,

@@ -12,7 +12,7 @@ root, on the authors' code at commit 80a052c62b7b3b7a6cb6956846e9d9c121f56eda:
 (`--commit` may be left out when `--ref` is a git checkout.) It writes
   tests/fixtures/lnln_reference.safetensors  the LNLN state_dict (reference names, float32);
   tests/fixtures/lnln_reference_io.npz       inputs, sizes, every output, intermediate features,
-                                             every loss term, a few gradients (see `main`).
+                                             every loss term, every gradient (see `main`).
 
 What it does, using the authors' modules unchanged (`models/lnln.py`, `core/losses.py`,
 `core/dataset.py`):
@@ -36,7 +36,7 @@ What it does, using the authors' modules unchanged (`models/lnln.py`, `core/loss
   `model((vision, audio, text), (vision_m, audio_m, text_m))`, with the labels built as there
   (completeness 1 − r_l, effectiveness 1 for the B·8 h_d rows then 0), and the loss is the
   authors' `MultimodalLoss` with α 0.9, β 0.8, γ 0.1, σ 1.0 (MOSI/MOSEI); `backward()` of the total
-  then gives gradients of a few parameters (through the GRL and the un-stopped targets);
+  then gives the gradient of every parameter (names of those it does not reach: `no_grad`);
 - the eval-mode forward is called as `evaluate()` calls it, `model((None, None, None), masked)`,
   under `torch.no_grad()`.
 """
@@ -74,13 +74,6 @@ NOISE_STD = 0.2
 MISSING_RATES = {"l": (0.0, 0.35, 0.7, 0.9), "a": (0.5, 0.0, 0.3, 0.8),
                  "v": (0.2, 0.6, 0.0, 0.9)}
 TEXT_LENGTHS, AUDIO_LENGTHS, VISION_LENGTHS = (12, 9, 5, 12), (10, 7, 4, 10), (9, 5, 9, 3)
-# Parameters whose gradients of the total loss are recorded (reference names).
-GRAD_NAMES = ("h_p", "h_hyper", "proj_l.0.weight", "proj_a.0.bias", "dmml.3.weight",
-              "completeness_check.1.2.weight", "effective_discriminator.2.weight",
-              "proxy_dominate_modality_generator.extra_token",
-              "bertmodel.model.embeddings.LayerNorm.weight")
-
-
 def reference_args(bert_dir: pathlib.Path) -> dict:
   """The reference's config dict (configs/train_mosi.yaml layout) at the fixture's sizes."""
   def transformer(length: int, token_length: int | None = None, depth: int = DEPTH) -> dict:
@@ -262,8 +255,9 @@ def main() -> None:
   loss = MultimodalLoss(args)(out, label)
   loss["loss"].backward()
   rec.remove()
-  params = dict(model.named_parameters())
-  grads = {f"grad/{n}": _np(params[n].grad) for n in GRAD_NAMES}
+  # Every parameter's gradient; those the loss does not reach (BERT's pooler) have none.
+  grads = {f"grad/{n}": _np(p.grad) for n, p in model.named_parameters() if p.grad is not None}
+  no_grad = [n for n, p in model.named_parameters() if p.grad is None]
 
   # train.py evaluate(): model.eval(), no complete inputs, no_grad.
   model.eval()
@@ -301,7 +295,7 @@ def main() -> None:
       "train/h_hyper": _np(c["h_hyper"][0]), "train/fusion": _np(c["fusion"][0]),
       # loss terms (MultimodalLoss), total, and gradients of the total
       **{f"loss/{k}": np.float32(v.item()) for k, v in loss.items()},
-      **grads,
+      **grads, "no_grad": np.asarray(no_grad),
       # eval-mode outputs (model.eval(), masked inputs only, no_grad)
       "eval/pred": _np(out_eval["sentiment_preds"]), "eval/w": _np(out_eval["w"]),
       # provenance
