@@ -433,7 +433,7 @@ def train_inputs(method, config, splits, mesh) -> tuple[Any, list, jax.Array, fl
   train_ds = pipeline.train_dataset(splits["train"], config.batch_size, seed=0)
   batches = [sharding.put_batch(train_ds[i], mesh) for i in range(2)]
   key = jax.random.key(0)
-  init = loop._init_fn(method, mesh)
+  init = loop.init_state_fn(method, mesh)
   state, init_s = _timed(lambda: init(jax.random.fold_in(key, 0), batches[0]))
   return state, batches, jax.random.fold_in(key, 1), init_s
 
