@@ -1,5 +1,6 @@
 """scripts/bench.py end to end on a small LNLN (tiny encoder, default shapes): the JSON has every
-figure, each tagged measured / extrapolated / quoted. No timing assertions."""
+figure, each tagged measured / extrapolated / quoted; msa_jax.bench's quoted figures, ratios,
+reference worker and interleaved --compare. No timing assertions."""
 
 import json
 import subprocess
@@ -7,6 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from configs import lnln as lnln_config
+from msa_jax.bench.compare import compare_variants
+from msa_jax.bench.figures import fig
+from msa_jax.bench.output import format_compare
+from msa_jax.bench.quoted import QUOTED_NOTE, ratios, reference_figures
+from msa_jax.bench.reference import ReferenceWorker
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = {"measured", "extrapolated", "quoted"}
@@ -53,20 +61,16 @@ def test_bench_writes_tagged_figures(tmp_path):
 
 
 def test_quoted_reference_and_ratios():
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench.py")
-  bench = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(bench)
-  ref = bench.reference_figures("lnln", "bert-base", "paper", 64, "float32")
-  assert ref["train_step_s"] == {"value": 62.5, "unit": "s", "kind": "quoted", "note": bench.QUOTED_NOTE}
-  assert bench.reference_figures("lnln", "bert-base", "paper", 32, "float32") is None
-  assert bench.reference_figures("lnln", "tiny", "paper", 64, "float32") is None
+  ref = reference_figures("lnln", "bert-base", "paper", 64, "float32")
+  assert ref["train_step_s"] == {"value": 62.5, "unit": "s", "kind": "quoted", "note": QUOTED_NOTE}
+  assert reference_figures("lnln", "bert-base", "paper", 32, "float32") is None
+  assert reference_figures("lnln", "tiny", "paper", 64, "float32") is None
   result = {"reference": ref,
-            "train": {"step_s": {"median": bench.fig(25.0, "s", "measured")}},
-            "memory": {"peak_rss_gb": bench.fig(7.05, "GB", "measured")},
-            "eval": {"s_per_sample_eval": bench.fig(0.05, "s", "measured"),
-                     "full_sweep_h_msa_jax": bench.fig(2.0, "h", "extrapolated")}}
-  r = bench.ratios(result)
+            "train": {"step_s": {"median": fig(25.0, "s", "measured")}},
+            "memory": {"peak_rss_gb": fig(7.05, "GB", "measured")},
+            "eval": {"s_per_sample_eval": fig(0.05, "s", "measured"),
+                     "full_sweep_h_msa_jax": fig(2.0, "h", "extrapolated")}}
+  r = ratios(result)
   assert r["train_step_speedup"]["value"] == 2.5 and r["train_step_speedup"]["kind"] == "measured"
   assert r["peak_rss_ratio"]["value"] == 2.0
   assert r["full_sweep_speedup"]["value"] == 3.4 and r["full_sweep_speedup"]["kind"] == "extrapolated"
@@ -180,7 +184,7 @@ def test_reference_worker_protocol_and_failures(tmp_path):
   args = bench.parse_args(["--method", "lnln", "--encoder", "bert-base", "--shape", "paper",
                            "--warmup", "1"])
   args.reference_python, args.reference_repo = _fake_worker(tmp_path), "/ref/LNLN"
-  worker = bench.ReferenceWorker.start(args)  # ready, then one warm-up step (3.0 s)
+  worker = ReferenceWorker.start(args)  # ready, then one warm-up step (3.0 s)
   try:
     assert worker.info["torch"] == "fake"
     assert worker.info["argv"][1:] == ["--worker", "--method", "lnln", "--ref", "/ref/LNLN",
@@ -196,19 +200,19 @@ def test_reference_worker_protocol_and_failures(tmp_path):
   dead = _fake_worker(tmp_path, "import sys\nsys.exit(3)\n")
   args.reference_python = dead
   with pytest.raises(RuntimeError, match=r"exited \(code 3\) without answering"):
-    bench.ReferenceWorker.start(args)
+    ReferenceWorker.start(args)
 
 
 def test_compare_interleaves_the_reference_and_reports_its_speedup(tmp_path):
   bench = _bench_module()
   args = bench.parse_args([*SMALL_LNLN, "--steps", "2", "--warmup", "0", "--compare", ""])
   args.reference_python, args.reference_repo = _fake_worker(tmp_path), "/ref/LNLN"
-  result = bench.compare_variants(args)
+  result = compare_variants(args, lnln_config.get_config)
   ours = result["compare"][0]["step_s"]["all_s"]
   ref = result["reference"]
   assert ref["torch"] == "fake" and ref["step_s"]["all_s"] == [3.0, 6.0]
   assert ref["step_ratio"]["value"] == pytest.approx((3.0 / ours[0] + 6.0 / ours[1]) / 2, rel=1e-3)
   assert ref["peak_rss_gb"]["value"] == 1.5
   assert all(f["kind"] in KINDS for f in _figures(result))
-  table = bench.format_compare(result)
+  table = format_compare(result)
   assert "reference: authors' PyTorch (torch fake)" in table.splitlines()[-1]

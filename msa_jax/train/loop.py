@@ -307,7 +307,7 @@ class SeedRun:
     self.ckpts.close()
 
 
-def _init_fn(method: Method, mesh):
+def init_state_fn(method: Method, mesh):
   """The jit-compiled `(key, example batch) -> fresh TrainState` (one compile for every seed)."""
   return jax.jit(lambda k, b: create_state(method.init_params(k, b), method.optimizer),
                  out_shardings=sharding.replicated(mesh), compiler_options=xla.compiler_options())
@@ -333,7 +333,7 @@ def train_seed(config: ml_collections.ConfigDict, method: Method, splits: dict[s
                                     process_index=jax.process_index(), process_count=jax.process_count())
   run = SeedRun.open(config, method, seed, seed_dir)
   try:
-    state = _init_fn(method, mesh)(run.k_init, sharding.put_batch(train_ds[0], mesh))
+    state = init_state_fn(method, mesh)(run.k_init, sharding.put_batch(train_ds[0], mesh))
     abstract_state = ckpt_lib.abstract(state)
     data_state = None
     if run.ckpts.latest_step() is not None:
@@ -519,7 +519,7 @@ def train_seeds_together(config: ml_collections.ConfigDict, method: Method, spli
   example = sharding.put_batch(train_ds[0], mesh)
   runs = [SeedRun.open(config, method, s, workdir / f"seed_{s}") for s in seeds]
   try:
-    init = _init_fn(method, mesh)
+    init = init_state_fn(method, mesh)
     abstract_state = ckpt_lib.abstract(jax.eval_shape(init, runs[0].k_init, example))
     restored, data_state = _restore_group(runs, abstract_state, config.max_epochs)
     states = [s if s is not None else init(run.k_init, example) for run, s in zip(runs, restored)]

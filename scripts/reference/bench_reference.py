@@ -1,4 +1,4 @@
-"""Times the authors' PyTorch LNLN or GEAR train step on this machine (issue #8), to set beside ours.
+"""Times the authors' PyTorch LNLN or GEAR train step on this machine, to set beside ours.
 
 Run in a throwaway virtualenv (torch is never a dependency of msa_jax), on the authors' code at
 LNLN commit 80a052c62b7b3b7a6cb6956846e9d9c121f56eda / GEAR commit
@@ -48,10 +48,10 @@ Two modes:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import pathlib
-import resource
 import statistics
 import sys
 import tempfile
@@ -62,6 +62,20 @@ import numpy as np
 import torch
 import transformers
 import yaml
+
+
+def _load_bench_module(name: str) -> types.ModuleType:
+  """msa_jax/bench/<name>.py loaded by path: `timing` and `memory` import only the standard
+  library, while importing the msa_jax package would need jax, which this virtualenv lacks."""
+  path = pathlib.Path(__file__).resolve().parents[2] / "msa_jax" / "bench" / f"{name}.py"
+  spec = importlib.util.spec_from_file_location(f"msa_jax_bench_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+timing, memory = _load_bench_module("timing"), _load_bench_module("memory")
+
 
 ENCODERS = {
     "bert-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
@@ -245,16 +259,6 @@ class GEARStep:
     return float(loss.item())
 
 
-def peak_rss_gb() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
-
-
-def timed(fn) -> tuple[float, float]:
-  start, cpu = time.perf_counter(), time.process_time()
-  fn()
-  return time.perf_counter() - start, time.process_time() - cpu
-
-
 def emit(obj: dict) -> None:
   sys.stdout.write(json.dumps(obj) + "\n")
   sys.stdout.flush()
@@ -286,10 +290,10 @@ def main(argv: list[str] | None = None) -> None:
     for line in sys.stdin:
       command = line.strip()
       if command == "step":
-        wall, cpu = timed(runner.step)
+        _, wall, cpu = timing.timed(runner.step)
         emit({"step_s": wall, "cpu_s": cpu})
       elif command == "rss":
-        emit({"peak_rss_gb": peak_rss_gb()})
+        emit({"peak_rss_gb": memory.max_rss_bytes() / 1e9})
       elif command in ("quit", ""):
         break
       else:
@@ -297,10 +301,10 @@ def main(argv: list[str] | None = None) -> None:
     return
   for _ in range(opts.warmup):
     runner.step()
-  steps = [timed(runner.step) for _ in range(opts.steps)]
+  steps = [timing.timed(runner.step)[1:] for _ in range(opts.steps)]
   walls = [w for w, _ in steps]
   emit({**info, "step_s_median": statistics.median(walls), "step_s": walls,
-        "cpu_s": [c for _, c in steps], "peak_rss_gb": peak_rss_gb()})
+        "cpu_s": [c for _, c in steps], "peak_rss_gb": memory.max_rss_bytes() / 1e9})
 
 
 if __name__ == "__main__":

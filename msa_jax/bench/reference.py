@@ -1,0 +1,88 @@
+"""The authors' PyTorch train step in a child process, one step on request
+(scripts/reference/bench_reference.py --worker), so that its steps interleave with ours.
+
+The protocol: the worker prints one JSON line `{"ready": true, ...}` (its versions and sizes) once
+its model is built; then, for each command line on its stdin, one JSON answer: `step` ->
+`{"step_s", "cpu_s"}`, `rss` -> `{"peak_rss_gb"}`, an unknown command -> `{"error"}`; `quit` or
+EOF ends it. Other lines it prints (the authors' code prints its device) are not answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import subprocess
+from typing import Any
+
+from msa_jax.bench.timing import log
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+# The authors' repositories, and a file that identifies a checkout of each (--reference-repo).
+REFERENCE_REPOS = {"lnln": ("configs/train_mosi.yaml", "github.com/Haoyu-ha/LNLN"),
+                   "gear": ("src/models/IFL_ES.py", "github.com/Teng-Sun/GEAR")}
+
+
+class ReferenceWorker:
+  """The authors' PyTorch train step in a child process (`bench_reference.py --worker`): one
+  step per `step()`, its wall time as the child measured it."""
+
+  SCRIPT = ROOT / "scripts" / "reference" / "bench_reference.py"
+
+  def __init__(self, proc: subprocess.Popen, info: dict[str, Any]):
+    self.proc, self.info = proc, info
+
+  @classmethod
+  def start(cls, args: argparse.Namespace) -> ReferenceWorker:
+    """Starts the worker for the command line's method / encoder / batch, waits for its `ready`
+    answer (kept as `info`) and runs its `--warmup` untimed steps."""
+    cmd = [args.reference_python, str(cls.SCRIPT), "--worker", "--method", args.method,
+           "--ref", args.reference_repo, "--encoder", args.encoder, "--batch",
+           str(args.batch or 64)]
+    log("reference: " + " ".join(cmd))
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    worker = cls(proc, {})
+    worker.info = worker._reply()
+    for _ in range(args.warmup):
+      worker.step()
+    return worker
+
+  def _reply(self) -> dict[str, Any]:
+    """The worker's next JSON answer; other lines it prints (the authors' code may print) are
+    passed on to the log."""
+    while True:
+      line = self.proc.stdout.readline()
+      if not line:
+        code = self.proc.wait()
+        raise RuntimeError(f"reference worker {self.SCRIPT.name} exited (code {code}) without "
+                           f"answering; its error is above")
+      if line.startswith("{"):
+        break
+      log(f"reference worker: {line.rstrip()}")
+    reply = json.loads(line)
+    if "error" in reply:
+      raise RuntimeError(f"reference worker: {reply['error']}")
+    return reply
+
+  def _ask(self, command: str) -> dict[str, Any]:
+    self.proc.stdin.write(command + "\n")
+    self.proc.stdin.flush()
+    return self._reply()
+
+  def step(self) -> float:
+    """Runs one reference train step; its wall seconds."""
+    return float(self._ask("step")["step_s"])
+
+  def peak_rss_gb(self) -> float:
+    """The worker's peak resident set so far (ru_maxrss), GB."""
+    return float(self._ask("rss")["peak_rss_gb"])
+
+  def close(self) -> None:
+    """Asks the worker to quit; kills it if it does not within a minute."""
+    if self.proc.poll() is None:
+      try:
+        self.proc.stdin.write("quit\n")
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+      except (OSError, subprocess.TimeoutExpired):
+        self.proc.kill()

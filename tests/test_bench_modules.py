@@ -1,0 +1,94 @@
+"""msa_jax.bench's pieces on their own: the standard-library-only timing and memory probes that
+scripts/reference/bench_reference.py loads without jax, the HLO attribution of the profile
+summary, and the quoted figures' data file."""
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from msa_jax.bench import hlo, memory, timing
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "msa_jax" / "bench"
+
+
+def test_timing_and_memory_import_only_the_standard_library():
+  for name in ("timing", "memory"):
+    tree = ast.parse((BENCH / f"{name}.py").read_text())
+    modules = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+               for alias in node.names}
+    modules |= {node.module.split(".")[0] for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and node.level == 0}
+    assert modules <= sys.stdlib_module_names | {"__future__"}, (name, modules)
+
+
+def test_timed_applies_block_inside_the_span_and_rss_is_positive():
+  blocked = []
+  out, wall, cpu = timing.timed(lambda: 7, lambda x: blocked.append(x) or x)
+  assert out == 7 and blocked == [7] and wall >= 0 and cpu >= 0
+  assert timing.timed(lambda: "x")[0] == "x"
+  assert memory.max_rss_bytes() > 0 and memory.process_peak_rss() >= memory.max_rss_bytes()
+
+
+STUBBED_REFERENCE = """
+import importlib.util, sys, types
+sys.modules["jax"] = sys.modules["msa_jax"] = None  # the torch virtualenv has neither
+for name in ("torch", "transformers", "yaml"):
+  sys.modules[name] = types.ModuleType(name)
+spec = importlib.util.spec_from_file_location("bench_reference", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+out, wall, cpu = module.timing.timed(lambda: 3)
+assert out == 3 and wall >= 0 and module.memory.max_rss_bytes() > 0
+print("ok")
+"""
+
+
+def test_bench_reference_loads_the_probes_without_jax():
+  script = ROOT / "scripts" / "reference" / "bench_reference.py"
+  proc = subprocess.run([sys.executable, "-c", STUBBED_REFERENCE, str(script)], cwd="/",
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+HLO = """HloModule jit_step
+
+%fused_dot (p0: f32[2,4], p1: f32[4,4]) -> f32[2,4] {
+  %p0 = f32[2,4]{1,0} parameter(0)
+  %p1 = f32[4,4]{1,0} parameter(1)
+  ROOT %dot.1 = f32[2,4]{1,0} dot(%p0, %p1), lhs_contracting_dims={1}, rhs_contracting_dims={0}, \
+metadata={op_name="jit(step)/transpose(jvp(LNLN))/text/layer_0/attn/dot_general"}
+}
+
+ENTRY %main (a: f32[2,4], b: f32[4,4]) -> f32[2,4] {
+  %a = f32[2,4]{1,0} parameter(0)
+  %b = f32[4,4]{1,0} parameter(1)
+  %fusion.1 = f32[2,4]{1,0} fusion(%a, %b), kind=kOutput, calls=%fused_dot
+  ROOT %tanh.2 = f32[2,4]{1,0} tanh(%fusion.1), \
+metadata={op_name="jit(step)/jvp(LNLN)/fusion/to_q/tanh"}
+}
+"""
+
+
+def test_hlo_instructions_are_attributed_to_model_parts():
+  instrs, comps = hlo.parse_hlo(HLO)
+  dot_name = "jit(step)/transpose(jvp(LNLN))/text/layer_0/attn/dot_general"
+  assert instrs["dot.1"] == ("dot", dot_name, None, "fused_dot")
+  assert instrs["fusion.1"] == ("fusion", None, "fused_dot", "main")
+  assert comps["fused_dot"] == [dot_name]
+  assert hlo.instruction_op_name("fusion.1", instrs, comps) == dot_name  # the fusion's dot
+  assert hlo.classify_op(dot_name) == ("backward", "text", "attention core")
+  assert hlo.classify_op(hlo.instruction_op_name("tanh.2", instrs, comps)) == (
+      "forward", "fusion", "other")
+  assert hlo.classify_op("jit(step)/jvp(LNLN)/fusion/to_q/dot_general") == (
+      "forward", "fusion", "dense")
+  assert hlo.classify_op(None) == ("?", "?", "other")
+
+
+def test_quoted_figures_state_their_source():
+  data = json.loads((BENCH / "quoted.json").read_text())
+  for repository in ("github.com/Haoyu-ha/LNLN", "github.com/Teng-Sun/GEAR"):
+    assert repository in data["source"]
+  assert set(data["figures"]) == {"lnln", "gear"}
