@@ -1,4 +1,4 @@
-"""Benchmarks the training step and the evaluation sweep of LNLN and GEAR (issue #8).
+"""Benchmarks the training step and the evaluation sweep of LNLN and GEAR.
 
   python scripts/bench.py                                   # LNLN, tiny encoder, default config
   python scripts/bench.py --method all --encoder minilm,bert-base --shape paper --json bench.json
@@ -30,7 +30,7 @@ per configuration):
     between phases through /proc/self/clear_refs where the kernel allows it), and on an
     accelerator the device's peak bytes in use.
 Every figure is tagged {"kind": "measured" | "extrapolated" | "quoted"}; the authors' PyTorch
-figures on the 2-vCPU CPU machine (quoted from issue #8) and the ratios reference / ours are added
+figures on the 2-vCPU CPU machine (quoted in docs/benchmarks.md) and the ratios reference / ours are added
 where the configuration matches theirs (paper shapes, batch 64, float32).
 
 `--compare VARIANT [VARIANT ...]` is an A/B mode for one configuration: each VARIANT is a
@@ -93,11 +93,11 @@ SEEDS = 3
 # The authors' repositories, and a file that identifies a checkout of each (--reference-repo).
 REFERENCE_REPOS = {"lnln": ("configs/train_mosi.yaml", "github.com/Haoyu-ha/LNLN"),
                    "gear": ("src/models/IFL_ES.py", "github.com/Teng-Sun/GEAR")}
-REFERENCE_SELECTION = 5  # selection metrics in the reference's LNLN sweep count (issue #8)
+REFERENCE_SELECTION = 5  # selection metrics in the reference's LNLN sweep count
 GEAR_EVAL_SPLITS = 5     # test + ood_text, ood_audio, ood_vision, ood_all
 
 # The authors' PyTorch code on this machine kind (2 vCPU AMD EPYC, AVX2; torch CPU, 2 threads; MOSI
-# shapes, batch 64; random-init BERTs; glibc allocator), quoted from issue #8.
+# shapes, batch 64; random-init BERTs; glibc allocator): the quoted baseline of docs/benchmarks.md.
 QUOTED = {
     ("lnln", "bert-base"): {"train_step_s": 62.5, "peak_rss_gb": 14.1, "eval_s_per_sample": 0.229,
                             "full_sweep_h": 6.8},
@@ -106,10 +106,10 @@ QUOTED = {
     ("gear", "bert-base"): {"train_step_s": 37.7, "peak_rss_gb": 8.6},
     ("gear", "minilm"): {"train_step_s": 6.45},
 }
-# XLA's jitted f32 matmul on an idle 2-vCPU machine of this kind: 135–150 GFLOP/s (issue #8, quoted).
+# XLA's jitted f32 matmul on an idle 2-vCPU machine of this kind: 135–150 GFLOP/s (quoted).
 IDLE_SGEMM_GFLOPS = 135.0
 QUOTED_NOTE = ("authors' PyTorch code, 2 vCPU AMD EPYC (AVX2), torch CPU 2 threads, MOSI shapes, "
-               "batch 64, random-init BERTs (issue #8); LNLN evaluation at batch size 1")
+               "batch 64, random-init BERTs; LNLN evaluation at batch size 1")
 
 Figure = dict[str, Any]
 _START = time.perf_counter()
@@ -1078,8 +1078,8 @@ def legend(results: list[dict[str, Any]]) -> str:
   loads = [(r["config"]["method"], r["config"]["encoder"], r["machine"]["load_before"],
             r["machine"]["load_after"]) for r in results if "machine" in r]
   machine = next((r["machine"] for r in results if "machine" in r), {})
-  text = ("values measured unless marked: ~ extrapolated, q quoted (the authors' PyTorch code, issue "
-          "#8); sweep h: LNLN full MOSI robustness sweep (10 rates × 686 × 3 seeds × 6 selection "
+  text = ("values measured unless marked: ~ extrapolated, q quoted (the authors' PyTorch code)"
+          "; sweep h: LNLN full MOSI robustness sweep (10 rates × 686 × 3 seeds × 6 selection "
           "metrics) / GEAR test + 4 OOD evaluation, extrapolated from the measured throughput; "
           "idle: from the process's CPU time / cores (an otherwise idle machine); "
           "speedup = quoted reference step / ours.\n"

@@ -1,4 +1,4 @@
-"""Times the authors' PyTorch LNLN or GEAR train step on this machine (issue #8), to set beside ours.
+"""Times the authors' PyTorch LNLN or GEAR train step on this machine, to set beside ours.
 
 Run in a throwaway virtualenv (torch is never a dependency of msa_jax), on the authors' code at
 LNLN commit 80a052c62b7b3b7a6cb6956846e9d9c121f56eda / GEAR commit
