@@ -5,7 +5,7 @@
       --config.data.ood=/data/MOSI/Processed/unaligned_50.pkl.ood.json \
       --config.encoder=path:/models/bert-base-uncased --config.seeds=1003,1006,1008 --workdir=runs/gear_mosi
 
-Presets (SPEC §5):
+Presets (docs/methods.md §5):
   (none)  the built-in synthetic MOSI-shaped benchmark (1284/229/686 samples, text 50, audio 375×5,
           vision 500×20, planted OOD splits), the `tiny` text encoder (random init, so its learning
           rate is 1e-3 instead of the fine-tuning 5e-5), batch 32 summed over 2 micro-batches, at

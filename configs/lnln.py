@@ -4,10 +4,10 @@
   python train.py --config=configs/lnln.py:mosi --config.data.path=/data/MOSI/Processed/unaligned_50.pkl \
       --config.encoder=path:/models/bert-base-uncased --config.seeds=1111,1112,1113 --workdir=runs/lnln_mosi
 
-Presets (SPEC §4):
+Presets (docs/methods.md §4):
   (none)  the fast default: the reduced synthetic preset `mosi_small` (384 / 128 / 256 samples, text 50
           tokens, audio 32×5 and vision 32×20 frames — full MOSI frame counts cost minutes per epoch on a
-          2-core CPU), the full SPEC §4 architecture with the `tiny` text encoder, batch 64, 6 epochs
+          2-core CPU), the full LNLN architecture (docs/methods.md §4) with the `tiny` text encoder, batch 64, 6 epochs
           (36 steps), lr 1e-3, validation at r = 0.5, then the robustness sweep r = 0.0 … 0.9 on the
           test split.
   mosi / mosei / sims   the paper settings: bert-base-uncased (bert-base-chinese for SIMS) from a local
@@ -81,7 +81,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 1e-4
   c.optim.weight_decay = 1e-4
-  c.optim.lr_schedule = "per_step"  # or "reference" (the authors' per-epoch schedule, SPEC §4)
+  c.optim.lr_schedule = "per_step"  # or "reference" (the authors' per-epoch schedule, docs/methods.md §4)
 
   if preset in (None, ""):
     # The default's tiny encoder learns slowly at the paper's lr of 1e-4 in 12 epochs.

@@ -1,11 +1,11 @@
-"""Jittable losses: GEAR's GMAE and inverse-probability weights (SPEC §5), LNLN's loss (SPEC §4)."""
+"""Jittable losses: GEAR's GMAE and inverse-probability weights (docs/methods.md §5), LNLN's loss (§4)."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
-# ---- GEAR (SPEC §5) ------------------------------------------------------------------------------
+# ---- GEAR (docs/methods.md §5) -------------------------------------------------------------------
 
 GMAE_KINDS = ("tanh", "sigmoid", "none", "off")
 IPW_KINDS = ("min", "avg", "none")
@@ -19,7 +19,7 @@ def l1_per_sample(pred: jax.Array, label: jax.Array) -> jax.Array:
 
 
 def gmae_weight(abs_err: jax.Array, kind: str = "tanh", q: float = 0.7) -> jax.Array:
-  """GMAE's per-sample weight g(|e|) (SPEC §5), without gradient.
+  """GMAE's per-sample weight g(|e|) (docs/methods.md §5), without gradient.
 
   "tanh": tanh((1/x)^q), equal to its limit 1 at x = 0; "sigmoid": 2·sigmoid(−x); "none": 1;
   "off": 0.
@@ -37,7 +37,7 @@ def gmae_weight(abs_err: jax.Array, kind: str = "tanh", q: float = 0.7) -> jax.A
 
 
 def gmae(pred: jax.Array, label: jax.Array, kind: str = "tanh", q: float = 0.7) -> jax.Array:
-  """Generalised MAE per sample (SPEC §5): sg(g(|e|))·|e|, e = pred − label, shapes (B,) -> (B,).
+  """Generalised MAE per sample (docs/methods.md §5): sg(g(|e|))·|e|, e = pred − label, shapes (B,) -> (B,).
 
   Its gradient w.r.t. pred is g(|e|)·sign(e); "off" is identically zero (the reference's default).
   """
@@ -49,7 +49,7 @@ def gmae(pred: jax.Array, label: jax.Array, kind: str = "tanh", q: float = 0.7) 
 
 def ipw_weights(bias_errors: dict[str, jax.Array] | jax.Array, fusion_loss: jax.Array,
                 kind: str = "min") -> jax.Array:
-  """Inverse-probability weights W (B,) of the fusion loss (SPEC §5), without gradient.
+  """Inverse-probability weights W (B,) of the fusion loss (docs/methods.md §5), without gradient.
 
   Args:
     bias_errors: per-modality bias errors |ŷ_b^m − y|, a dict of (B,) or an (M, B) array.
@@ -70,7 +70,7 @@ def ipw_weights(bias_errors: dict[str, jax.Array] | jax.Array, fusion_loss: jax.
 def gear_loss(outputs: dict, labels: jax.Array, *, gmae_kind: str = "tanh", q: float = 0.7,
               ipw_kind: str = "min", lambda_dis: float = 15.0, lambda_swap: float = 1.0,
               swap_active: bool | jax.Array = False) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """GEAR's training objective (SPEC §5) from `GEAR`'s outputs and labels (B,).
+  """GEAR's training objective (docs/methods.md §5) from `GEAR`'s outputs and labels (B,).
 
   total = Σ_m [λ_dis·mean GMAE(ŷ_b^m, y) + a·λ_swap·λ_dis·mean GMAE(ŷ_b,swap^m, y[π_m])]
           + mean(W·L_f),  L_f = |ŷ − y| + a·λ_swap·|ŷ_swap − y|,
@@ -119,7 +119,7 @@ def gear_loss(outputs: dict, labels: jax.Array, *, gmae_kind: str = "tanh", q: f
   terms["mae"] = jnp.mean(abs_err)
   return bias_total + terms["fusion_weighted"], terms
 
-# ---- LNLN (SPEC §4) ------------------------------------------------------------------------------
+# ---- LNLN (docs/methods.md §4) -------------------------------------------------------------------
 
 LNLN_LOSS_WEIGHTS = {"alpha": 0.9, "beta": 0.8, "gamma": 0.1, "sigma": 1.0}
 LNLN_LOSS_WEIGHTS_SIMS = {**LNLN_LOSS_WEIGHTS, "beta": 0.6}
@@ -127,7 +127,7 @@ LNLN_LOSS_WEIGHTS_SIMS = {**LNLN_LOSS_WEIGHTS, "beta": 0.6}
 
 def lnln_loss(outputs: dict, labels: jax.Array, text_missing_rate: jax.Array,
               weights: dict | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """LNLN's training objective (SPEC §4) from `LNLN`'s outputs.
+  """LNLN's training objective (docs/methods.md §4) from `LNLN`'s outputs.
 
   total = α·MSE(w, 1 − r_l) + β·CE(disc_logits, disc_labels) + γ·MSE(rec, full) + σ·MSE(ŷ, y),
   every term a mean over all its elements (B for w and ŷ, 2·B·T rows for CE, B·3T·d for rec), as

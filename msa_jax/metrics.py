@@ -1,7 +1,7 @@
-"""MMSA-exact regression metrics (SPEC §3).
+"""MMSA-exact regression metrics (docs/methods.md §3).
 
 The definitions follow MMSA's `metricsTop.py` (thuiar/MMSA), with two deliberate differences
-(SPEC §3, §9): values are not rounded (round only for display), and F1 is computed with the
+(docs/methods.md §3, §9): values are not rounded (round only for display), and F1 is computed with the
 correct argument order. Everything is plain numpy, so no scikit-learn is needed at run time; the
 tests check every number against scikit-learn.
 """
@@ -121,7 +121,7 @@ def _check_dataset(dataset: str) -> None:
 
 
 def mmsa_metrics(preds, labels, dataset: str, valid=None) -> dict[str, float]:
-  """MMSA's regression metrics of `preds` against `labels` (SPEC §3).
+  """MMSA's regression metrics of `preds` against `labels` (docs/methods.md §3).
 
   Args:
     preds: predictions, any shape (flattened).

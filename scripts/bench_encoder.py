@@ -1,4 +1,4 @@
-"""Times the BERT text encoder (SPEC §8) on the local default JAX device.
+"""Times the BERT text encoder (docs/methods.md §8) on the local default JAX device.
 
   python scripts/bench_encoder.py                      # MiniLM and bert-base, batch 64, L=50
   python scripts/bench_encoder.py --models tiny,minilm --batch 32 --length 40 --runs 5

@@ -1,4 +1,4 @@
-"""Build GEAR's OOD test splits (K-means + simulated annealing, SPEC §6) for one data set.
+"""Build GEAR's OOD test splits (K-means + simulated annealing, docs/methods.md §6) for one data set.
 
     python scripts/build_ood_splits.py --data MOSI/Processed/unaligned_50.pkl --dataset mosi
 

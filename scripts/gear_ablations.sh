@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GEAR claim table (issue #6): full GEAR and its ablations on the synthetic benchmark, 3 seeds.
+# The GEAR claim table (docs/results.md): full GEAR and its ablations on the synthetic benchmark, 3 seeds.
 #   bash scripts/gear_ablations.sh [RUN_ROOT]      (default runs/gear_ablations)
 #   python scripts/report.py RUN_ROOT/*            (the side-by-side IID/OOD table)
 # Each variant is the default config (configs/gear.py, no preset) with one switch changed.
@@ -7,7 +7,7 @@ set -euo pipefail
 root="${1:-runs/gear_ablations}"
 seeds="${SEEDS:-1003,1004,1005}"  # VARIANTS="full all_off" to run a subset
 # EXTRA="--config.model.dropout_impl=threefry": more flags for every variant (this one draws the
-# dropout masks as the runs recorded before session 4 did)
+# dropout masks of the rows in docs/results.md)
 declare -A variants=(
   [full]=""
   [ipw_none]="--config.gear.ipw=none"

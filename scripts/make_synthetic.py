@@ -1,4 +1,4 @@
-"""Writes the synthetic MSA benchmark as an MMSA-format pickle (SPEC §7).
+"""Writes the synthetic MSA benchmark as an MMSA-format pickle (docs/methods.md §7).
 
   python scripts/make_synthetic.py --preset mosi --seed 0 --out data/synthetic_mosi.pkl
   python scripts/make_synthetic.py --preset mosei --scale 0.1

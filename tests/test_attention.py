@@ -1,4 +1,4 @@
-"""Performance options give the plain layers' results (issue #8).
+"""Performance options give the plain layers' results.
 
 Blocked attention (`attention_chunk`), the last-layer `keep` of TokenTransformer, BERT's `remat`,
 and the mixed-precision `dtype` of LNLN / BERT / GEAR: values and gradients against the plain

@@ -1,4 +1,4 @@
-"""Tests of the BERT text encoder and Hugging Face checkpoint loading (SPEC §8)."""
+"""Tests of the BERT text encoder and Hugging Face checkpoint loading (docs/methods.md §8)."""
 
 import dataclasses
 import json

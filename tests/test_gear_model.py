@@ -1,4 +1,4 @@
-"""Tests of the GEAR model, its LSTM, the parameter groups and the optimizer (SPEC §5)."""
+"""Tests of the GEAR model, its LSTM, the parameter groups and the optimizer (docs/methods.md §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests for LNLN's building blocks, the LNLN model and its loss (SPEC §4)."""
+"""Tests for LNLN's building blocks, the LNLN model and its loss (docs/methods.md §4)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ SMALL = LNLNConfig(text_frames=L, audio_frames=TA, vision_frames=TV, audio_dim=D
                    dim=16, token_len=4, heads=2, dim_head=8, mlp_dim=16, depth=1,
                    num_hyper_layers=2, fusion_depth=1, hyper_heads=2, hyper_dim_head=8,
                    completeness_hidden=8, discriminator_hidden=8)
-# LNLN's real widths (SPEC §4) with tiny frame counts and the tiny BERT.
+# LNLN's real widths (docs/methods.md §4) with tiny frame counts and the tiny BERT.
 REAL = LNLNConfig(text_frames=L, audio_frames=TA, vision_frames=TV, audio_dim=DA, vision_dim=DV,
                   bert=BertConfig.tiny())
 
@@ -279,7 +279,7 @@ def test_real_size_blocks_initialise_like_pytorch():
 # ---- LNLN ----------------------------------------------------------------------------------------
 
 def expected_counts(cfg: LNLNConfig, bert_hidden: int) -> dict[str, int]:
-  """Parameter counts per top-level module, written out from SPEC §4."""
+  """Parameter counts per top-level module, written out from docs/methods.md §4."""
   d, t = cfg.dim, cfg.token_len
   inner, hyper_inner = cfg.heads * cfg.dim_head, cfg.hyper_heads * cfg.hyper_dim_head
 

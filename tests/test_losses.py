@@ -1,4 +1,4 @@
-"""Tests of GEAR's losses: GMAE, inverse-probability weights and the total objective (SPEC §5)."""
+"""Tests of GEAR's losses: GMAE, inverse-probability weights and the total objective (docs/methods.md §5)."""
 
 from __future__ import annotations
 

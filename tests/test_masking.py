@@ -1,4 +1,4 @@
-"""Missing-data masking (SPEC §2): statistics, invariants, determinism, jit and vmap."""
+"""Missing-data masking (docs/methods.md §2): statistics, invariants, determinism, jit and vmap."""
 
 import jax
 import jax.numpy as jnp

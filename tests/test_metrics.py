@@ -1,4 +1,4 @@
-"""MMSA metrics against scikit-learn and hand-worked cases (SPEC §3)."""
+"""MMSA metrics against scikit-learn and hand-worked cases (docs/methods.md §3)."""
 
 import warnings
 

@@ -1,4 +1,4 @@
-"""Tests for msa_jax.data.mmsa: safe MMSA / GEAR loading and validation (SPEC §1)."""
+"""Tests for msa_jax.data.mmsa: safe MMSA / GEAR loading and validation (docs/methods.md §1)."""
 
 from __future__ import annotations
 

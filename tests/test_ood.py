@@ -1,4 +1,4 @@
-"""GEAR's OOD split builder (SPEC §6): features, K-means, bias predictor, annealing, files, script."""
+"""GEAR's OOD split builder (docs/methods.md §6): features, K-means, bias predictor, annealing, files, script."""
 
 import json
 import os

@@ -1,4 +1,4 @@
-"""Forward and loss parity with the authors' GEAR code (SPEC §5, §9; issue #6).
+"""Forward and loss parity with the authors' GEAR code (docs/methods.md §5, §9).
 
 The fixture (tests/fixtures/gear_reference*) was made once by scripts/reference/make_gear_fixture.py
 from the authors' `IFL_ES` and training loop: tiny random BERTs, every parameter perturbed, dropouts

@@ -1,4 +1,4 @@
-"""Parity of our LNLN with the authors' PyTorch code, on converted weights (SPEC §4, §9; issue #5).
+"""Parity of our LNLN with the authors' PyTorch code, on converted weights (docs/methods.md §4, §9).
 
 `tests/fixtures/lnln_reference.safetensors` is the state_dict of the authors' LNLN
 (github.com/Haoyu-ha/LNLN, reference names) with a tiny random BERT and every constant-initialised
@@ -152,7 +152,7 @@ def test_params_round_trip_through_msgpack(converted):
 
 
 def test_real_sizes_round_trip():
-  """A state_dict in reference names with LNLN's real MOSEI sizes (SPEC §4: d 128, 8 heads of 64,
+  """A state_dict in reference names with LNLN's real MOSEI sizes (docs/methods.md §4: d 128, 8 heads of 64,
   depth 2, 3 hyper layers, fusion depth 4) gives back that config, and converts."""
   config = LNLNConfig.mosei(BertConfig.tiny())
   shapes = expected_shapes(config)

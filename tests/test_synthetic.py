@@ -1,4 +1,4 @@
-"""Tests of the synthetic benchmark generator (SPEC §7, §1): format, determinism, structure."""
+"""Tests of the synthetic benchmark generator (docs/methods.md §7, §1): format, determinism, structure."""
 
 import dataclasses
 import pathlib
@@ -46,7 +46,7 @@ def _vader():
 
 
 # ------------------------------------------------------------------------------------------------
-# Format (SPEC §1).
+# Format (docs/methods.md §1).
 
 
 @pytest.mark.parametrize("preset", sorted(SHAPES))

@@ -1,4 +1,4 @@
-"""Token- and frame-level missing-data simulation (SPEC §2), as pure jittable functions.
+"""Token- and frame-level missing-data simulation (docs/methods.md §2), as pure jittable functions.
 
 A keep-mask is `keep[j] = (u_j > r) & valid[j]` with u_j ~ U(0, 1) i.i.d. per position:
 - text: [CLS] (position 0) and the last valid position ([SEP]) are always kept; a dropped token's id
@@ -83,7 +83,7 @@ def per_sample_uniforms(batch: Batch, key: jax.Array, sample_index: jax.Array) -
 
 def mask_with_uniforms(batch: Batch, uniforms: Mapping[str, jax.Array],
                        rates: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-  """The batch with tokens/frames dropped where `uniforms <= rates` (SPEC §2).
+  """The batch with tokens/frames dropped where `uniforms <= rates` (docs/methods.md §2).
 
   Args:
     batch: a model batch (text_bert, audio, vision, audio_lengths, vision_lengths, labels, ...).
@@ -105,7 +105,7 @@ def mask_with_uniforms(batch: Batch, uniforms: Mapping[str, jax.Array],
 
 def training_rates(key: jax.Array, batch_size: int) -> dict[str, jax.Array]:
   """Per-sample, per-modality rates: r ~ U(0, 1), then r = 0 for a random half (floor(B/2)) of the
-  samples, independently per modality (SPEC §2; the reference zeroes `int(N/2)` samples)."""
+  samples, independently per modality (docs/methods.md §2; the reference zeroes `int(N/2)` samples)."""
   out = {}
   for i, m in enumerate(MODALITY_KEYS):
     k_rate, k_half = jax.random.split(jax.random.fold_in(key, i))
@@ -120,7 +120,7 @@ def mask_train(batch: Batch, key: jax.Array) -> tuple[dict[str, jax.Array], jax.
 
   Returns:
     (masked batch, nominal text missing rate r_l of shape (B,)) — the completeness target of LNLN
-    is 1 − r_l (SPEC §2).
+    is 1 − r_l (docs/methods.md §2).
   """
   b = batch["labels"].shape[0]
   k_rates, k_u = jax.random.split(key)

@@ -1,4 +1,4 @@
-"""Safe loading and validation of MMSA feature files and GEAR split directories (SPEC §1).
+"""Safe loading and validation of MMSA feature files and GEAR split directories (docs/methods.md §1).
 
 A pickle can run code when it is loaded, so files are read with a restricted unpickler that admits
 only numpy arrays, numpy dtypes/scalars and plain Python containers/scalars. Every array is then
@@ -25,7 +25,7 @@ from numpy._core import numeric as _np_numeric
 
 from msa_jax.data.split import IID_SPLITS, OOD_SPLITS, Split
 
-# GEAR's released per-split files (SPEC §1) and the msa_jax split each becomes.
+# GEAR's released per-split files (docs/methods.md §1) and the msa_jax split each becomes.
 GEAR_FILES = {
     "train": "train.pkl",
     "valid": "valid.pkl",
@@ -41,7 +41,7 @@ VOCAB_CHINESE = 21128
 
 
 class DataFormatError(ValueError):
-  """A data file is unreadable, unsafe or does not match the MMSA format of SPEC §1."""
+  """A data file is unreadable, unsafe or does not match the MMSA format of docs/methods.md §1."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +118,7 @@ _ALLOWED_GLOBALS = _allowed_globals()
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-  """Unpickler that resolves only the globals in `_ALLOWED_GLOBALS` (SPEC §1)."""
+  """Unpickler that resolves only the globals in `_ALLOWED_GLOBALS` (docs/methods.md §1)."""
 
   def __init__(self, file: Any, source: str):
     super().__init__(file, encoding="latin1")
@@ -211,7 +211,7 @@ def _first_bad(bad: np.ndarray) -> tuple[int, ...]:
 
 
 def _labels(value: Any, where: _Where, key: str, n: int | None, bound: float) -> np.ndarray:
-  """(N,) float32 labels (SPEC §1): finite and within [-bound, bound]; (N, 1) is flattened."""
+  """(N,) float32 labels (docs/methods.md §1): finite and within [-bound, bound]; (N, 1) is flattened."""
   arr = _numeric(value, where, key, kinds="iuf")
   if arr.ndim == 2 and arr.shape[1] == 1:
     arr = arr.reshape(-1)
@@ -226,7 +226,7 @@ def _labels(value: Any, where: _Where, key: str, n: int | None, bound: float) ->
 
 
 def _text_bert(value: Any, where: _Where, n: int, vocab_size: int) -> np.ndarray:
-  """(N, 3, L) int32 BERT input (SPEC §1) from the float array of the file, ids checked."""
+  """(N, 3, L) int32 BERT input (docs/methods.md §1) from the float array of the file, ids checked."""
   key = "text_bert"
   arr = _numeric(value, where, key)
   _check_shape(arr, where, key, (n, 3, None), "(N, 3, L) text_bert")
@@ -253,7 +253,7 @@ def row_chunks(shape: tuple[int, ...], max_elements: int = 1 << 22) -> Iterator[
 
 
 def clean_feature_rows(block: np.ndarray, where: _Where, key: str, start: int) -> None:
-  """Sets ±inf to 0 in place (SPEC §1: `-inf` audio frames) and rejects NaN in `block`, the
+  """Sets ±inf to 0 in place (docs/methods.md §1: `-inf` audio frames) and rejects NaN in `block`, the
   rows of a feature array that begin at sample `start` (named in the error)."""
   nan = np.isnan(block)
   if nan.any():
@@ -331,7 +331,7 @@ FeatureHandler = Callable[[Any, _Where, str, tuple, str], np.ndarray]
 
 def _build_split(raw: Any, where: _Where, limits: _Limits,
                  features: FeatureHandler = _features) -> Split:
-  """Validates one raw split dict (SPEC §1 table) into a `Split`; consumes `raw`'s entries."""
+  """Validates one raw split dict (docs/methods.md §1 table) into a `Split`; consumes `raw`'s entries."""
   if not isinstance(raw, Mapping):
     raise DataFormatError(_one_line(
         f"{where.file}: split '{where.split}': expected a dict of arrays, "
@@ -383,7 +383,7 @@ def _dims(split: Split) -> dict[str, tuple[str, tuple[int, ...]]]:
 
 
 def _check_consistent(splits: dict[str, Split], files: dict[str, str]) -> None:
-  """All splits share L, (Ta, Da), (Tv, Dv) and the text feature size with 'train' (SPEC §1)."""
+  """All splits share L, (Ta, Da), (Tv, Dv) and the text feature size with 'train' (docs/methods.md §1)."""
   ref = _dims(splits["train"])
   for name, split in splits.items():
     for key, (what, got) in _dims(split).items():
@@ -444,7 +444,7 @@ def _load_file(path: Path, limits: _Limits,
 
 def _load_gear_dir(path: Path, limits: _Limits,
                    features: FeatureHandler) -> tuple[dict[str, Split], dict[str, str]]:
-  """GEAR's directory of flat per-split pickles (SPEC §1), renamed to msa_jax split names."""
+  """GEAR's directory of flat per-split pickles (docs/methods.md §1), renamed to msa_jax split names."""
   splits, files = {}, {}
   for name, filename in GEAR_FILES.items():
     file = path / filename
@@ -479,7 +479,7 @@ def load_source(path: Path, dataset: str | None, vocab_size: int | None,
 
 def load_mmsa_with_metadata(path: str | os.PathLike, dataset: str | None = None,
                             vocab_size: int | None = None) -> tuple[dict[str, Split], dict]:
-  """Loads and validates an MMSA feature pickle or a GEAR split directory (SPEC §1).
+  """Loads and validates an MMSA feature pickle or a GEAR split directory (docs/methods.md §1).
 
   Args:
     path: an MMSA pickle `{'train', 'valid', 'test'[, 'ood_*'][, 'metadata']}`, a directory
@@ -509,5 +509,5 @@ def load_mmsa_with_metadata(path: str | os.PathLike, dataset: str | None = None,
 
 def load_mmsa(path: str | os.PathLike, dataset: str | None = None,
               vocab_size: int | None = None) -> dict[str, Split]:
-  """Loads and validates MMSA/GEAR data (SPEC §1); see `load_mmsa_with_metadata`."""
+  """Loads and validates MMSA/GEAR data (docs/methods.md §1); see `load_mmsa_with_metadata`."""
   return load_mmsa_with_metadata(path, dataset, vocab_size)[0]

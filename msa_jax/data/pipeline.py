@@ -1,6 +1,6 @@
 """The input pipeline on grain: random-access sources, shuffled training batches, padded eval batches.
 
-The pipeline only moves and batches data (STYLE.md); missing-data masking happens on the device
+The pipeline only moves and batches data; missing-data masking happens on the device
 (`msa_jax.data.masking`). Batches are dicts of numpy arrays with the model keys of
 `Split.model_arrays()` plus `index` (int32, the sample's position in its split) and `valid`
 (bool, False for filler rows of a padded evaluation batch).
@@ -67,7 +67,7 @@ def read_rows(arr: np.memmap, indices: np.ndarray) -> np.ndarray:
 class RowSubset:
   """Rows `rows` of a file-backed memmap, read on demand: a lazy `base[rows]`.
 
-  An OOD split is a subset of the test split (SPEC §6); taken eagerly from MOSEI's memory-mapped
+  An OOD split is a subset of the test split (docs/methods.md §6); taken eagerly from MOSEI's memory-mapped
   test frames, the four subsets would copy about 2 GB into memory. `take_rows` keeps them as
   RowSubsets instead, which `SplitSource` reads row by row with `read_rows` like the test split
   itself. Indexing along the first axis, or `np.asarray`, reads the rows into a new array.

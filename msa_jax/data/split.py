@@ -1,4 +1,4 @@
-"""The in-memory form of one data split (SPEC §1), shared by every loader and the pipeline."""
+"""The in-memory form of one data split (docs/methods.md §1), shared by every loader and the pipeline."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 
 # Canonical modality order used everywhere in msa_jax.
 MODALITIES = ("text", "audio", "vision")
-# Split names: MMSA's three, plus the OOD test splits of GEAR (SPEC §1, §6).
+# Split names: MMSA's three, plus the OOD test splits of GEAR (docs/methods.md §1, §6).
 IID_SPLITS = ("train", "valid", "test")
 OOD_SPLITS = ("ood_text", "ood_audio", "ood_vision", "ood_all")
 

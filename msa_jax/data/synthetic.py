@@ -1,4 +1,4 @@
-"""Synthetic MSA benchmark in the MMSA feature-file format (SPEC §7, §1, §6).
+"""Synthetic MSA benchmark in the MMSA feature-file format (docs/methods.md §7, §1, §6).
 
 No public MSA data can be downloaded everywhere, so msa_jax generates its default data: a pickle
 that looks like an MMSA file (same keys, shapes, sizes, label range and granularity as MOSI, MOSEI
@@ -131,7 +131,7 @@ SENTIMENT_BLOCKLIST = frozenset("""
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticConfig:
-  """Every knob of the synthetic generator (SPEC §7); see the module docstring for the model.
+  """Every knob of the synthetic generator (docs/methods.md §7); see the module docstring for the model.
 
   Sizes are full-scale split sizes; `generate(scale=...)` multiplies them. Noise/shift values of
   audio and vision are in feature units (frame noise 1 means unit-variance frames).
@@ -237,7 +237,7 @@ def _rng(seed: int, *codes: int) -> np.random.Generator:
 
 
 def vader_lexicon_path() -> pathlib.Path:
-  """Path of `vader_lexicon.txt` inside the installed vaderSentiment package (SPEC §7)."""
+  """Path of `vader_lexicon.txt` inside the installed vaderSentiment package (docs/methods.md §7)."""
   spec = importlib.util.find_spec("vaderSentiment")
   if spec is None or spec.origin is None:
     raise FileNotFoundError("Python package 'vaderSentiment' (PyPI: vadersentiment) is not "
@@ -262,7 +262,7 @@ def load_vader_lexicon(path: pathlib.Path | str | None = None) -> dict[str, tupl
 
 @dataclasses.dataclass(frozen=True)
 class TextResources:
-  """Token-id tables the text generator draws from (SPEC §7).
+  """Token-id tables the text generator draws from (docs/methods.md §7).
 
   Attributes:
     vocab: the bert-base-uncased vocabulary (id -> token).
@@ -304,7 +304,7 @@ def _lookup(text: str, index: dict[str, int], lexicon: dict, what: str) -> tuple
 
 def build_text_resources(cfg: SyntheticConfig, vocab: Sequence[str],
                          lexicon: dict[str, tuple[float, float]]) -> TextResources:
-  """Selects the sentiment words and tokenizes every template (SPEC §7)."""
+  """Selects the sentiment words and tokenizes every template (docs/methods.md §7)."""
   index = {w: i for i, w in enumerate(vocab)}
   reserved = {w for pair in TEXT_CUE_PAIRS for w in pair}
   templates = SENTIMENT_FRAMES + CUE_FRAMES + NEUTRAL_CLAUSES + CONNECTORS
@@ -640,7 +640,7 @@ def _ood_splits(cfg: SyntheticConfig, test: dict[str, np.ndarray], res: TextReso
 
 def generate(preset: str, seed: int = 0, scale: float = 1.0,
              config: SyntheticConfig | None = None) -> dict[str, Any]:
-  """The synthetic benchmark as an MMSA-format dict (SPEC §7, §1).
+  """The synthetic benchmark as an MMSA-format dict (docs/methods.md §7, §1).
 
   Args:
     preset: 'mosi', 'mosei' or 'sims' (the imitated data set's shapes, sizes and label range).
@@ -695,7 +695,7 @@ def generate(preset: str, seed: int = 0, scale: float = 1.0,
 def _metadata(cfg: SyntheticConfig, preset: str, seed: int, scale: float, sizes: dict[str, int],
               res: TextResources, structures: dict[str, FrameStructure],
               agreement: dict[str, dict[str, float]]) -> dict[str, Any]:
-  """The file's plain-typed metadata: version, knobs, planted structure (SPEC §7)."""
+  """The file's plain-typed metadata: version, knobs, planted structure (docs/methods.md §7)."""
   def ints(a: np.ndarray) -> list[int]:
     return [int(x) for x in a]
 

@@ -1,1 +1,1 @@
-"""Evaluation: metrics, robustness protocols and GEAR's OOD test splits (SPEC §2, §3, §6)."""
+"""Evaluation: metrics, robustness protocols and GEAR's OOD test splits (docs/methods.md §2, §3, §6)."""

@@ -255,7 +255,7 @@ def lnln_section(runs: Sequence[Run], dataset: str, metrics: Sequence[str] | Non
           reports.grid_table(table, rows, chosen, "run", n_seeds, labels=labels), ""]
   if reason is None:
     out += ["Paper rows: the mean over r = 0.0 … 0.9 and seeds 1111, 1112, 1113, as printed. The paper's F1 "
-            "was computed with swapped arguments (SPEC §3), so our F1 is not expected to match it exactly.",
+            "was computed with swapped arguments (docs/methods.md §3), so our F1 is not expected to match it exactly.",
             "", *notes, *([""] if notes else [])]
     if any(tuple(r.results["rates"]) != PAPER_RATES for r in runs):
       out += ["Note: some runs were swept over other missing rates than the paper's 0.0 … 0.9, so their "

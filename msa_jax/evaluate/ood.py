@@ -1,4 +1,4 @@
-"""GEAR's out-of-distribution test splits: K-means surface clusters + simulated annealing (SPEC §6).
+"""GEAR's out-of-distribution test splits: K-means surface clusters + simulated annealing (docs/methods.md §6).
 
 The construction, deterministic from one non-negative integer seed:
 
@@ -39,11 +39,11 @@ from msa_jax.data import pipeline
 from msa_jax.data.split import MODALITIES, OOD_SPLITS, Split
 
 OOD_VERSION = 1
-# BERT [PAD], [UNK], [CLS], [SEP] (SPEC §1): left out of the bag-of-tokens text feature.
+# BERT [PAD], [UNK], [CLS], [SEP] (docs/methods.md §1): left out of the bag-of-tokens text feature.
 SPECIAL_TOKEN_IDS = (0, 100, 101, 102)
 # Label-sign classes, in the order of `label_classes`' codes 0, 1, 2.
 LABEL_CLASSES = ("negative", "zero", "positive")
-# Which modalities' objectives each OOD split minimises (SPEC §6 step 5).
+# Which modalities' objectives each OOD split minimises (docs/methods.md §6 step 5).
 SPLIT_OBJECTIVES = {
     "ood_text": ("text",),
     "ood_audio": ("audio",),
@@ -54,7 +54,7 @@ _DEGENERATE = 1e-10
 
 
 # ------------------------------------------------------------------------------------------------
-# Surface features (SPEC §6 step 1)
+# Surface features (docs/methods.md §6 step 1)
 
 
 def masked_mean(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -115,7 +115,7 @@ def _raw_features(split: Split, modality: str, vocab: np.ndarray | None) -> np.n
 def surface_features(
     train: Split, test: Split, modality: str, *, text_vocab: int = 512
 ) -> tuple[np.ndarray, np.ndarray, str]:
-  """Per-sample surface features of one modality for train and test (SPEC §6 step 1).
+  """Per-sample surface features of one modality for train and test (docs/methods.md §6 step 1).
 
   Returns (train (N_train, D), test (N_test, D), a short description of the feature used). Text uses
   the frozen `text` features when both splits carry them, otherwise the bag of the `text_vocab` most
@@ -138,7 +138,7 @@ def surface_features(
 
 
 # ------------------------------------------------------------------------------------------------
-# K-means (SPEC §6 step 2)
+# K-means (docs/methods.md §6 step 2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,7 +227,7 @@ def kmeans(
     max_iter: int = 300,
     tol: float = 1e-4,
 ) -> KMeansResult:
-  """K-means on `x` (N, D): best (lowest inertia) of `n_init` k-means++ / Lloyd runs (SPEC §6 step 2).
+  """K-means on `x` (N, D): best (lowest inertia) of `n_init` k-means++ / Lloyd runs (docs/methods.md §6 step 2).
 
   `tol` is relative to the mean per-dimension variance of `x`, as in scikit-learn's KMeans.
   """
@@ -256,7 +256,7 @@ def assign_clusters(x: np.ndarray, centers: np.ndarray) -> np.ndarray:
 
 
 def cluster_bias(clusters: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-  """Bias predictor b(c) (K,): mean training label per cluster (SPEC §6 step 3).
+  """Bias predictor b(c) (K,): mean training label per cluster (docs/methods.md §6 step 3).
 
   A cluster without training samples gets the overall training mean.
   """
@@ -267,7 +267,7 @@ def cluster_bias(clusters: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray
 
 
 # ------------------------------------------------------------------------------------------------
-# Correlation, label shares, simulated annealing (SPEC §6 step 4)
+# Correlation, label shares, simulated annealing (docs/methods.md §6 step 4)
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
@@ -381,7 +381,7 @@ def anneal_subset(
     t_final_ratio: float = 1e-3,
     n_calibration: int = 256,
 ) -> AnnealResult:
-  """Simulated annealing: a subset of `size` samples minimising Σ_m corr(x[m, S], y[S]) (SPEC §6 step 4).
+  """Simulated annealing: a subset of `size` samples minimising Σ_m corr(x[m, S], y[S]) (docs/methods.md §6 step 4).
 
   Args:
     x: (M, N) bias-predictor values b_m(c_m(i)) per objective modality m and test sample i.
@@ -460,7 +460,7 @@ def anneal_subset(
 
 
 # ------------------------------------------------------------------------------------------------
-# The OOD split family (SPEC §6 step 5)
+# The OOD split family (docs/methods.md §6 step 5)
 
 
 def _require(splits: Mapping[str, Split], name: str) -> Split:
@@ -482,7 +482,7 @@ def build_ood_splits(
     t0_scale: float = 1.0,
     t_final_ratio: float = 1e-3,
 ) -> dict:
-  """GEAR's OOD test splits ood_text / ood_audio / ood_vision / ood_all from train + test (SPEC §6).
+  """GEAR's OOD test splits ood_text / ood_audio / ood_vision / ood_all from train + test (docs/methods.md §6).
 
   Args:
     splits: at least 'train' (clusters and the bias predictor) and 'test' (the subsets' source).
@@ -571,7 +571,7 @@ def build_ood_splits(
 
 def default_ood_path(data_path: str | os.PathLike) -> pathlib.Path:
   """Where the OOD index file of a data set lives: DIR/ood.json for a GEAR directory, FILE.ood.json
-  (appended, e.g. `unaligned_50.pkl.ood.json`) for an MMSA pickle (SPEC §6 step 5)."""
+  (appended, e.g. `unaligned_50.pkl.ood.json`) for an MMSA pickle (docs/methods.md §6 step 5)."""
   path = pathlib.Path(data_path)
   return path / "ood.json" if path.is_dir() else path.with_name(path.name + ".ood.json")
 
@@ -627,7 +627,7 @@ def load_ood_json(path: str | os.PathLike, n_test: int) -> dict[str, np.ndarray]
 
 def apply_ood(splits: Mapping[str, Split], ood_indices: Mapping[str, np.ndarray], *,
               overwrite: bool = False) -> dict[str, Split]:
-  """A new split family: `splits` plus each OOD subset of its test split (SPEC §6), taken with
+  """A new split family: `splits` plus each OOD subset of its test split (docs/methods.md §6), taken with
   `pipeline.take_rows`: arrays memory-mapped from a converted directory stay on disk.
 
   An OOD name already present (e.g. a GEAR directory's released splits) is an error unless

@@ -1,8 +1,8 @@
-"""The papers' published numbers (a copy of shared/published/, see published_data/README.md).
+"""The papers' published numbers (transcribed from the papers, see published_data/README.md).
 
 The CSVs hold the numbers as printed: accuracies and F1 in %, MAE and Corr raw, LNLN's MOSI/MOSEI
 "left / right" Acc-2 and F1 split into "(negative/positive)" = Non0 and "(negative/non-negative)" =
-Has0 (SPEC §3). The loader returns them under msa_jax's metric keys and in msa_jax's units
+Has0 (docs/methods.md §3). The loader returns them under msa_jax's metric keys and in msa_jax's units
 (accuracies and F1 as fractions, like results.json), so a published row can sit in the same table
 as a run. GEAR's file is header-only: no numbers were available when it was compiled.
 """
@@ -17,7 +17,7 @@ import math
 import pathlib
 
 # Published column -> msa_jax metric key. Non0 is the paper's negative/positive, Has0 its
-# negative/non-negative (SPEC §3); SIMS has single Acc-2 / F1 columns.
+# negative/non-negative (docs/methods.md §3); SIMS has single Acc-2 / F1 columns.
 LNLN_COLUMNS = {
     "Acc-7": "Mult_acc_7", "Acc-5": "Mult_acc_5", "Acc-3": "Mult_acc_3",
     "Acc-2 (negative/positive)": "Non0_acc_2", "Acc-2 (negative/non-negative)": "Has0_acc_2",

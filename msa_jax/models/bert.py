@@ -1,4 +1,4 @@
-"""The BERT text encoder in Flax linen, and loading of Hugging Face BERT checkpoints (SPEC §8).
+"""The BERT text encoder in Flax linen, and loading of Hugging Face BERT checkpoints (docs/methods.md §8).
 
 The module tree mirrors Hugging Face's `BertModel` names (`embeddings`, `encoder/layer_N/attention/
 self/query`, ...), and every `nn.Dense` has the PyTorch `Linear` shapes transposed, so a checkpoint
@@ -295,7 +295,7 @@ def attention_bias(mask: jax.Array, dtype: jnp.dtype = jnp.float32) -> jax.Array
 
 
 class BertModel(nn.Module):
-  """The BERT encoder (SPEC §8).
+  """The BERT encoder (docs/methods.md §8).
 
   `BertModel(cfg).apply(params, text_bert, deterministic=..., rngs={'dropout': key})` maps
   text_bert (B, 3, L) [ids, attention mask, segment ids] to the last hidden states (B, L, H); with
@@ -320,7 +320,7 @@ class BertModel(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------
-# Hugging Face checkpoints (SPEC §8): offline resolution, strict name mapping, presets, tokenizer.
+# Hugging Face checkpoints (docs/methods.md §8): offline resolution, strict name mapping, presets, tokenizer.
 
 _IGNORED_BUFFERS = ("embeddings.position_ids",)
 _PRETRAINING_HEAD_PREFIXES = ("cls.",)
@@ -496,7 +496,7 @@ def params_from_hf_tensors(config: BertConfig, tensors: Mapping[str, np.ndarray]
 
 def load_hf_bert(path_or_name: str | os.PathLike, add_pooler: bool = False
                  ) -> tuple[BertConfig, dict[str, Any]]:
-  """Loads a Hugging Face BERT checkpoint (config.json + safetensors) offline (SPEC §8).
+  """Loads a Hugging Face BERT checkpoint (config.json + safetensors) offline (docs/methods.md §8).
 
   `path_or_name` is a directory or a model name already in the local Hugging Face cache (e.g.
   `bert-base-uncased`, `bert-base-chinese`); nothing is downloaded. Returns the config and the
@@ -518,7 +518,7 @@ PRESETS = ("tiny", "minilm", "bert-base", "path:<dir>")
 
 def encoder_from_preset(name: str, add_pooler: bool = False
                         ) -> tuple[BertConfig, dict[str, Any] | None]:
-  """A named text encoder (SPEC §8): its config and pretrained params, or None for random init.
+  """A named text encoder (docs/methods.md §8): its config and pretrained params, or None for random init.
 
   `tiny` (random, fast CPU runs), `minilm` (all-MiniLM-L6-v2 from the installed package),
   `bert-base` (random, bert-base shapes), `path:<dir>` (any local Hugging Face BERT checkpoint).
@@ -536,7 +536,7 @@ def encoder_from_preset(name: str, add_pooler: bool = False
 
 
 def load_tokenizer(model_dir: str | os.PathLike):
-  """The model's own tokenizer via `AutoTokenizer` (SPEC §8 pitfall: `BertTokenizer(vocab_file=)`
+  """The model's own tokenizer via `AutoTokenizer` (docs/methods.md §8 pitfall: `BertTokenizer(vocab_file=)`
   silently maps every token to [UNK]). Accepts a directory or a locally cached model name."""
   from transformers import AutoTokenizer
   return AutoTokenizer.from_pretrained(str(resolve_model_dir(model_dir)), local_files_only=True)

@@ -7,9 +7,9 @@
   key, independent of sharding and of `vmap`, and the keep probability is exact to 2⁻³². It costs
   a few vectorised integer operations per element: measured on the project's 2-core CPU, 2.9 ns
   per element against 19.5 ns for `jax.random.bernoulli` with threefry, whose cost was ≈ 10% of a
-  BERT-base training step (issue #8).
+  BERT-base training step.
 - "threefry": Flax's `nn.Dropout` (`jax.random.bernoulli` with the key's PRNG implementation),
-  exactly as runs recorded before the option existed.
+  the masks `nn.Dropout` itself draws.
 
 Both keep each element with probability 1 − rate and scale the kept ones by 1 / (1 − rate); they
 draw different masks from the same key.

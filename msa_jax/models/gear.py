@@ -1,4 +1,4 @@
-"""GEAR — General Debiasing for Multimodal Sentiment Analysis (ACM MM 2023), SPEC §5.
+"""GEAR — General Debiasing for Multimodal Sentiment Analysis (ACM MM 2023), docs/methods.md §5.
 
 Per modality a robust and a bias extractor of identical architecture (separate weights), heads
 that keep the two feature sets disentangled with stop-gradients, swap augmentation of the bias
@@ -54,7 +54,7 @@ PARAM_GROUPS = ("bert", "bert_no_decay", "audio", "vision", "extractor_other", "
 
 @dataclasses.dataclass(frozen=True)
 class GEARConfig:
-  """GEAR sizes and dropout rates (SPEC §5; the authors' run.py values are the defaults).
+  """GEAR sizes and dropout rates (docs/methods.md §5; the authors' run.py values are the defaults).
 
   Attributes:
     text: the text encoder's BertConfig (its hidden size, `text_in`, is the [CLS] width).
@@ -139,7 +139,7 @@ class _ZeroBiasDense(nn.Module):
 
 
 def swap_permutations(key: jax.Array, batch_size: int) -> dict[str, jax.Array]:
-  """One independent permutation of range(batch_size) per modality (SPEC §5 swap augmentation).
+  """One independent permutation of range(batch_size) per modality (docs/methods.md §5 swap augmentation).
 
   Modality i (order text, audio, vision) uses `jax.random.fold_in(key, i)`.
   """
@@ -150,7 +150,7 @@ def swap_permutations(key: jax.Array, batch_size: int) -> dict[str, jax.Array]:
 class SequenceEncoder(nn.Module):
   """The audio/vision sub-network: LSTM over valid frames -> Dropout -> Dense(hidden -> out).
 
-  (B, T, D), lengths (B,) -> (B, out). Mirrors the reference's `AuViSubNet` (SPEC §5).
+  (B, T, D), lengths (B,) -> (B, out). Mirrors the reference's `AuViSubNet` (docs/methods.md §5).
   """
   hidden_size: int
   out_size: int
@@ -165,7 +165,7 @@ class SequenceEncoder(nn.Module):
 
 
 class ModalityHeads(nn.Module):
-  """The robust-feature head and the bias-prediction head of one modality (SPEC §5).
+  """The robust-feature head and the bias-prediction head of one modality (docs/methods.md §5).
 
   (z_c (B, s), z_b (B, s)) -> (h_c (B, s), ŷ_b (B,)) with
   h_c = ReLU(Dense_c([z_c, sg(z_b)])) and ŷ_b = Dense_b_out(ReLU(Dense_b([sg(z_c), z_b]))).
@@ -219,7 +219,7 @@ class TorchEncoderLayer(nn.Module):
 
 
 class FusionTransformer(nn.Module):
-  """Fusion of the robust features (SPEC §5): (B, 3, s) -> ŷ (B,).
+  """Fusion of the robust features (docs/methods.md §5): (B, 3, s) -> ŷ (B,).
 
   A stack of `num_layers` identical-at-init `TorchEncoderLayer`s over the length-3 sequence (text,
   audio, vision; no positional encoding), then flatten (3s) -> Dense(post_dim) -> Dropout -> ReLU
@@ -279,7 +279,7 @@ def _check_permutations(permutations: Mapping[str, jax.Array], batch_size: int
 
 
 class GEAR(nn.Module):
-  """The GEAR model (SPEC §5).
+  """The GEAR model (docs/methods.md §5).
 
   `GEAR(cfg).apply(variables, batch, deterministic, swap_key, rngs={'dropout': k})` with the
   canonical batch (text_bert (B, 3, L), audio (B, Ta, Da), vision (B, Tv, Dv), audio_lengths (B,),
@@ -368,7 +368,7 @@ def _leaf_group(path: tuple[Any, ...]) -> str:
 
 
 def param_group_labels(params: Mapping[str, Any]) -> Any:
-  """Labels every parameter leaf with its SPEC §5 optimizer group (a pytree of str like `params`).
+  """Labels every parameter leaf with its optimizer group (docs/methods.md §5) (a pytree of str like `params`).
 
   Groups: 'bert' (both BERTs, weights), 'bert_no_decay' (BERT biases and LayerNorm parameters),
   'audio' / 'vision' (LSTM and the Dense right after it, both roles), 'extractor_other' (the
@@ -382,7 +382,7 @@ def param_group_labels(params: Mapping[str, Any]) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class GEAROptimizerConfig:
-  """Learning rates and PyTorch-style L2 weight decays of the five groups (SPEC §5).
+  """Learning rates and PyTorch-style L2 weight decays of the five groups (docs/methods.md §5).
 
   Defaults are run.py's (MOSEI); `mosi()` zeroes every weight decay as run.py does for MOSI.
   Rates may be optax schedules. `accumulate_steps` micro-batch gradients are summed per update.
@@ -423,7 +423,7 @@ def _adam_l2(lr: float | optax.Schedule, wd: float) -> optax.GradientTransformat
 def gear_optimizer(cfg: GEAROptimizerConfig = GEAROptimizerConfig(),
                    labels: Callable[[Any], Any] | Any = param_group_labels
                    ) -> optax.GradientTransformation:
-  """GEAR's optimizer (SPEC §5): per-group Adam with L2, gradients summed over micro-batches.
+  """GEAR's optimizer (docs/methods.md §5): per-group Adam with L2, gradients summed over micro-batches.
 
   `optax.multi_transform` over the `param_group_labels` groups, wrapped in
   `optax.MultiSteps(every_k_schedule=cfg.accumulate_steps, use_grad_mean=False)` (returned as its

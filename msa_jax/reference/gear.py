@@ -3,7 +3,7 @@
 Pure numpy on the tensors (no torch): pass a state_dict as a mapping of name -> array, e.g. read
 with `safetensors.numpy.load_file`, or `{k: v.numpy() for k, v in torch_state_dict.items()}`.
 
-The name table below is the whole correspondence (SPEC §5). Reference roles `model_c` / `model_b`
+The name table below is the whole correspondence (docs/methods.md §5). Reference roles `model_c` / `model_b`
 are our `robust` / `bias`; reference sub-models `text_model` / `audio_model` / `video_model` are our
 text / audio / vision. Conventions:
 - `nn.Linear` weight (out, in) -> Flax kernel (in, out): transposed (LINEAR); biases copied;

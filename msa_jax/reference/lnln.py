@@ -1,4 +1,4 @@
-"""The authors' PyTorch LNLN state_dict -> msa_jax `LNLN` parameters (SPEC §4, §9).
+"""The authors' PyTorch LNLN state_dict -> msa_jax `LNLN` parameters (docs/methods.md §4, §9).
 
 The reference is github.com/Haoyu-ha/LNLN (`models/lnln.py`, `models/basic_layers.py`,
 `models/bert.py`); its checkpoints hold `model.state_dict()` under 'state_dict'. `NAME_TABLE`

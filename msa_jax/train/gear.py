@@ -1,4 +1,4 @@
-"""GEAR's training glue (SPEC §5): model, loss with swap schedule, optimizer, selection, OOD report."""
+"""GEAR's training glue (docs/methods.md §5): model, loss with swap schedule, optimizer, selection, OOD report."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def build(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> Method
 
 
 def _add_ood_mean(results: dict) -> dict:
-  """Adds `ood_mean`: the mean of the OOD splits' metrics (SPEC §5's headline figure)."""
+  """Adds `ood_mean`: the mean of the OOD splits' metrics (GEAR's headline figure, docs/methods.md §5)."""
   out = {}
   for sel, evals in results.items():
     oods = [evals[s] for s in OOD_SPLITS if s in evals]

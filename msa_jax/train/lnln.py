@@ -1,4 +1,4 @@
-"""LNLN's training glue (SPEC §2, §4): masked training, per-metric selection, the robustness sweep."""
+"""LNLN's training glue (docs/methods.md §2, §4): masked training, per-metric selection, the robustness sweep."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from msa_jax.models.lnln import LNLN, LNLNConfig
 from msa_jax.train import common, optimizers
 from msa_jax.train.method import EvalSet, Method
 
-# Selection metrics (SPEC §4): one checkpoint each; F1 is read from its accuracy's checkpoint.
+# Selection metrics (docs/methods.md §4): one checkpoint each; F1 is read from its accuracy's checkpoint.
 SELECTION = {
     "mosi": ("Has0_acc_2", "Non0_acc_2", "Mult_acc_5", "Mult_acc_7", "MAE", "Corr"),
     "sims": ("Mult_acc_2", "Mult_acc_3", "Mult_acc_5", "MAE", "Corr"),
@@ -22,7 +22,7 @@ SELECTION = {
 SELECTION["mosei"] = SELECTION["mosi"]
 # Which checkpoint a reported metric is read from.
 READ_FROM = {"Has0_F1_score": "Has0_acc_2", "Non0_F1_score": "Non0_acc_2", "F1_score": "Mult_acc_2"}
-# Column order of the paper's per-rate tables (Acc-2 / F1 as Non0 then Has0, SPEC §3); shared with
+# Column order of the paper's per-rate tables (Acc-2 / F1 as Non0 then Has0, docs/methods.md §3); shared with
 # scripts/report.py, so it lives in evaluate/reports.py.
 PAPER_COLUMNS = reports.LNLN_PAPER_COLUMNS
 

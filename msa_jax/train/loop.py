@@ -7,7 +7,7 @@
    save the latest composite checkpoint (state + data iterator + history), stop early if the
    method asks for it;
 3. evaluate every selected checkpoint on the method's final evaluation sets (test only; the test
-   split is never used for selection, SPEC §9).
+   split is never used for selection, docs/methods.md §9).
 Then results of all seeds and their mean ± std are written to `results.json` / `results.md`.
 
 Re-running the same command resumes from the latest checkpoint, or reports that the run is
@@ -145,7 +145,7 @@ def load_data(config: ml_collections.ConfigDict) -> dict[str, Split]:
     else:
       raise RunConfigError(f"config.data.path={str(path)!r} does not exist (an MMSA .pkl file, a GEAR "
                            "split directory or a directory from scripts/convert_data.py is expected)")
-  # Every synthetic preset uses the bert-base-uncased vocabulary, SIMS-shaped ones included (SPEC §7).
+  # Every synthetic preset uses the bert-base-uncased vocabulary, SIMS-shaped ones included (docs/methods.md §7).
   vocab_size = 30522 if config.data.get("synthetic") else None
   splits = mmsa.load_mmsa(path, dataset=config.data.dataset, vocab_size=vocab_size)
   ood = config.data.get("ood", "")
@@ -228,7 +228,7 @@ def evaluate(predict, params, split: Split, batch_size: int, mesh, key, rates: l
 
 
 def with_derived(m: dict[str, float]) -> dict[str, float]:
-  """Adds `Acc_2_mean` = mean(Has0_acc_2, Non0_acc_2), GEAR's default selection criterion (SPEC §5)."""
+  """Adds `Acc_2_mean` = mean(Has0_acc_2, Non0_acc_2), GEAR's default selection criterion (docs/methods.md §5)."""
   if "Has0_acc_2" in m:
     m = dict(m)
     m["Acc_2_mean"] = 0.5 * (m["Has0_acc_2"] + m["Non0_acc_2"])

@@ -33,7 +33,7 @@ class Method:
     predict_fn: (params, batch, key, rate) -> (B,) predictions in evaluation mode; `rate` is the
       missing rate applied with key `key` (LNLN) or ignored (GEAR).
     optimizer: the optax transformation (schedules, groups and accumulation included).
-    selection_metrics: validation metrics with one best checkpoint each (SPEC §4, §5).
+    selection_metrics: validation metrics with one best checkpoint each (docs/methods.md §4, §5).
     valid_rate: missing rate applied to the validation split (None: no masking).
     final_evals: the evaluations run on each selected checkpoint after training.
     patience: early-stopping patience in epochs on `selection_metrics[0]`, or None.

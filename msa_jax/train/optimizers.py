@@ -1,4 +1,4 @@
-"""Optimizers and learning-rate schedules of both methods (SPEC §4, §5), built from optax parts."""
+"""Optimizers and learning-rate schedules of both methods (docs/methods.md §4, §5), built from optax parts."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import optax
 
 def lnln_schedule(base_lr: float, total_steps: int, steps_per_epoch: int, kind: str = "per_step",
                   warmup_fraction: float = 0.1) -> optax.Schedule:
-  """LNLN's learning rate (SPEC §4).
+  """LNLN's learning rate (docs/methods.md §4).
 
   kind="per_step" (default): linear warm-up from 0 over the first `warmup_fraction` of the steps,
   then cosine decay to 0 at `total_steps`.
@@ -31,5 +31,5 @@ def lnln_schedule(base_lr: float, total_steps: int, steps_per_epoch: int, kind: 
 
 
 def lnln_optimizer(schedule: optax.Schedule, weight_decay: float = 1e-4) -> optax.GradientTransformation:
-  """AdamW with decoupled, lr-scaled weight decay on every parameter (PyTorch AdamW; SPEC §4)."""
+  """AdamW with decoupled, lr-scaled weight decay on every parameter (PyTorch AdamW; docs/methods.md §4)."""
   return optax.adamw(schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=weight_decay)

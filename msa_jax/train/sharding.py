@@ -2,7 +2,7 @@
 
 The same code runs on one CPU, 8 simulated CPU devices, a multi-GPU host, a TPU slice and several
 hosts (`jax.distributed`): each process hands in its own rows of the global batch and
-`jax.make_array_from_process_local_data` assembles the global array (SPEC §10).
+`jax.make_array_from_process_local_data` assembles the global array (docs/methods.md §10).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def maybe_initialize_distributed(coordinator_address: str | None = None, num_pro
   """Starts `jax.distributed` when several processes are asked for (flags or environment).
 
   Environment variables read when an argument is None: MSA_JAX_COORDINATOR, MSA_JAX_NUM_PROCESSES,
-  MSA_JAX_PROCESS_ID. On CPU the gloo collectives are selected (SPEC §10).
+  MSA_JAX_PROCESS_ID. On CPU the gloo collectives are selected (docs/methods.md §10).
   """
   coordinator_address = coordinator_address or os.environ.get("MSA_JAX_COORDINATOR")
   num_processes = num_processes or int(os.environ.get("MSA_JAX_NUM_PROCESSES", "1"))

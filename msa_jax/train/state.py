@@ -1,4 +1,4 @@
-"""The train state pytree and the generic jit-compiled train step (STYLE.md: nanodo)."""
+"""The train state pytree and the generic jit-compiled train step (the nanodo pattern)."""
 
 from __future__ import annotations
 

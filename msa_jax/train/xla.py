@@ -1,4 +1,4 @@
-"""Host-memory hygiene around XLA compilation (issue #8).
+"""Host-memory hygiene around XLA compilation.
 
 `compiler_options()`: the options every program of the training loop is compiled with. On CPU,
 XLA's memory-optimised scheduler (`xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED`)
@@ -10,7 +10,7 @@ options.
 
 `release_host_memory()`: XLA's compiler frees hundreds of MB once a large program is built, but
 glibc's allocator keeps freed heap pages mapped, so the process's resident memory stays at the
-compile peak for the whole run (measured last session: LNLN MiniLM at batch 64, 2.21 -> 1.40 GB
+compile peak for the whole run (measured on the same machine: LNLN MiniLM at batch 64, 2.21 -> 1.40 GB
 after `malloc_trim(0)`). The training loop and the bench call it after their first compile. It is
 a no-op where the C library is not glibc.
 """

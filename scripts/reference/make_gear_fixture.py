@@ -1,4 +1,4 @@
-"""Makes the GEAR parity fixture from the authors' PyTorch code (SPEC §5, §9; issue #6).
+"""Makes the GEAR parity fixture from the authors' PyTorch code (docs/methods.md §5, §9).
 
 Run once, in a throwaway virtualenv (torch is never a dependency of msa_jax), from the repository
 root, on the authors' code at commit cab45ac62bd7f7880b5abadd15ff5136cad91761:
@@ -31,12 +31,12 @@ What it does, using the authors' modules unchanged (`src/models/IFL_ES.py`):
   with the per-modality `np.random.permutation` draws recorded; the loss is computed as its
   `do_train` does (transcribed below, `training_loss`), with λ_swap = 0.5 (not 1, so that each
   place it multiplies is checked) and λ_dis = 15, for four settings of the reference's switches:
-    tanh_min      --gce tanh --weight min, q = 0.7   (msa_jax's published setting, SPEC §9)
+    tanh_min      --gce tanh --weight min, q = 0.7   (msa_jax's published setting, docs/methods.md §9)
     sigmoid_avg   --gce sigmoid --weight avg
     off_none      --gce '' --weight ''               (the reference defaults: bias loss 0, no IPW)
     tanh_min_noswap  tanh / min at epoch 1 (before swap_epochs: no swap terms)
   q = 0.7 is set on the args object before construction: the reference's run.py declares `--q`
-  as an int (default 1), so it cannot be given 0.7 on the command line (SPEC §5).
+  as an int (default 1), so it cannot be given 0.7 on the command line (docs/methods.md §5).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Makes the LNLN parity fixture from the authors' PyTorch code (SPEC §4, §9; issue #5).
+"""Makes the LNLN parity fixture from the authors' PyTorch code (docs/methods.md §4, §9).
 
 Run once, in a throwaway virtualenv (torch is never a dependency of msa_jax), from the repository
 root, on the authors' code at commit 80a052c62b7b3b7a6cb6956846e9d9c121f56eda:
