@@ -42,8 +42,8 @@ class LNLNConfig:
   - `use_adversarial=False`: no effectiveness discriminator and no GRL (h_p enters h_d with
     ordinary gradients); completeness check and proxy feature stay.
   `grl_scope`: which gradients the GRL on the proxy feature h_p reverses. "all" (the authors'
-  code): every gradient reaching h_p, the sentiment, completeness and reconstruction paths'
-  included, because the reversal sits on h_p before it enters h_d. "adversarial": only the
+  code): every gradient reaching h_p, the sentiment loss's included, because the reversal sits
+  on h_p before it enters h_d. "adversarial": only the
   discriminator's: the discriminator reads h_d mixed from the reversed h_p, the rest of the
   model reads h_d mixed from h_p itself (the same values; only gradients differ).
   `stop_grad_targets=True` stops gradients through the complete-input branch ('full' and the
