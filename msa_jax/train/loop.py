@@ -77,26 +77,15 @@ def _config_dict(config: ml_collections.ConfigDict) -> dict:
   return json.loads(config.to_json_best_effort())
 
 
-# Config keys added after runs were recorded, with the value that reproduces the older behaviour: a
-# saved config without such a key matches a config that holds this value.
-_ADDED_KEYS = {"vmap_seeds": False, "data_seed": -1, "model.remat": False,
-               "model.dropout_impl": "threefry"}
-
-
-def _diff(a: Any, b: Any, prefix: str = "", a_has: bool = True) -> list[str]:
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
   if isinstance(a, dict) and isinstance(b, dict):
     out = []
     for k in sorted(set(a) | set(b)):
       if not prefix and k in _RESUMABLE_KEYS:
         continue
-      out += _diff(a.get(k), b.get(k), f"{prefix}{k}.", k in a)
+      out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
     return out
-  name = prefix[:-1]
-  if not a_has and name in _ADDED_KEYS:
-    if b == _ADDED_KEYS[name]:
-      return []
-    return [f"{name}: not recorded (that run had {_ADDED_KEYS[name]!r}) -> {b!r}"]
-  return [] if a == b else [f"{name}: {a!r} -> {b!r}"]
+  return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
 
 
 def check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
