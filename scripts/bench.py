@@ -639,8 +639,8 @@ def bench_eval(method, config, splits, mesh, params, rates: list[float], sweep_s
   n_batches = max(1, min(len(ds), math.ceil(sweep_samples / bs)))
   batches = [sharding.put_batch(ds[i], mesh) for i in range(n_batches)]
   # As the training loop evaluates: `eval_rates_per_pass` rates at a time, in one program.
-  predict = loop.make_predict(method, mesh, config.get("eval_rates_per_pass", None))
-  key = jax.random.key(config.get("mask_seed", 0))
+  predict = loop.make_predict(method, mesh, method.eval_rates_per_pass)
+  key = jax.random.key(method.mask_seed)
   rates_arr = jnp.asarray(rates, jnp.float32)
   reset_peak_rss()
   start = time.perf_counter()
@@ -801,8 +801,9 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
   result: dict[str, Any] = {
       "config": {"method": args.method, "encoder": args.encoder, "shape": args.shape,
                  "batch": config.batch_size, "eval_batch": config.eval_batch_size,
-                 "dtype": args.dtype, "attention_chunk": config.model.get("attention_chunk"),
-                 "remat": config.model.get("remat"), "warmup": args.warmup, "steps": steps,
+                 "dtype": args.dtype,
+                 "attention_chunk": config.model.attention_chunk if args.method == "lnln" else None,
+                 "remat": config.model.remat, "warmup": args.warmup, "steps": steps,
                  "model": json.loads(config.model.to_json_best_effort())},
       "machine": {**machine_info(), "load_before": load_before},
       "sgemm": sgemm,

@@ -53,7 +53,7 @@ def _config(max_epochs, seeds="0"):
   c.seeds, c.vmap_seeds, c.data_seed = seeds, False, -1
   c.data = ml_collections.ConfigDict({"dataset": "mosi"})
   c.batch_size, c.eval_batch_size, c.max_epochs = 8, 8, max_epochs
-  c.checkpoint_keep, c.mask_seed, c.progress, c.tensorboard = 2, 0, False, False
+  c.checkpoint_keep, c.progress, c.log_every_steps, c.tensorboard = 2, False, 0, False
   return c
 
 

@@ -89,7 +89,7 @@ def _add_ood_mean(results: dict) -> dict:
 def summarise(config, method: Method, per_seed: dict[str, dict]) -> dict:
   results = {s: _add_ood_mean(r["results"]) for s, r in per_seed.items()}
   return {"method": "gear", "dataset": config.data.dataset, "data": config.data.path,
-          "ood": config.data.get("ood", "planted") or "planted", "seeds": [int(s) for s in per_seed],
+          "ood": config.data.ood or "planted", "seeds": [int(s) for s in per_seed],
           "selection": list(method.selection_metrics),
           "per_seed": results, "epochs": {s: r["epochs_trained"] for s, r in per_seed.items()},
           "best_valid": {s: r["best"] for s, r in per_seed.items()},
@@ -109,5 +109,5 @@ def markdown(config, method: Method, summary: dict) -> str:
   head = (f"# GEAR on {summary['data']} ({config.data.dataset})\n\n"
           f"Seeds {summary['seeds']} (mean ± std over seeds; accuracies and F1 in %). Checkpoint selected "
           f"on the validation split by {sel}; `test` is the IID test split; OOD splits: "
-          f"{_ood_source(summary.get('ood', 'planted'))}.\n\n")
+          f"{_ood_source(summary['ood'])}.\n\n")
   return head + reports.split_table(table, keys, rows, n) + "\n"

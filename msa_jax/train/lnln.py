@@ -86,7 +86,8 @@ def build(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> Method
   return Method(name="lnln", init_params=init_params, loss_fn=loss_fn, predict_fn=predict_fn,
                 optimizer=optimizers.lnln_optimizer(schedule, config.optim.weight_decay),
                 selection_metrics=SELECTION[config.data.dataset], valid_rate=config.lnln.valid_missing_rate,
-                final_evals=tuple(EvalSet("test", r) for r in rates))
+                final_evals=tuple(EvalSet("test", r) for r in rates), mask_seed=config.mask_seed,
+                eval_rates_per_pass=config.eval_rates_per_pass)
 
 
 def per_rate_table(results: dict, dataset: str, rates: list[float]) -> dict[str, dict[str, float]]:
