@@ -68,26 +68,18 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
 
   if preset in (None, ""):
     return c
-  if preset == "mosi":
-    c.data.path = "MOSI/Processed/unaligned_50.pkl"
-    c.data.synthetic = ""
-    c.data.ood = "MOSI/Processed/unaligned_50.pkl.ood.json"
-    c.encoder = "path:bert-base-uncased"
-    c.seeds = "1003,1006,1008"
-    c.max_epochs = 100
-    c.optim.lr_bert = 5e-5
-    return c
+  if preset not in ("mosi", "mosei"):
+    raise ValueError(f"configs/gear.py: unknown preset {preset!r}; valid: (none), mosi, mosei")
+  c.data.path = {"mosi": "MOSI/Processed/unaligned_50.pkl", "mosei": "MOSEI/Processed/unaligned_50.pkl"}[preset]
+  c.data.dataset = preset
+  c.data.synthetic = ""
+  c.data.ood = f"{c.data.path}.ood.json"
+  c.encoder = "path:bert-base-uncased"
+  c.seeds = "1003,1006,1008"
+  c.max_epochs = 100
+  c.optim.lr_bert = 5e-5
   if preset == "mosei":
-    c.data.path = "MOSEI/Processed/unaligned_50.pkl"
-    c.data.dataset = "mosei"
-    c.data.synthetic = ""
-    c.data.ood = "MOSEI/Processed/unaligned_50.pkl.ood.json"
-    c.encoder = "path:bert-base-uncased"
-    c.seeds = "1003,1006,1008"
-    c.max_epochs = 100
-    c.optim.lr_bert = 5e-5
     c.model.extractor_dropout = 0.0
     c.optim.wd_bert = 1e-3
     c.optim.wd_other = 1e-2
-    return c
-  raise ValueError(f"configs/gear.py: unknown preset {preset!r}; valid: (none), mosi, mosei")
+  return c
