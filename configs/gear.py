@@ -20,36 +20,13 @@ Ablations: --config.gear.gmae=tanh|sigmoid|none|off, --config.gear.ipw=min|avg|n
 
 import ml_collections
 
+from configs import common
+
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.method = "gear"
-  c.seeds = "1003"
-  # Train all seeds in one program (jax.vmap over parameters, optimizer states and keys): they
-  # share one data order (data_seed, or the first seed's), each keeps its own seed_N directory.
-  c.vmap_seeds = False
-  c.data_seed = -1  # >= 0: the shuffle seed of the training batches; -1: each seed's own (see vmap_seeds)
-  c.encoder = "tiny"
-
-  c.data = ml_collections.ConfigDict()
-  c.data.path = "data/synthetic_mosi_seed0.pkl"
-  c.data.dataset = "mosi"
-  c.data.synthetic = "mosi"  # generate this synthetic preset at data.path if the file is missing
-  c.data.synthetic_seed = 0
-  c.data.synthetic_scale = 1.0
+  c = common.get_config(method="gear", seeds="1003", synthetic="mosi", batch_size=32, max_epochs=12)
   c.data.ood = "planted"  # or a FILE.ood.json written by scripts/build_ood_splits.py
 
-  c.batch_size = 32
-  c.eval_batch_size = 128
-  c.eval_rates_per_pass = 2  # missing rates evaluated together (memory); the rest run in sequence
-  c.max_epochs = 12
-  c.checkpoint_keep = 2
-  c.mask_seed = 0
-  c.progress = True
-  c.log_every_steps = 0  # >0: a train-loss record every that many steps in steps.jsonl and TensorBoard
-  c.tensorboard = True
-
-  c.model = ml_collections.ConfigDict()
   c.model.audio_hidden = 16
   c.model.vision_hidden = 32
   c.model.audio_out = 16
@@ -61,9 +38,6 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.model.post_fusion_dim = 128
   c.model.extractor_dropout = 0.3
   c.model.fusion_dropout = 0.1
-  c.model.dtype = "float32"  # or "bfloat16": mixed precision of the BERTs (accelerators)
-  c.model.remat = False      # recompute BERT layers in the backward pass: less memory, ~1 more forward
-  c.model.dropout_impl = "hash"  # dropout masks: "hash" (fast) or "threefry" (nn.Dropout)
 
   c.gear = ml_collections.ConfigDict()
   c.gear.gmae = "tanh"
@@ -94,26 +68,18 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
 
   if preset in (None, ""):
     return c
-  if preset == "mosi":
-    c.data.path = "MOSI/Processed/unaligned_50.pkl"
-    c.data.synthetic = ""
-    c.data.ood = "MOSI/Processed/unaligned_50.pkl.ood.json"
-    c.encoder = "path:bert-base-uncased"
-    c.seeds = "1003,1006,1008"
-    c.max_epochs = 100
-    c.optim.lr_bert = 5e-5
-    return c
+  if preset not in ("mosi", "mosei"):
+    raise ValueError(f"configs/gear.py: unknown preset {preset!r}; valid: (none), mosi, mosei")
+  c.data.path = {"mosi": "MOSI/Processed/unaligned_50.pkl", "mosei": "MOSEI/Processed/unaligned_50.pkl"}[preset]
+  c.data.dataset = preset
+  c.data.synthetic = ""
+  c.data.ood = f"{c.data.path}.ood.json"
+  c.encoder = "path:bert-base-uncased"
+  c.seeds = "1003,1006,1008"
+  c.max_epochs = 100
+  c.optim.lr_bert = 5e-5
   if preset == "mosei":
-    c.data.path = "MOSEI/Processed/unaligned_50.pkl"
-    c.data.dataset = "mosei"
-    c.data.synthetic = ""
-    c.data.ood = "MOSEI/Processed/unaligned_50.pkl.ood.json"
-    c.encoder = "path:bert-base-uncased"
-    c.seeds = "1003,1006,1008"
-    c.max_epochs = 100
-    c.optim.lr_bert = 5e-5
     c.model.extractor_dropout = 0.0
     c.optim.wd_bert = 1e-3
     c.optim.wd_other = 1e-2
-    return c
-  raise ValueError(f"configs/gear.py: unknown preset {preset!r}; valid: (none), mosi, mosei")
+  return c

@@ -19,36 +19,15 @@ Ablations: --config.model.use_dmc=False, --config.model.use_reconstructor=False,
 
 import ml_collections
 
+from configs import common
+
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.method = "lnln"
-  c.seeds = "1111"
-  # Train all seeds in one program (jax.vmap over parameters, optimizer states and keys): they
-  # share one data order (data_seed, or the first seed's), each keeps its own seed_N directory.
-  c.vmap_seeds = False
-  c.data_seed = -1  # >= 0: the shuffle seed of the training batches; -1: each seed's own (see vmap_seeds)
-  c.encoder = "tiny"
-
-  c.data = ml_collections.ConfigDict()
-  c.data.path = "data/synthetic_mosi_small_seed0.pkl"
-  c.data.dataset = "mosi"
-  c.data.synthetic = "mosi_small"  # generate this synthetic preset at data.path if the file is missing
-  c.data.synthetic_seed = 0
-  c.data.synthetic_scale = 1.0
-  c.data.ood = ""
-
-  c.batch_size = 64
-  c.eval_batch_size = 128
+  c = common.get_config(method="lnln", seeds="1111", synthetic="mosi_small", batch_size=64,
+                        max_epochs=6)
   c.eval_rates_per_pass = 2  # missing rates evaluated together (memory); the rest run in sequence
-  c.max_epochs = 6
-  c.checkpoint_keep = 2
-  c.mask_seed = 0
-  c.progress = True
-  c.log_every_steps = 0  # >0: a train-loss record every that many steps in steps.jsonl and TensorBoard
-  c.tensorboard = True
+  c.mask_seed = 0  # seed of the evaluation's missing-data masks
 
-  c.model = ml_collections.ConfigDict()
   c.model.dim = 128
   c.model.token_len = 8
   c.model.heads = 8
@@ -67,11 +46,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   # Which gradients the GRL reverses: "all" reaching the proxy feature (the authors' code) or
   # "adversarial" (the discriminator's only); see LNLNConfig.
   c.model.grl_scope = "all"
-  # Performance options (no effect on parameters; float32 results equal up to float rounding):
-  c.model.dtype = "float32"       # or "bfloat16": mixed precision (params fp32, matmuls bf16)
-  c.model.attention_chunk = 1     # blocked attention, samples per block; 0: plain attention
-  c.model.remat = False           # recompute BERT layers in the backward pass: less memory
-  c.model.dropout_impl = "hash"   # dropout masks: "hash" (fast) or "threefry" (nn.Dropout)
+  c.model.attention_chunk = 1  # blocked attention, samples per block; 0: plain attention
 
   c.lnln = ml_collections.ConfigDict()
   c.lnln.loss_weights = ml_collections.ConfigDict({"alpha": 0.9, "beta": 0.8, "gamma": 0.1, "sigma": 1.0})

@@ -133,7 +133,7 @@ def test_lnln_blocked_attention_and_bfloat16():
   """Blocked attention gives the plain model's outputs and gradients; bfloat16 keeps float32
   parameters and outputs and stays close to float32."""
   batch = _lnln_batch(jax.random.key(6))
-  plain = LNLN(_lnln_config())
+  plain = LNLN(_lnln_config(attention_chunk=0))
   params = plain.init({"params": jax.random.key(7)}, batch, batch)["params"]
 
   def loss(model):

@@ -16,6 +16,7 @@ from msa_jax import losses
 from msa_jax.models import gear
 from msa_jax.models.bert import BertConfig
 from msa_jax.models.lstm import TorchLSTM
+from msa_jax.train import optimizers
 
 # Tests compile with LLVM's cheap settings: the 2-core test machine spends most time compiling.
 _jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0,
@@ -176,7 +177,7 @@ def setup():
   model = gear.GEAR(cfg)
   batch = _batch()
   params = _jit(model.init)(jax.random.key(0), batch)["params"]
-  tx = gear.gear_optimizer(gear.GEAROptimizerConfig.mosei())
+  tx = optimizers.gear_optimizer(optimizers.GEAROptimizerConfig.mosei())
 
   def loss_parts(params, batch, key, swap_active):
     out, state = model.apply({"params": params}, batch, deterministic=True, swap_key=key,
@@ -346,10 +347,10 @@ def _fake_params():
 
 
 def test_optimizer_group_learning_rates():
-  cfg = gear.GEAROptimizerConfig(lr_bert=1e-1, lr_audio=1e-2, lr_vision=1e-3, lr_other=1e-4,
+  cfg = optimizers.GEAROptimizerConfig(lr_bert=1e-1, lr_audio=1e-2, lr_vision=1e-3, lr_other=1e-4,
                                  lr_fusion=1e-5, wd_bert=0.0, wd_other=0.0, accumulate_steps=1)
   params = _fake_params()
-  tx = gear.gear_optimizer(cfg)
+  tx = optimizers.gear_optimizer(cfg)
   grads = jax.tree_util.tree_map(np.ones_like, params)
   updates, _ = _jit(tx.update)(grads, _jit(tx.init)(params), params)
   lrs = {"bert_robust": 1e-1, "audio_robust": 1e-2, "vision_bias": 1e-3, "text_heads": 1e-4,
@@ -360,15 +361,15 @@ def test_optimizer_group_learning_rates():
 
 
 def test_multisteps_sums_two_micro_batches_and_adds_l2_once():
-  cfg = gear.GEAROptimizerConfig(wd_bert=0.3, wd_other=0.2, accumulate_steps=2)
-  single = gear.gear_optimizer(gear.GEAROptimizerConfig(wd_bert=0.3, wd_other=0.2,
+  cfg = optimizers.GEAROptimizerConfig(wd_bert=0.3, wd_other=0.2, accumulate_steps=2)
+  single = optimizers.gear_optimizer(optimizers.GEAROptimizerConfig(wd_bert=0.3, wd_other=0.2,
                                                         accumulate_steps=1))
   params = _fake_params()
   rng = np.random.default_rng(0)
   g1, g2 = (jax.tree_util.tree_map(lambda l: rng.normal(size=l.shape).astype(np.float32), params)
             for _ in range(2))
 
-  tx = gear.gear_optimizer(cfg)
+  tx = optimizers.gear_optimizer(cfg)
   update, single_update = _jit(tx.update), _jit(single.update)
   single_state = _jit(single.init)(params)
   state = _jit(tx.init)(params)

@@ -61,8 +61,7 @@ def make_config(config: ml_collections.ConfigDict, method: str, encoder: str, sh
     c.batch_size = batch
   if eval_batch:
     c.eval_batch_size = eval_batch
-  if dtype != "float32" or "dtype" in c.model:
-    c.model.dtype = dtype
+  c.model.dtype = dtype
   if attention_chunk is not None:
     if method != "lnln":
       raise SystemExit("--attention-chunk applies to LNLN only")

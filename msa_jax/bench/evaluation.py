@@ -36,8 +36,8 @@ def bench_eval(method: Method, config: ml_collections.ConfigDict, splits: dict[s
   n_batches = max(1, min(len(ds), math.ceil(sweep_samples / bs)))
   batches = [sharding.put_batch(ds[i], mesh) for i in range(n_batches)]
   # As the training loop evaluates: `eval_rates_per_pass` rates at a time, in one program.
-  predict = loop.make_predict(method, mesh, config.get("eval_rates_per_pass", None))
-  key = jax.random.key(config.get("mask_seed", 0))
+  predict = loop.make_predict(method, mesh, method.eval_rates_per_pass)
+  key = jax.random.key(method.mask_seed)
   rates_arr = jnp.asarray(rates, jnp.float32)
   reset_peak_rss()
   start = time.perf_counter()

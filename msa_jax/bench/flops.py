@@ -42,8 +42,7 @@ def plain_method(config: ml_collections.ConfigDict, splits: dict[str, Split]) ->
   plain = ml_collections.ConfigDict(config.to_dict())
   if "attention_chunk" in plain.model:
     plain.model.attention_chunk = 0
-  if "remat" in plain.model:
-    plain.model.remat = False
+  plain.model.remat = False
   return methods.build(plain, splits)
 
 

@@ -58,8 +58,9 @@ def run_one(args: argparse.Namespace, get_config: GetConfig) -> dict[str, Any]:
   result: dict[str, Any] = {
       "config": {"method": args.method, "encoder": args.encoder, "shape": args.shape,
                  "batch": config.batch_size, "eval_batch": config.eval_batch_size,
-                 "dtype": args.dtype, "attention_chunk": config.model.get("attention_chunk"),
-                 "remat": config.model.get("remat"), "warmup": args.warmup, "steps": steps,
+                 "dtype": args.dtype,
+                 "attention_chunk": config.model.attention_chunk if args.method == "lnln" else None,
+                 "remat": config.model.remat, "warmup": args.warmup, "steps": steps,
                  "model": json.loads(config.model.to_json_best_effort())},
       "machine": {**machine_info(), "load_before": load_before},
       "sgemm": sgemm,

@@ -3,7 +3,8 @@
 Per modality a robust and a bias extractor of identical architecture (separate weights), heads
 that keep the two feature sets disentangled with stop-gradients, swap augmentation of the bias
 features across the batch, and a post-norm Transformer fusing the three robust features. The losses
-(GMAE, inverse-probability weights) live in `msa_jax.losses`; the optimizer groups are here.
+(GMAE, inverse-probability weights) live in `msa_jax.losses`, the optimizer in
+`msa_jax.train.optimizers`; the optimizer groups of the parameters are here.
 
 Top-level submodules; their names decide the optimizer group (`param_group_labels`):
 
@@ -33,13 +34,12 @@ from the reference for the parity test) replace the draw from `swap_key`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
 from msa_jax.data.split import MODALITIES
 from msa_jax.models.bert import BertConfig, BertModel
@@ -378,68 +378,3 @@ def param_group_labels(params: Mapping[str, Any]) -> Any:
   if set(params) == {"params"}:
     return {"params": param_group_labels(params["params"])}
   return jax.tree_util.tree_map_with_path(lambda path, _: _leaf_group(path), params)
-
-
-@dataclasses.dataclass(frozen=True)
-class GEAROptimizerConfig:
-  """Learning rates and PyTorch-style L2 weight decays of the five groups (docs/methods.md §5).
-
-  Defaults are run.py's (MOSEI); `mosi()` zeroes every weight decay as run.py does for MOSI.
-  Rates may be optax schedules. `accumulate_steps` micro-batch gradients are summed per update.
-  """
-  lr_bert: float | optax.Schedule = 5e-5
-  wd_bert: float = 1e-3
-  lr_audio: float | optax.Schedule = 5e-3
-  wd_audio: float = 0.0
-  lr_vision: float | optax.Schedule = 1e-4
-  wd_vision: float = 0.0
-  lr_other: float | optax.Schedule = 1e-3
-  wd_other: float = 1e-2
-  lr_fusion: float | optax.Schedule = 1e-3
-  wd_fusion: float = 0.0
-  accumulate_steps: int = 2
-
-  def __post_init__(self):
-    if self.accumulate_steps < 1:
-      raise ValueError(f"GEAROptimizerConfig: accumulate_steps={self.accumulate_steps}, "
-                       "expected >= 1")
-
-  @classmethod
-  def mosi(cls) -> GEAROptimizerConfig:
-    return cls(wd_bert=0.0, wd_other=0.0)
-
-  @classmethod
-  def mosei(cls) -> GEAROptimizerConfig:
-    return cls()
-
-
-def _adam_l2(lr: float | optax.Schedule, wd: float) -> optax.GradientTransformation:
-  """PyTorch `Adam(lr, weight_decay=wd)`: L2 added to the gradient, then Adam."""
-  if wd == 0.0:
-    return optax.adam(lr)
-  return optax.chain(optax.add_decayed_weights(wd), optax.adam(lr))
-
-
-def gear_optimizer(cfg: GEAROptimizerConfig = GEAROptimizerConfig(),
-                   labels: Callable[[Any], Any] | Any = param_group_labels
-                   ) -> optax.GradientTransformation:
-  """GEAR's optimizer (docs/methods.md §5): per-group Adam with L2, gradients summed over micro-batches.
-
-  `optax.multi_transform` over the `param_group_labels` groups, wrapped in
-  `optax.MultiSteps(every_k_schedule=cfg.accumulate_steps, use_grad_mean=False)` (returned as its
-  GradientTransformation; with accumulate_steps=1 the plain multi_transform). Updates are zero
-  on the accumulating micro-steps; the L2 term is added once to the summed gradient.
-  """
-  transforms = {
-      "bert": _adam_l2(cfg.lr_bert, cfg.wd_bert),
-      "bert_no_decay": _adam_l2(cfg.lr_bert, 0.0),
-      "audio": _adam_l2(cfg.lr_audio, cfg.wd_audio),
-      "vision": _adam_l2(cfg.lr_vision, cfg.wd_vision),
-      "extractor_other": _adam_l2(cfg.lr_other, cfg.wd_other),
-      "fusion": _adam_l2(cfg.lr_fusion, cfg.wd_fusion),
-  }
-  tx = optax.multi_transform(transforms, labels)
-  if cfg.accumulate_steps == 1:
-    return tx
-  return optax.MultiSteps(tx, every_k_schedule=cfg.accumulate_steps,
-                          use_grad_mean=False).gradient_transformation()

@@ -83,7 +83,7 @@ class LNLNConfig:
   grl_alpha: float = 1.0
   grl_scope: str = "all"
   dtype: str = "float32"
-  attention_chunk: int = 0
+  attention_chunk: int = 1
   remat: bool = False
   dropout_impl: str = "hash"
 

@@ -1,13 +1,39 @@
-"""Pieces both method builders share: the text encoder and shape checks against the data."""
+"""Pieces both method builders share: settings dataclasses from config sections, the text encoder
+and shape checks against the data."""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, TypeVar
 
 import ml_collections
 
 from msa_jax.data.split import Split
 from msa_jax.models import bert
+
+T = TypeVar("T")
+
+
+def from_config(cls: type[T], section: ml_collections.ConfigDict, name: str, **derived: Any) -> T:
+  """`cls(**derived, **section)`: the settings dataclass `cls` from the config section
+  `config.<name>`; `derived` are the fields that come from the data, not from the config.
+
+  A key of the section that is not a field of `cls`, or that names a derived field, and a value
+  that `cls` refuses raise a one-line `RunConfigError` naming the key.
+  """
+  from msa_jax.train.loop import RunConfigError
+  fields = {f.name for f in dataclasses.fields(cls)} - set(derived)
+  for key in section:
+    if key in derived:
+      raise RunConfigError(f"config.{name}.{key}: {cls.__name__}.{key} is set from the data, "
+                           "not the config")
+    if key not in fields:
+      raise RunConfigError(f"config.{name}.{key}: not a setting of {cls.__name__} "
+                           f"(expected one of {sorted(fields)})")
+  try:
+    return cls(**derived, **section)
+  except ValueError as e:
+    raise RunConfigError(f"config.{name}: {e}") from None
 
 
 def text_encoder(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> tuple[bert.BertConfig, Any]:

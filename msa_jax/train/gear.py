@@ -11,16 +11,19 @@ from msa_jax.data import pipeline
 from msa_jax.data.split import OOD_SPLITS, Split
 from msa_jax.evaluate import reports
 from msa_jax.metrics import metric_keys
-from msa_jax.models.gear import GEAR, GEARConfig, GEAROptimizerConfig, gear_optimizer
-from msa_jax.train import common
+from msa_jax.models.gear import GEAR, GEARConfig
+from msa_jax.train import common, optimizers
 from msa_jax.train.method import EvalSet, Method
 
 CRITERIA = ("Acc_2_mean", "MAE")
 
 
 def model_config(config: ml_collections.ConfigDict, splits: dict[str, Split], text) -> GEARConfig:
+  """The GEAR sizes, rates and options of `config.model`; feature sizes from the training split,
+  the text encoder's config `text`."""
   train = splits["train"]
-  return GEARConfig(text=text, audio_in=train.audio_shape[1], vision_in=train.vision_shape[1], **config.model)
+  return common.from_config(GEARConfig, config.model, "model", text=text,
+                            audio_in=train.audio_shape[1], vision_in=train.vision_shape[1])
 
 
 def _check(config: ml_collections.ConfigDict) -> None:
@@ -63,11 +66,8 @@ def build(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> Method
     del key, rate
     return model.apply({"params": params}, batch, deterministic=True)["pred"]
 
-  opt = config.optim
-  tx = gear_optimizer(GEAROptimizerConfig(
-      lr_bert=opt.lr_bert, wd_bert=opt.wd_bert, lr_audio=opt.lr_audio, wd_audio=opt.wd_audio,
-      lr_vision=opt.lr_vision, wd_vision=opt.wd_vision, lr_other=opt.lr_other, wd_other=opt.wd_other,
-      lr_fusion=opt.lr_fusion, wd_fusion=opt.wd_fusion, accumulate_steps=opt.accumulate_steps))
+  opt = common.from_config(optimizers.GEAROptimizerConfig, config.optim, "optim")
+  tx = optimizers.gear_optimizer(opt)
   evals = [EvalSet("test")] + [EvalSet(s) for s in OOD_SPLITS if s in splits]
   return Method(name="gear", init_params=init_params, loss_fn=loss_fn, predict_fn=predict_fn, optimizer=tx,
                 selection_metrics=(g.criterion,), valid_rate=None, final_evals=tuple(evals),
@@ -89,7 +89,7 @@ def _add_ood_mean(results: dict) -> dict:
 def summarise(config, method: Method, per_seed: dict[str, dict]) -> dict:
   results = {s: _add_ood_mean(r["results"]) for s, r in per_seed.items()}
   return {"method": "gear", "dataset": config.data.dataset, "data": config.data.path,
-          "ood": config.data.get("ood", "planted") or "planted", "seeds": [int(s) for s in per_seed],
+          "ood": config.data.ood or "planted", "seeds": [int(s) for s in per_seed],
           "selection": list(method.selection_metrics),
           "per_seed": results, "epochs": {s: r["epochs_trained"] for s, r in per_seed.items()},
           "best_valid": {s: r["best"] for s, r in per_seed.items()},
@@ -109,5 +109,5 @@ def markdown(config, method: Method, summary: dict) -> str:
   head = (f"# GEAR on {summary['data']} ({config.data.dataset})\n\n"
           f"Seeds {summary['seeds']} (mean ± std over seeds; accuracies and F1 in %). Checkpoint selected "
           f"on the validation split by {sel}; `test` is the IID test split; OOD splits: "
-          f"{_ood_source(summary.get('ood', 'planted'))}.\n\n")
+          f"{_ood_source(summary['ood'])}.\n\n")
   return head + reports.split_table(table, keys, rows, n) + "\n"

@@ -32,18 +32,13 @@ def sweep_rates(config: ml_collections.ConfigDict) -> list[float]:
 
 
 def model_config(config: ml_collections.ConfigDict, splits: dict[str, Split], text) -> LNLNConfig:
+  """The LNLN sizes, switches and options of `config.model`; frame counts and feature sizes from
+  the training split, the text encoder's config `text`."""
   train = splits["train"]
-  m = config.model
-  return LNLNConfig(
-      text_frames=train.text_len, audio_frames=train.audio_shape[0], vision_frames=train.vision_shape[0],
-      audio_dim=train.audio_shape[1], vision_dim=train.vision_shape[1], bert=text, dim=m.dim,
-      token_len=m.token_len, heads=m.heads, dim_head=m.dim_head, mlp_dim=m.mlp_dim, depth=m.depth,
-      hyper_heads=m.hyper_heads, hyper_dim_head=m.hyper_dim_head, num_hyper_layers=m.num_hyper_layers,
-      fusion_depth=m.fusion_depth, use_dmc=m.use_dmc, use_reconstructor=m.use_reconstructor,
-      use_adversarial=m.use_adversarial, stop_grad_targets=m.stop_grad_targets, grl_alpha=m.grl_alpha,
-      grl_scope=m.grl_scope,
-      dtype=m.get("dtype", "float32"), attention_chunk=m.get("attention_chunk", 0),
-      remat=m.get("remat", False), dropout_impl=m.get("dropout_impl", "hash"))
+  return common.from_config(
+      LNLNConfig, config.model, "model", text_frames=train.text_len,
+      audio_frames=train.audio_shape[0], vision_frames=train.vision_shape[0],
+      audio_dim=train.audio_shape[1], vision_dim=train.vision_shape[1], bert=text)
 
 
 def build(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> Method:
@@ -57,16 +52,11 @@ def build(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> Method
   if not all(0.0 <= r < 1.0 for r in rates) or not 0.0 <= config.lnln.valid_missing_rate < 1.0:
     raise RunConfigError("config.lnln.sweep_rates and config.lnln.valid_missing_rate must lie in [0, 1)")
   enc_cfg, enc_params = common.text_encoder(config, splits)
-  try:
-    model = LNLN(model_config(config, splits, enc_cfg))
-  except ValueError as e:
-    raise RunConfigError(f"config.model: {e}") from None
+  model = LNLN(model_config(config, splits, enc_cfg))
   weights = {k: float(config.lnln.loss_weights[k]) for k in ("alpha", "beta", "gamma", "sigma")}
   spe = pipeline.steps_per_epoch(len(splits["train"]), config.batch_size)
-  try:
-    schedule = optimizers.lnln_schedule(config.optim.lr, config.max_epochs * spe, spe, config.optim.lr_schedule)
-  except ValueError as e:
-    raise RunConfigError(f"config.optim.{e}") from None
+  opt = common.from_config(optimizers.LNLNOptimizerConfig, config.optim, "optim")
+  schedule = optimizers.lnln_schedule(opt.lr, config.max_epochs * spe, spe, opt.lr_schedule)
 
   def init_params(key, batch):
     params = model.init({"params": key}, batch, batch, deterministic=True)["params"]
@@ -84,9 +74,10 @@ def build(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> Method
     return model.apply({"params": params}, masked, None, deterministic=True)["pred"]
 
   return Method(name="lnln", init_params=init_params, loss_fn=loss_fn, predict_fn=predict_fn,
-                optimizer=optimizers.lnln_optimizer(schedule, config.optim.weight_decay),
+                optimizer=optimizers.lnln_optimizer(schedule, opt.weight_decay),
                 selection_metrics=SELECTION[config.data.dataset], valid_rate=config.lnln.valid_missing_rate,
-                final_evals=tuple(EvalSet("test", r) for r in rates))
+                final_evals=tuple(EvalSet("test", r) for r in rates), mask_seed=config.mask_seed,
+                eval_rates_per_pass=config.eval_rates_per_pass)
 
 
 def per_rate_table(results: dict, dataset: str, rates: list[float]) -> dict[str, dict[str, float]]:

@@ -77,26 +77,15 @@ def _config_dict(config: ml_collections.ConfigDict) -> dict:
   return json.loads(config.to_json_best_effort())
 
 
-# Config keys added after runs were recorded, with the value that reproduces the older behaviour: a
-# saved config without such a key matches a config that holds this value.
-_ADDED_KEYS = {"vmap_seeds": False, "data_seed": -1, "model.remat": False,
-               "model.dropout_impl": "threefry"}
-
-
-def _diff(a: Any, b: Any, prefix: str = "", a_has: bool = True) -> list[str]:
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
   if isinstance(a, dict) and isinstance(b, dict):
     out = []
     for k in sorted(set(a) | set(b)):
       if not prefix and k in _RESUMABLE_KEYS:
         continue
-      out += _diff(a.get(k), b.get(k), f"{prefix}{k}.", k in a)
+      out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
     return out
-  name = prefix[:-1]
-  if not a_has and name in _ADDED_KEYS:
-    if b == _ADDED_KEYS[name]:
-      return []
-    return [f"{name}: not recorded (that run had {_ADDED_KEYS[name]!r}) -> {b!r}"]
-  return [] if a == b else [f"{name}: {a!r} -> {b!r}"]
+  return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
 
 
 def check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
@@ -136,7 +125,7 @@ def load_data(config: ml_collections.ConfigDict) -> dict[str, Split]:
   from msa_jax.data import mmsa
   path = pathlib.Path(config.data.path).expanduser()
   if not path.exists():
-    if config.data.get("synthetic"):
+    if config.data.synthetic:
       from msa_jax.data import synthetic
       print(f"[msa_jax] generating the synthetic '{config.data.synthetic}' benchmark at {path} "
             f"(seed {config.data.synthetic_seed}, scale {config.data.synthetic_scale})", flush=True)
@@ -146,9 +135,10 @@ def load_data(config: ml_collections.ConfigDict) -> dict[str, Split]:
       raise RunConfigError(f"config.data.path={str(path)!r} does not exist (an MMSA .pkl file, a GEAR "
                            "split directory or a directory from scripts/convert_data.py is expected)")
   # Every synthetic preset uses the bert-base-uncased vocabulary, SIMS-shaped ones included (docs/methods.md §7).
-  vocab_size = 30522 if config.data.get("synthetic") else None
+  vocab_size = 30522 if config.data.synthetic else None
   splits = mmsa.load_mmsa(path, dataset=config.data.dataset, vocab_size=vocab_size)
-  ood = config.data.get("ood", "")
+  # Only the configs of methods that evaluate OOD splits (GEAR) have `data.ood`.
+  ood = config.data.ood if "ood" in config.data else ""
   if ood and ood != "planted":
     # The named file decides the OOD splits: splits the data file carries (planted synthetic ones,
     # a GEAR directory's released ones) are replaced, not mixed with the file's.
@@ -275,10 +265,10 @@ def _improves_patience(metric: str, new: float, best: float, min_delta: float = 
 def data_order_seed(config: ml_collections.ConfigDict, seed: int) -> int:
   """The shuffle seed of `seed`'s training batches: `config.data_seed` when >= 0; else, with
   `config.vmap_seeds` (the seeds share one data order), the first of `config.seeds`; else `seed`."""
-  fixed = int(config.get("data_seed", -1))
+  fixed = int(config.data_seed)
   if fixed >= 0:
     return fixed
-  return parse_seeds(config.seeds)[0] if config.get("vmap_seeds", False) else seed
+  return parse_seeds(config.seeds)[0] if config.vmap_seeds else seed
 
 
 @dataclasses.dataclass
@@ -299,7 +289,7 @@ class SeedRun:
     key = jax.random.key(seed)
     ckpts = ckpt_lib.Checkpoints(directory / "checkpoints", method.selection_metrics, keep=config.checkpoint_keep)
     history = History(best={m: {"value": float("nan"), "epoch": None} for m in method.selection_metrics})
-    writer = MetricWriter(directory, tensorboard=config.get("tensorboard", True))
+    writer = MetricWriter(directory, tensorboard=config.tensorboard)
     return cls(seed, directory, ckpts, writer, history, jax.random.fold_in(key, 0), jax.random.fold_in(key, 1))
 
   def close(self) -> None:
@@ -328,7 +318,7 @@ def train_step_fn(method: Method, mesh, seeds_axis: bool = False):
 def train_seed(config: ml_collections.ConfigDict, method: Method, splits: dict[str, Split], mesh,
                seed: int, seed_dir: pathlib.Path, mode: str = "train") -> dict:
   """Trains (unless mode == "eval") and evaluates one seed; returns its results and writes them."""
-  k_eval = jax.random.key(config.get("mask_seed", 0))
+  k_eval = jax.random.key(method.mask_seed)
   train_ds = pipeline.train_dataset(splits["train"], config.batch_size, data_order_seed(config, seed),
                                     process_index=jax.process_index(), process_count=jax.process_count())
   run = SeedRun.open(config, method, seed, seed_dir)
@@ -340,7 +330,7 @@ def train_seed(config: ml_collections.ConfigDict, method: Method, splits: dict[s
       state, data_state, meta = run.ckpts.restore_latest(abstract_state)
       run.history = History.from_json(meta)
       _print_resumed(run, int(state.step))
-    predict = make_predict(method, mesh, config.get("eval_rates_per_pass", None))
+    predict = make_predict(method, mesh, method.eval_rates_per_pass)
     if mode == "train":
       state = _train_epochs(config, method, splits, mesh, run, state, train_ds, data_state, predict, k_eval)
     return _finish_seed(config, method, splits, mesh, run, abstract_state, predict, k_eval)
@@ -373,7 +363,7 @@ def _check_finite(run: SeedRun, loss: float, step: int, epoch: int) -> None:
 
 
 def _show_progress(config) -> bool:
-  return bool(config.get("progress", True)) and jax.process_index() == 0 and sys.stderr.isatty()
+  return bool(config.progress) and jax.process_index() == 0 and sys.stderr.isatty()
 
 
 def _progress(config, desc: str, total: int):
@@ -385,7 +375,7 @@ def _train_epochs(config, method, splits, mesh, run: SeedRun, state, train_ds, d
   step_fn = train_step_fn(method, mesh, seeds_axis=False)
   it = pipeline.restore_iterator(train_ds, data_state)
   spe = pipeline.steps_per_epoch(len(splits["train"]), config.batch_size)
-  log_every = int(config.get("log_every_steps", 0))
+  log_every = int(config.log_every_steps)
   while run.history.active(config.max_epochs):
     epoch = run.history.epoch + 1
     t0 = time.perf_counter()
@@ -513,7 +503,7 @@ def train_seeds_together(config: ml_collections.ConfigDict, method: Method, spli
   metrics and results. A seed that stops early is frozen (its updates are masked out) while the
   others go on; results equal separate runs with the same data order up to float rounding.
   """
-  k_eval = jax.random.key(config.get("mask_seed", 0))
+  k_eval = jax.random.key(method.mask_seed)
   train_ds = pipeline.train_dataset(splits["train"], config.batch_size, data_order_seed(config, seeds[0]),
                                     process_index=jax.process_index(), process_count=jax.process_count())
   example = sharding.put_batch(train_ds[0], mesh)
@@ -526,7 +516,7 @@ def train_seeds_together(config: ml_collections.ConfigDict, method: Method, spli
     if any(run.history.active(config.max_epochs) for run in runs):
       _train_epochs_together(config, method, splits, mesh, runs, _stack(mesh, states), train_ds,
                              data_state, k_eval)
-    predict = make_predict(method, mesh, config.get("eval_rates_per_pass", None))
+    predict = make_predict(method, mesh, method.eval_rates_per_pass)
     return {str(run.seed): _finish_seed(config, method, splits, mesh, run, abstract_state, predict, k_eval)
             for run in runs}
   finally:
@@ -537,10 +527,10 @@ def train_seeds_together(config: ml_collections.ConfigDict, method: Method, spli
 def _train_epochs_together(config, method, splits, mesh, runs: list[SeedRun], states, train_ds, data_state,
                            k_eval) -> None:
   step_fn = train_step_fn(method, mesh, seeds_axis=True)
-  predict = make_predict(method, mesh, config.get("eval_rates_per_pass", None), seeds_axis=True)
+  predict = make_predict(method, mesh, method.eval_rates_per_pass, seeds_axis=True)
   it = pipeline.restore_iterator(train_ds, data_state)
   spe = pipeline.steps_per_epoch(len(splits["train"]), config.batch_size)
-  log_every = int(config.get("log_every_steps", 0))
+  log_every = int(config.log_every_steps)
   keys = _stack(mesh, [run.k_train for run in runs])
   take = _take_fn(mesh)
   names = ",".join(str(run.seed) for run in runs)
@@ -643,7 +633,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, mode: st
           f"{jax.process_count()} process(es); global batch {config.batch_size}", flush=True)
   method = methods.build(config, splits)
   record_config(workdir, config)
-  if mode == "train" and len(seeds) > 1 and config.get("vmap_seeds", False):
+  if mode == "train" and len(seeds) > 1 and config.vmap_seeds:
     print(f"[msa_jax] seeds {','.join(map(str, seeds))} train together (vmap_seeds) on the data order "
           f"of seed {data_order_seed(config, seeds[0])}", flush=True)
     per_seed = train_seeds_together(config, method, splits, mesh, seeds, workdir)

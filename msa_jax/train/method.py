@@ -37,6 +37,10 @@ class Method:
     valid_rate: missing rate applied to the validation split (None: no masking).
     final_evals: the evaluations run on each selected checkpoint after training.
     patience: early-stopping patience in epochs on `selection_metrics[0]`, or None.
+    mask_seed: seed of the key every evaluation passes to `predict_fn` (LNLN: the missing-data
+      masks; a method whose `predict_fn` ignores the key keeps 0).
+    eval_rates_per_pass: missing rates vmapped together in one pass of the evaluation program, the
+      passes running in sequence (bounds memory); None: every rate at once.
   """
 
   name: str
@@ -48,3 +52,5 @@ class Method:
   valid_rate: float | None
   final_evals: tuple[EvalSet, ...]
   patience: int | None = None
+  mask_seed: int = 0
+  eval_rates_per_pass: int | None = None

@@ -13,7 +13,7 @@ METHODS = ("lnln", "gear")
 
 
 def _module(config: ml_collections.ConfigDict):
-  name = config.get("method", None)
+  name = config.method
   if name not in METHODS:
     from msa_jax.train.loop import RunConfigError
     raise RunConfigError(f"config.method={name!r}: expected one of {METHODS}")
