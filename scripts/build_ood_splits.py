@@ -17,7 +17,7 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from msa_jax.data.mmsa import DataFormatError, load_mmsa  # noqa: E402
-from msa_jax.evaluate import ood  # noqa: E402
+from msa_jax.data import ood  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

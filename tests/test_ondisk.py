@@ -184,7 +184,7 @@ def test_ood_subsets_of_converted_data_stay_on_disk(synthetic_pickle, converted)
   """`apply_ood` on memory-mapped splits keeps the frames of each OOD subset on disk (RowSubset)
   and reads the same rows as the in-memory subsets of the pickle."""
   from msa_jax.data.split import OOD_SPLITS
-  from msa_jax.evaluate import ood
+  from msa_jax.data import ood
   strip = lambda splits: {k: v for k, v in splits.items() if k not in OOD_SPLITS}
   indices = {"ood_text": np.array([3, 1, 40, 7]), "ood_all": np.arange(0, 64, 5)}
   want = ood.apply_ood(strip(load_mmsa(synthetic_pickle, vocab_size=VOCAB)), indices)

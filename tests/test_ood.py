@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from msa_jax.data.split import MODALITIES, OOD_SPLITS, Split
-from msa_jax.evaluate import ood
+from msa_jax.data import ood
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 20_000

@@ -1,1 +1,1 @@
-"""Evaluation: metrics, robustness protocols and GEAR's OOD test splits (SPEC §2, §3, §6)."""
+"""Evaluation: results files and reports of runs."""

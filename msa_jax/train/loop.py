@@ -153,7 +153,7 @@ def load_data(config: ml_collections.ConfigDict) -> dict[str, Split]:
     # The named file decides the OOD splits: splits the data file carries (planted synthetic ones,
     # a GEAR directory's released ones) are replaced, not mixed with the file's.
     from msa_jax.data.split import OOD_SPLITS
-    from msa_jax.evaluate import ood as ood_lib
+    from msa_jax.data import ood as ood_lib
     try:
       indices = ood_lib.load_ood_json(pathlib.Path(ood).expanduser(), len(splits["test"]))
     except (ValueError, FileNotFoundError) as e:
