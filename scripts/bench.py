@@ -1157,11 +1157,8 @@ def check_reference_args(p: argparse.ArgumentParser, args: argparse.Namespace) -
 def write_json(path: str | None, payload: dict[str, Any]) -> None:
   """The results as JSON at `path` (parent folders created); nothing without a path."""
   if path:
-    target = pathlib.Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    partial.write_text(json.dumps(payload, indent=1), encoding="utf-8")
-    os.replace(partial, target)  # a failed write never leaves a truncated file at `path`
+    from msa_jax.io import write_text_atomic
+    write_text_atomic(path, json.dumps(payload, indent=1))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

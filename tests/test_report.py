@@ -1,4 +1,5 @@
-"""scripts/report.py and msa_jax.evaluate.{compare, published, plots}: tables, plots, paper rows, errors.
+"""scripts/report.py and msa_jax.report.{compare, published, plots}: tables, plots, paper rows,
+errors.
 
 Run directories are built with the training code's own `summarise` functions on random per-seed
 results, so the results.json layout cannot drift from what train.py writes; every number in the
@@ -16,8 +17,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from msa_jax.evaluate import compare, published, reports
+from msa_jax.io import write_json_atomic, write_text_atomic
 from msa_jax.metrics import metric_keys
+from msa_jax.report import compare, published
 from msa_jax.train import gear, lnln
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -37,9 +39,9 @@ def _write_run(path: pathlib.Path, config: ml_collections.ConfigDict, module, se
   method = types.SimpleNamespace(selection_metrics=tuple(selection))
   summary = module.summarise(config, method, per_seed)
   path.mkdir(parents=True)
-  reports.write_json_atomic(path / "config.json", json.loads(config.to_json_best_effort()))
-  reports.write_json_atomic(path / "results.json", summary)
-  reports.write_text_atomic(path / "results.md", module.markdown(config, method, summary))
+  write_json_atomic(path / "config.json", json.loads(config.to_json_best_effort()))
+  write_json_atomic(path / "results.json", summary)
+  write_text_atomic(path / "results.md", module.markdown(config, method, summary))
 
 
 def make_lnln_run(path: pathlib.Path, seed: int, dataset: str = "mosi", synthetic: str = "mosi_small",

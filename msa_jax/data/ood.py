@@ -37,6 +37,7 @@ import numpy as np
 
 from msa_jax.data import pipeline
 from msa_jax.data.split import MODALITIES, OOD_SPLITS, Split
+from msa_jax.io import write_text_atomic
 
 OOD_VERSION = 1
 # BERT [PAD], [UNK], [CLS], [SEP] (SPEC §1): left out of the bag-of-tokens text feature.
@@ -577,8 +578,7 @@ def default_ood_path(data_path: str | os.PathLike) -> pathlib.Path:
 
 
 def write_ood_json(result: Mapping, path: str | os.PathLike) -> pathlib.Path:
-  """Write `result` (from `build_ood_splits`) as JSON atomically (temporary file + os.replace)."""
-  from msa_jax.evaluate.reports import write_text_atomic
+  """Write `result` (from `build_ood_splits`) as JSON atomically (`msa_jax.io.atomic_file`)."""
   path = pathlib.Path(path)
   write_text_atomic(path, json.dumps(result, indent=1) + "\n")
   return path

@@ -72,13 +72,13 @@ import math
 import os
 import pathlib
 import pickle
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from msa_jax.data.split import IID_SPLITS, MODALITIES, OOD_SPLITS
+from msa_jax.io import atomic_file
 from msa_jax.models import pretrained
 
 BENCHMARK_VERSION = "synth-v1"
@@ -740,18 +740,11 @@ def _metadata(cfg: SyntheticConfig, preset: str, seed: int, scale: float, sizes:
 
 def write_synthetic(path: str | os.PathLike, preset: str, seed: int = 0,
                     scale: float = 1.0) -> pathlib.Path:
-  """Generates the benchmark and writes it atomically as a pickle (temp file, then os.replace)."""
+  """Generates the benchmark and writes it atomically as a pickle (`msa_jax.io.atomic_file`)."""
   path = pathlib.Path(path)
   data = generate(preset, seed=seed, scale=scale)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      pickle.dump(data, f, protocol=5)
-    os.replace(tmp, path)
-  except BaseException:
-    pathlib.Path(tmp).unlink(missing_ok=True)
-    raise
+  with atomic_file(path, "wb") as f:
+    pickle.dump(data, f, protocol=5)
   return path
 
 

@@ -1,1 +1,1 @@
-"""Evaluation: results files and reports of runs."""
+"""Evaluation (the results of runs are reported by msa_jax.report)."""

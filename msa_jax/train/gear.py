@@ -9,9 +9,9 @@ import ml_collections
 from msa_jax import losses
 from msa_jax.data import pipeline
 from msa_jax.data.split import OOD_SPLITS, Split
-from msa_jax.evaluate import reports
 from msa_jax.metrics import metric_keys
 from msa_jax.models.gear import GEAR, GEARConfig, GEAROptimizerConfig, gear_optimizer
+from msa_jax.report.tables import aggregate_seeds, split_table
 from msa_jax.train import common
 from msa_jax.train.method import EvalSet, Method
 
@@ -93,7 +93,7 @@ def summarise(config, method: Method, per_seed: dict[str, dict]) -> dict:
           "selection": list(method.selection_metrics),
           "per_seed": results, "epochs": {s: r["epochs_trained"] for s, r in per_seed.items()},
           "best_valid": {s: r["best"] for s, r in per_seed.items()},
-          "summary": reports.aggregate_seeds(results)}
+          "summary": aggregate_seeds(results)}
 
 
 def _ood_source(ood: str) -> str:
@@ -110,4 +110,4 @@ def markdown(config, method: Method, summary: dict) -> str:
           f"Seeds {summary['seeds']} (mean ± std over seeds; accuracies and F1 in %). Checkpoint selected "
           f"on the validation split by {sel}; `test` is the IID test split; OOD splits: "
           f"{_ood_source(summary.get('ood', 'planted'))}.\n\n")
-  return head + reports.split_table(table, keys, rows, n) + "\n"
+  return head + split_table(table, keys, rows, n) + "\n"

@@ -9,8 +9,8 @@ import numpy as np
 from msa_jax import losses
 from msa_jax.data import masking, pipeline
 from msa_jax.data.split import Split
-from msa_jax.evaluate import reports
 from msa_jax.models.lnln import LNLN, LNLNConfig
+from msa_jax.report.tables import LNLN_PAPER_COLUMNS, mean_std, rows_table
 from msa_jax.train import common, optimizers
 from msa_jax.train.method import EvalSet, Method
 
@@ -23,8 +23,8 @@ SELECTION["mosei"] = SELECTION["mosi"]
 # Which checkpoint a reported metric is read from.
 READ_FROM = {"Has0_F1_score": "Has0_acc_2", "Non0_F1_score": "Non0_acc_2", "F1_score": "Mult_acc_2"}
 # Column order of the paper's per-rate tables (Acc-2 / F1 as Non0 then Has0, SPEC §3); shared with
-# scripts/report.py, so it lives in evaluate/reports.py.
-PAPER_COLUMNS = reports.LNLN_PAPER_COLUMNS
+# scripts/report.py, so it lives in report/tables.py.
+PAPER_COLUMNS = LNLN_PAPER_COLUMNS
 
 
 def sweep_rates(config: ml_collections.ConfigDict) -> list[float]:
@@ -104,7 +104,7 @@ def summarise(config, method: Method, per_seed: dict[str, dict]) -> dict:
   dataset = config.data.dataset
   tables = {s: per_rate_table(r["results"], dataset, rates) for s, r in per_seed.items()}
   rows = list(next(iter(tables.values())))
-  summary = {row: {m: dict(zip(("mean", "std"), reports.mean_std([tables[s][row][m] for s in tables])))
+  summary = {row: {m: dict(zip(("mean", "std"), mean_std([tables[s][row][m] for s in tables])))
                    for m in PAPER_COLUMNS[dataset]} for row in rows}
   return {"method": "lnln", "dataset": dataset, "data": config.data.path, "seeds": [int(s) for s in per_seed],
           "selection": list(method.selection_metrics), "valid_missing_rate": config.lnln.valid_missing_rate,
@@ -122,4 +122,5 @@ def markdown(config, method: Method, summary: dict) -> str:
           f"{summary['seeds']} (mean ± std over seeds). Each metric is read from the checkpoint selected for "
           f"it on the validation split at r = {summary['valid_missing_rate']} (F1 from its accuracy's). "
           "Accuracies and F1 in %; Acc-2/F1 as Non0 (negative/positive) and Has0 (negative/non-negative).\n\n")
-  return head + reports.rows_table(summary["table"], PAPER_COLUMNS[dataset], rows, "r", len(summary["seeds"])) + "\n"
+  table = rows_table(summary["table"], PAPER_COLUMNS[dataset], rows, "r", len(summary["seeds"]))
+  return head + table + "\n"

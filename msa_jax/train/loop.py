@@ -33,7 +33,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from msa_jax import metrics as metrics_lib
 from msa_jax.data import pipeline
 from msa_jax.data.split import Split
-from msa_jax.evaluate import reports
+from msa_jax.io import to_jsonable, write_json_atomic, write_text_atomic
 from msa_jax.train import checkpoints as ckpt_lib
 from msa_jax.train import sharding, xla
 from msa_jax.train.logging import MetricWriter
@@ -126,7 +126,7 @@ def record_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> N
       saved = json.load(f)
     if parse_seeds(saved.get("seeds")) == parse_seeds(config.seeds):
       return
-  reports.write_json_atomic(path, _config_dict(config))
+  write_json_atomic(path, _config_dict(config))
 
 
 # ---- data ---------------------------------------------------------------------------------------------
@@ -249,7 +249,7 @@ class History:
   epochs: list = dataclasses.field(default_factory=list)
 
   def to_json(self) -> dict:
-    return reports._jsonable(dataclasses.asdict(self))
+    return to_jsonable(dataclasses.asdict(self))
 
   @classmethod
   def from_json(cls, d: dict) -> "History":
@@ -360,7 +360,7 @@ def _finish_seed(config, method, splits, mesh, run: SeedRun, abstract_state, pre
   record = {"seed": run.seed, "epochs_trained": run.history.epoch, "stopped_early": run.history.stopped,
             "best": run.history.best, "results": results}
   if jax.process_index() == 0:
-    reports.write_json_atomic(run.directory / "results.json", record)
+    write_json_atomic(run.directory / "results.json", record)
   return record
 
 
@@ -432,7 +432,7 @@ def _end_epoch(method: Method, run: SeedRun, epoch: int, val: dict[str, float], 
               if history.best[m]["epoch"] is None or metrics_lib.is_better(m, val[m], history.best[m]["value"])]
   for metric in improved:
     history.best[metric] = {"value": val[metric], "epoch": epoch}
-  run.ckpts.save_best(improved, epoch, state.params, {"epoch": epoch, "valid": reports._jsonable(val)})
+  run.ckpts.save_best(improved, epoch, state.params, {"epoch": epoch, "valid": to_jsonable(val)})
   if method.patience is not None:
     if _improves_patience(primary, val[primary], history.patience_best):
       history.patience_best, history.bad_epochs = val[primary], 0
@@ -652,7 +652,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, mode: st
                 for seed in seeds}
   summary = methods.summarise(config, method, per_seed)
   if jax.process_index() == 0:
-    reports.write_json_atomic(results_path, summary)
-    reports.write_text_atomic(workdir / "results.md", methods.markdown(config, method, summary))
+    write_json_atomic(results_path, summary)
+    write_text_atomic(workdir / "results.md", methods.markdown(config, method, summary))
     print(f"[msa_jax] results: {results_path}\n" + methods.markdown(config, method, summary), flush=True)
   return summary
