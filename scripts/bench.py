@@ -397,7 +397,7 @@ def model_flops(config: ml_collections.ConfigDict, splits, mesh, state, batch, k
   """FLOPs of one train step of the model's math: XLA's cost analysis of the step lowered with
   plain attention (no loops to undercount, no recomputation counted). GEAR's LSTM scans still
   count one time step (negligible: hidden 16 / 32)."""
-  from msa_jax.train import sharding
+  from msa_jax import sharding
   from msa_jax.train.state import make_train_step
   method = plain_method(config, splits)
   repl, batch_sh = sharding.replicated(mesh), sharding.batch_sharded(mesh)
@@ -428,8 +428,9 @@ def timed_step_count(args: argparse.Namespace) -> int:
 def train_inputs(method, config, splits, mesh) -> tuple[Any, list, jax.Array, float]:
   """A fresh train state from the loop's init jit, two device batches of the train split and the
   step key: (state, batches, key, init seconds incl. compile)."""
+  from msa_jax import sharding
   from msa_jax.data import pipeline
-  from msa_jax.train import loop, sharding
+  from msa_jax.train import loop
   train_ds = pipeline.train_dataset(splits["train"], config.batch_size, seed=0)
   batches = [sharding.put_batch(train_ds[i], mesh) for i in range(2)]
   key = jax.random.key(0)
@@ -441,7 +442,8 @@ def train_inputs(method, config, splits, mesh) -> tuple[Any, list, jax.Array, fl
 def bench_train(method, config, splits, mesh, warmup: int, steps: int,
                 profile_dir: str | None) -> tuple[dict[str, Any], Any, dict]:
   """Compile and time the train step; returns (figures, final state, one device batch)."""
-  from msa_jax.train import loop, xla
+  from msa_jax import xla
+  from msa_jax.train import loop
 
   state, batches, k_train, init_s = train_inputs(method, config, splits, mesh)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(state.params))
@@ -631,8 +633,9 @@ def summarise_profile(path: pathlib.Path, hlo: str, steps: int, top: int = 20) -
 def bench_eval(method, config, splits, mesh, params, rates: list[float], sweep_samples: int,
                warmup: int) -> dict[str, Any]:
   """Compile and time the (vmapped over rates) prediction on test batches."""
+  from msa_jax import sharding
   from msa_jax.data import pipeline
-  from msa_jax.train import loop, sharding
+  from msa_jax.train import loop
 
   bs = config.eval_batch_size
   ds = pipeline.eval_dataset(splits["test"], bs)
@@ -772,8 +775,8 @@ def ratios(result: dict[str, Any]) -> dict[str, Figure]:
 
 def run_one(args: argparse.Namespace) -> dict[str, Any]:
   """Benchmarks one (method, encoder, shape) configuration in this process."""
+  from msa_jax import sharding
   from msa_jax.train import lnln as lnln_train
-  from msa_jax.train import sharding
 
   reset_peak_rss()
   load_before = load_average()
@@ -840,7 +843,8 @@ def parse_variant(text: str) -> list[str]:
 
 def compare_variants(args: argparse.Namespace) -> dict[str, Any]:
   """Compiles each `--compare` variant's train step and times them interleaved (module docstring)."""
-  from msa_jax.train import loop, sharding, xla
+  from msa_jax import sharding, xla
+  from msa_jax.train import loop
 
   parsed = [(text, parse_variant(text)) for text in args.compare]  # every variant checked first
   mesh = sharding.make_mesh()

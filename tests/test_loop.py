@@ -10,8 +10,9 @@ import numpy as np
 import optax
 import pytest
 
+from msa_jax import errors, sharding
 from msa_jax.data.split import Split
-from msa_jax.train import checkpoints, loop, sharding
+from msa_jax.train import checkpoints, loop
 from msa_jax.train.method import EvalSet, Method
 
 
@@ -80,7 +81,7 @@ def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path):
 
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
-  with pytest.raises(loop.NonFiniteLossError, match=r"non-finite loss nan at step 12 .*epoch 3.*last good "
+  with pytest.raises(errors.NonFiniteLossError, match=r"non-finite loss nan at step 12 .*epoch 3.*last good "
                      r"checkpoint is step 10"):
     loop.train_seed(_config(5), _method(nan_from_step=12), _splits(), sharding.make_mesh(), 0, tmp_path)
   state, _, meta = _latest(tmp_path, _method())
@@ -215,9 +216,9 @@ def test_workdir_saved_before_a_key_was_added_still_resumes(tmp_path):
   (tmp_path / "config.json").write_text(json.dumps(old))
   loop.check_workdir(tmp_path, config)  # the added keys at their old-behaviour values: accepted
   config.model.dropout_impl = "hash"  # today's default draws other dropout masks: refused
-  with pytest.raises(loop.RunConfigError, match=r"model.dropout_impl: not recorded \(that run had 'threefry'\) -> 'hash'"):
+  with pytest.raises(errors.RunConfigError, match=r"model.dropout_impl: not recorded \(that run had 'threefry'\) -> 'hash'"):
     loop.check_workdir(tmp_path, config)
   config.model.dropout_impl = "threefry"
   config.vmap_seeds = True
-  with pytest.raises(loop.RunConfigError, match=r"vmap_seeds: not recorded \(that run had False\) -> True"):
+  with pytest.raises(errors.RunConfigError, match=r"vmap_seeds: not recorded \(that run had False\) -> True"):
     loop.check_workdir(tmp_path, config)

@@ -36,8 +36,9 @@ from collections.abc import Mapping
 import numpy as np
 
 from msa_jax.data import pipeline
-from msa_jax.data.split import MODALITIES, OOD_SPLITS, Split
+from msa_jax.data.split import OOD_SPLITS, Split
 from msa_jax.io import write_text_atomic
+from msa_jax.modalities import MODALITIES
 
 OOD_VERSION = 1
 # BERT [PAD], [UNK], [CLS], [SEP] (SPEC §1): left out of the bag-of-tokens text feature.

@@ -7,12 +7,12 @@ from typing import Any
 import ml_collections
 
 from msa_jax.data.split import Split
+from msa_jax.errors import RunConfigError
 from msa_jax.models import bert
 
 
 def text_encoder(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> tuple[bert.BertConfig, Any]:
   """The encoder preset of `config.encoder` (SPEC §8), checked against the data's token ids and length."""
-  from msa_jax.train.loop import RunConfigError
   try:
     enc_cfg, enc_params = bert.encoder_from_preset(config.encoder)
   except (ValueError, FileNotFoundError) as e:

@@ -9,6 +9,7 @@ import ml_collections
 from msa_jax import losses
 from msa_jax.data import pipeline
 from msa_jax.data.split import OOD_SPLITS, Split
+from msa_jax.errors import RunConfigError
 from msa_jax.metrics import metric_keys
 from msa_jax.models.gear import GEAR, GEARConfig, GEAROptimizerConfig, gear_optimizer
 from msa_jax.report.tables import aggregate_seeds, split_table
@@ -24,7 +25,6 @@ def model_config(config: ml_collections.ConfigDict, splits: dict[str, Split], te
 
 
 def _check(config: ml_collections.ConfigDict) -> None:
-  from msa_jax.train.loop import RunConfigError
   g = config.gear
   if g.gmae not in losses.GMAE_KINDS:
     raise RunConfigError(f"config.gear.gmae={g.gmae!r}: expected one of {losses.GMAE_KINDS}")

@@ -9,6 +9,7 @@ import numpy as np
 from msa_jax import losses
 from msa_jax.data import masking, pipeline
 from msa_jax.data.split import Split
+from msa_jax.errors import RunConfigError
 from msa_jax.models.lnln import LNLN, LNLNConfig
 from msa_jax.report.tables import LNLN_PAPER_COLUMNS, mean_std, rows_table
 from msa_jax.train import common, optimizers
@@ -47,7 +48,6 @@ def model_config(config: ml_collections.ConfigDict, splits: dict[str, Split], te
 
 def build(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> Method:
   """The LNLN `Method` for `config` and the data shapes of `splits`."""
-  from msa_jax.train.loop import RunConfigError
   try:
     rates = sweep_rates(config)
   except ValueError:

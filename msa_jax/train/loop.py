@@ -30,12 +30,17 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from msa_jax import data
 from msa_jax import metrics as metrics_lib
+from msa_jax import sharding, xla
+from msa_jax.data import ood as ood_lib
 from msa_jax.data import pipeline
-from msa_jax.data.split import Split
+from msa_jax.data.split import OOD_SPLITS, Split
+from msa_jax.errors import NonFiniteLossError, RunConfigError
 from msa_jax.io import to_jsonable, write_json_atomic, write_text_atomic
+from msa_jax.text import BERT_UNCASED_VOCAB_SIZE
 from msa_jax.train import checkpoints as ckpt_lib
-from msa_jax.train import sharding, xla
+from msa_jax.train import methods
 from msa_jax.train.logging import MetricWriter
 from msa_jax.train.method import Method
 from msa_jax.train.state import TrainState, create_state, make_seeds_train_step, make_train_step
@@ -44,14 +49,6 @@ from msa_jax.train.state import TrainState, create_state, make_seeds_train_step,
 # seed trains in its own seed_N directory: adding seeds to a finished run trains only the new ones
 # and rewrites results.json (and config.json's seed list) for the new list.
 _RESUMABLE_KEYS = frozenset({"progress", "log_every_steps", "seeds"})
-
-
-class RunConfigError(ValueError):
-  """A config or workdir problem a user can fix (bad value, a workdir holding another run)."""
-
-
-class NonFiniteLossError(FloatingPointError):
-  """Training produced a non-finite loss; the message names the step and the last good checkpoint."""
 
 
 def parse_seeds(seeds: Any) -> tuple[int, ...]:
@@ -133,7 +130,6 @@ def record_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> N
 
 def load_data(config: ml_collections.ConfigDict) -> dict[str, Split]:
   """The splits named by `config.data`, generating the synthetic benchmark on first use."""
-  from msa_jax.data import mmsa
   path = pathlib.Path(config.data.path).expanduser()
   if not path.exists():
     if config.data.get("synthetic"):
@@ -146,14 +142,12 @@ def load_data(config: ml_collections.ConfigDict) -> dict[str, Split]:
       raise RunConfigError(f"config.data.path={str(path)!r} does not exist (an MMSA .pkl file, a GEAR "
                            "split directory or a directory from scripts/convert_data.py is expected)")
   # Every synthetic preset uses the bert-base-uncased vocabulary, SIMS-shaped ones included (SPEC §7).
-  vocab_size = 30522 if config.data.get("synthetic") else None
-  splits = mmsa.load_mmsa(path, dataset=config.data.dataset, vocab_size=vocab_size)
+  vocab_size = BERT_UNCASED_VOCAB_SIZE if config.data.get("synthetic") else None
+  splits = data.load(path, dataset=config.data.dataset, vocab_size=vocab_size)
   ood = config.data.get("ood", "")
   if ood and ood != "planted":
     # The named file decides the OOD splits: splits the data file carries (planted synthetic ones,
     # a GEAR directory's released ones) are replaced, not mixed with the file's.
-    from msa_jax.data.split import OOD_SPLITS
-    from msa_jax.data import ood as ood_lib
     try:
       indices = ood_lib.load_ood_json(pathlib.Path(ood).expanduser(), len(splits["test"]))
     except (ValueError, FileNotFoundError) as e:
@@ -623,7 +617,6 @@ def _finished_seeds(results_path: pathlib.Path) -> tuple[int, ...]:
 
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, mode: str = "train") -> dict:
   """Trains and evaluates every seed of `config.seeds` in `workdir`; returns the summary dict."""
-  from msa_jax.train import methods
   if mode not in ("train", "eval"):
     raise RunConfigError(f"--mode={mode!r}: expected 'train' or 'eval'")
   workdir = pathlib.Path(workdir).expanduser().absolute()
