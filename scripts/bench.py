@@ -20,8 +20,8 @@ per configuration):
   - GEAR: a step is one micro-batch (forward + backward) plus half an optimizer update (it sums 2
     micro-batches per update), so an even number of steps is timed; its four LSTM scans (audio and
     vision, robust and bias) are timed separately, forward + backward;
-  - evaluation: the real `loop.make_predict` (LNLN's 10 sweep rates in one program,
-    `eval_rates_per_pass` of them vmapped at a time as in training; GEAR one rate) on
+  - evaluation: the real `msa_jax.evaluate.predict.make_predict` (LNLN's 10 sweep rates in one
+    program, `eval_rates_per_pass` of them vmapped at a time as in training; GEAR one rate) on
     `--sweep-samples` test samples in batches of `--eval-batch`; throughput in sample-evaluations
     per second, and the full MOSI evaluation extrapolated from it (LNLN: 10 rates × 686 samples
     × 3 seeds × selection metrics, 6 in msa_jax and 5 in the reference's count; GEAR: test + 4
@@ -635,14 +635,14 @@ def bench_eval(method, config, splits, mesh, params, rates: list[float], sweep_s
   """Compile and time the (vmapped over rates) prediction on test batches."""
   from msa_jax import sharding
   from msa_jax.data import pipeline
-  from msa_jax.train import loop
+  from msa_jax.evaluate.predict import make_predict
 
   bs = config.eval_batch_size
   ds = pipeline.eval_dataset(splits["test"], bs)
   n_batches = max(1, min(len(ds), math.ceil(sweep_samples / bs)))
   batches = [sharding.put_batch(ds[i], mesh) for i in range(n_batches)]
   # As the training loop evaluates: `eval_rates_per_pass` rates at a time, in one program.
-  predict = loop.make_predict(method, mesh, config.get("eval_rates_per_pass", None))
+  predict = make_predict(method.predict_fn, mesh, config.get("eval_rates_per_pass", None))
   key = jax.random.key(config.get("mask_seed", 0))
   rates_arr = jnp.asarray(rates, jnp.float32)
   reset_peak_rss()
@@ -653,7 +653,7 @@ def bench_eval(method, config, splits, mesh, params, rates: list[float], sweep_s
   compiled = lowered.compile()
   compile_s = time.perf_counter() - start
   log(f"evaluation: lower {lower_s:.1f}s, compile {compile_s:.1f}s")
-  flops = flops_of(loop.make_predict(plain_method(config, splits), mesh).lower(
+  flops = flops_of(make_predict(plain_method(config, splits).predict_fn, mesh).lower(
       params, batches[0], key, rates_arr))
   for i in range(warmup):
     _timed(lambda: compiled(params, batches[i % n_batches], key, rates_arr))

@@ -12,8 +12,10 @@ import pytest
 
 from msa_jax import errors, sharding
 from msa_jax.data.split import Split
+from msa_jax.evaluate import predict as predict_lib
+from msa_jax.evaluate.sets import EvalSet
 from msa_jax.train import checkpoints, loop
-from msa_jax.train.method import EvalSet, Method
+from msa_jax.train.method import Method
 
 
 def _splits(n=40, seed=0):
@@ -109,9 +111,11 @@ def test_rates_in_sequential_passes_equal_all_rates_at_once():
   params = {"w": jnp.array([0.5, -1.0, 2.0]), "b": jnp.array(0.1)}
   rates = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
   key = jax.random.key(0)
-  together = loop.predict_split(loop.make_predict(rate_dependent, mesh), params, split, 8, mesh, key, rates)
-  passes = loop.predict_split(loop.make_predict(rate_dependent, mesh, 3), params, split, 8, mesh, key, rates,
-                              desc="sweep")  # with a progress bar over the batches
+  all_rates = predict_lib.make_predict(rate_dependent.predict_fn, mesh)
+  three_rates = predict_lib.make_predict(rate_dependent.predict_fn, mesh, 3)
+  together = predict_lib.predict_split(predict_lib.bind(all_rates, params, mesh, key, rates), split, 8)
+  passes = predict_lib.predict_split(predict_lib.bind(three_rates, params, mesh, key, rates), split, 8,
+                                     desc="sweep")  # with a progress bar over the batches
   assert together.shape == (7, 16)
   np.testing.assert_allclose(passes, together, rtol=1e-6, atol=1e-6)
   assert not np.allclose(together[0], together[-1])

@@ -213,7 +213,8 @@ def _linear_method():
   """A tiny linear method on audio (compiles in a second) standing in for LNLN / GEAR."""
   import jax.numpy as jnp
   import optax
-  from msa_jax.train.method import EvalSet, Method
+  from msa_jax.evaluate.sets import EvalSet
+  from msa_jax.train.method import Method
 
   def predict(params, batch, key, rate):
     return batch["audio"].mean((1, 2)) * params["w"] + params["b"]

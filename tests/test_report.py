@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from msa_jax.evaluate import sweep
 from msa_jax.io import write_json_atomic, write_text_atomic
 from msa_jax.metrics import metric_keys
 from msa_jax.report import compare, published
@@ -144,7 +145,7 @@ def test_lnln_tables_side_by_side_and_plot(tmp_path):
   assert md == result["markdown"] and md.startswith(compare.MARKER)
   # Side by side: one row per run, the paper's column order (Non0 before Has0), mean over rates.
   header, rows = table_after(md, "### Mean over missing rates")
-  assert header[1:] == list(lnln.PAPER_COLUMNS["mosi"])
+  assert header[1:] == list(sweep.PAPER_COLUMNS["mosi"])
   assert header.index("Non0_acc_2") < header.index("Has0_acc_2")
   for label, raw in (("lnln_full", raw_a), ("lnln_nodmc", raw_b)):
     for m, cell in zip(header[1:], rows[label]):
@@ -211,7 +212,7 @@ def test_published_loader_units_and_sims():
   assert [r.source for r in rows] == ["Table 3", "README Corrigendum item 2 (corrects Table 3)"]
   assert rows[0].metrics == pytest.approx({"Mult_acc_5": 0.3464, "Mult_acc_3": 0.5714, "Mult_acc_2": 0.7273,
                                            "F1_score": 0.7943, "MAE": 0.514, "Corr": 0.397})
-  assert set(rows[0].metrics) <= set(lnln.PAPER_COLUMNS["sims"])
+  assert set(rows[0].metrics) <= set(sweep.PAPER_COLUMNS["sims"])
   per_rate = published.lnln_per_rate("mosi")
   assert list(per_rate)[:10] == [f"{r:.1f}" for r in RATES]
   table2 = published.lnln_average("mosi")[0].metrics

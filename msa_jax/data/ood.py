@@ -38,6 +38,7 @@ import numpy as np
 from msa_jax.data import pipeline
 from msa_jax.data.split import OOD_SPLITS, Split
 from msa_jax.io import write_text_atomic
+from msa_jax.metrics import pearson
 from msa_jax.modalities import MODALITIES
 
 OOD_VERSION = 1
@@ -269,16 +270,7 @@ def cluster_bias(clusters: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray
 
 
 # ------------------------------------------------------------------------------------------------
-# Correlation, label shares, simulated annealing (SPEC §6 step 4)
-
-
-def pearson(x: np.ndarray, y: np.ndarray) -> float:
-  """Pearson correlation of two (N,) arrays; 0.0 when either is constant."""
-  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-  if x.size < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
-    return 0.0
-  xc, yc = x - x.mean(), y - y.mean()
-  return float(np.sum(xc * yc) / math.sqrt(float(np.sum(xc * xc)) * float(np.sum(yc * yc))))
+# Label shares, simulated annealing (SPEC §6 step 4)
 
 
 def label_classes(labels: np.ndarray) -> np.ndarray:
@@ -301,11 +293,6 @@ def stratified_counts(classes: np.ndarray, size: int) -> np.ndarray:
   for c in np.argsort(-remainder, kind="stable")[: size - int(out.sum())]:
     out[c] += 1
   return out
-
-
-def subset_objective(x: np.ndarray, y: np.ndarray, indices: np.ndarray) -> float:
-  """Objective of a subset, recomputed from scratch: sum over rows m of corr(x[m, S], y[S])."""
-  return float(sum(pearson(row[indices], y[indices]) for row in np.atleast_2d(x)))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,16 +12,6 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-# Column order of the LNLN paper's per-rate tables (Tables 9, 10): Acc-2 / F1 as Non0 then Has0, the
-# paper's "negative/positive / negative/non-negative" order (SPEC §3). Used by the training report
-# (msa_jax.train.lnln) and scripts/report.py.
-LNLN_PAPER_COLUMNS = {
-    "mosi": ("Mult_acc_7", "Mult_acc_5", "Non0_acc_2", "Has0_acc_2", "Non0_F1_score", "Has0_F1_score", "MAE",
-             "Corr"),
-    "sims": ("Mult_acc_5", "Mult_acc_3", "Mult_acc_2", "F1_score", "MAE", "Corr"),
-}
-LNLN_PAPER_COLUMNS["mosei"] = LNLN_PAPER_COLUMNS["mosi"]
-
 
 def _num(v: Any) -> float:
   return float("nan") if v is None else float(v)

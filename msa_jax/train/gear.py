@@ -10,11 +10,12 @@ from msa_jax import losses
 from msa_jax.data import pipeline
 from msa_jax.data.split import OOD_SPLITS, Split
 from msa_jax.errors import RunConfigError
+from msa_jax.evaluate.ood import add_ood_mean, ood_evals
 from msa_jax.metrics import metric_keys
 from msa_jax.models.gear import GEAR, GEARConfig, GEAROptimizerConfig, gear_optimizer
 from msa_jax.report.tables import aggregate_seeds, split_table
 from msa_jax.train import common
-from msa_jax.train.method import EvalSet, Method
+from msa_jax.train.method import Method
 
 CRITERIA = ("Acc_2_mean", "MAE")
 
@@ -68,26 +69,13 @@ def build(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> Method
       lr_bert=opt.lr_bert, wd_bert=opt.wd_bert, lr_audio=opt.lr_audio, wd_audio=opt.wd_audio,
       lr_vision=opt.lr_vision, wd_vision=opt.wd_vision, lr_other=opt.lr_other, wd_other=opt.wd_other,
       lr_fusion=opt.lr_fusion, wd_fusion=opt.wd_fusion, accumulate_steps=opt.accumulate_steps))
-  evals = [EvalSet("test")] + [EvalSet(s) for s in OOD_SPLITS if s in splits]
   return Method(name="gear", init_params=init_params, loss_fn=loss_fn, predict_fn=predict_fn, optimizer=tx,
-                selection_metrics=(g.criterion,), valid_rate=None, final_evals=tuple(evals),
+                selection_metrics=(g.criterion,), valid_rate=None, final_evals=ood_evals(splits),
                 patience=g.patience)
 
 
-def _add_ood_mean(results: dict) -> dict:
-  """Adds `ood_mean`: the mean of the OOD splits' metrics (SPEC §5's headline figure)."""
-  out = {}
-  for sel, evals in results.items():
-    oods = [evals[s] for s in OOD_SPLITS if s in evals]
-    evals = dict(evals)
-    if oods:
-      evals["ood_mean"] = {m: sum(o[m] for o in oods) / len(oods) for m in oods[0]}
-    out[sel] = evals
-  return out
-
-
 def summarise(config, method: Method, per_seed: dict[str, dict]) -> dict:
-  results = {s: _add_ood_mean(r["results"]) for s, r in per_seed.items()}
+  results = {s: add_ood_mean(r["results"]) for s, r in per_seed.items()}
   return {"method": "gear", "dataset": config.data.dataset, "data": config.data.path,
           "ood": config.data.get("ood", "planted") or "planted", "seeds": [int(s) for s in per_seed],
           "selection": list(method.selection_metrics),

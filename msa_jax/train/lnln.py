@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import jax
 import ml_collections
-import numpy as np
 
 from msa_jax import losses
 from msa_jax.data import masking, pipeline
 from msa_jax.data.split import Split
 from msa_jax.errors import RunConfigError
+from msa_jax.evaluate.sweep import PAPER_COLUMNS, per_rate_table, sweep_evals
 from msa_jax.models.lnln import LNLN, LNLNConfig
-from msa_jax.report.tables import LNLN_PAPER_COLUMNS, mean_std, rows_table
+from msa_jax.report.tables import mean_std, rows_table
 from msa_jax.train import common, optimizers
-from msa_jax.train.method import EvalSet, Method
+from msa_jax.train.method import Method
 
 # Selection metrics (SPEC §4): one checkpoint each; F1 is read from its accuracy's checkpoint.
 SELECTION = {
@@ -21,11 +21,6 @@ SELECTION = {
     "sims": ("Mult_acc_2", "Mult_acc_3", "Mult_acc_5", "MAE", "Corr"),
 }
 SELECTION["mosei"] = SELECTION["mosi"]
-# Which checkpoint a reported metric is read from.
-READ_FROM = {"Has0_F1_score": "Has0_acc_2", "Non0_F1_score": "Non0_acc_2", "F1_score": "Mult_acc_2"}
-# Column order of the paper's per-rate tables (Acc-2 / F1 as Non0 then Has0, SPEC §3); shared with
-# scripts/report.py, so it lives in report/tables.py.
-PAPER_COLUMNS = LNLN_PAPER_COLUMNS
 
 
 def sweep_rates(config: ml_collections.ConfigDict) -> list[float]:
@@ -85,18 +80,7 @@ def build(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> Method
   return Method(name="lnln", init_params=init_params, loss_fn=loss_fn, predict_fn=predict_fn,
                 optimizer=optimizers.lnln_optimizer(schedule, config.optim.weight_decay),
                 selection_metrics=SELECTION[config.data.dataset], valid_rate=config.lnln.valid_missing_rate,
-                final_evals=tuple(EvalSet("test", r) for r in rates))
-
-
-def per_rate_table(results: dict, dataset: str, rates: list[float]) -> dict[str, dict[str, float]]:
-  """One seed's paper table: {"0.0": {metric: value}, ..., "mean": {...}}; each metric read from
-  the checkpoint selected for it (F1 from its accuracy's)."""
-  table = {}
-  for r in rates:
-    ev = f"test@{r:.1f}"
-    table[f"{r:.1f}"] = {m: results[READ_FROM.get(m, m)][ev][m] for m in PAPER_COLUMNS[dataset]}
-  table["mean"] = {m: float(np.mean([table[f"{r:.1f}"][m] for r in rates])) for m in PAPER_COLUMNS[dataset]}
-  return table
+                final_evals=sweep_evals(rates))
 
 
 def summarise(config, method: Method, per_seed: dict[str, dict]) -> dict:
