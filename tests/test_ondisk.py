@@ -70,7 +70,7 @@ def _pickle(path: Path, obj) -> Path:
   return path
 
 
-def test_synthetic_round_trip_equals_load_mmsa(synthetic_pickle, converted):
+def test_synthetic_round_trip_equals_the_pickle(synthetic_pickle, converted):
   want, want_meta = load_with_metadata(synthetic_pickle, vocab_size=VOCAB)
   got, got_meta = load_with_metadata(converted, vocab_size=VOCAB)
   _assert_same(want, got)
