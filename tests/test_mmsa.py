@@ -1,5 +1,4 @@
-"""Tests for msa_jax.data.load on pickles and GEAR directories: safe loading and validation
-(SPEC §1)."""
+"""Tests for msa_jax.data.load on pickles and GEAR directories: safe loading and validation."""
 
 from __future__ import annotations
 

@@ -12,8 +12,7 @@ from msa_jax.data.split import Split
 
 def load_with_metadata(path: str | os.PathLike, dataset: str | None = None,
                        vocab_size: int | None = None) -> tuple[dict[str, Split], dict]:
-  """Loads and validates an MMSA feature pickle, a GEAR split directory or a converted directory
-  (SPEC §1).
+  """Loads and validates an MMSA feature pickle, a GEAR split directory or a converted directory.
 
   Args:
     path: an MMSA pickle `{'train', 'valid', 'test'[, 'ood_*'][, 'metadata']}`, a directory
@@ -42,5 +41,5 @@ def load_with_metadata(path: str | os.PathLike, dataset: str | None = None,
 
 def load(path: str | os.PathLike, dataset: str | None = None,
          vocab_size: int | None = None) -> dict[str, Split]:
-  """Loads and validates MMSA / GEAR / converted data (SPEC §1); see `load_with_metadata`."""
+  """Loads and validates MMSA / GEAR / converted data; see `load_with_metadata`."""
   return load_with_metadata(path, dataset, vocab_size)[0]

@@ -1,4 +1,4 @@
-"""Safe reading of MMSA feature pickles and GEAR split directories (SPEC §1).
+"""Safe reading of MMSA feature pickles and GEAR split directories.
 
 A pickle can run code when it is loaded, so files are read with a restricted unpickler that admits
 only numpy arrays, numpy dtypes/scalars and plain Python containers/scalars. Every split then passes

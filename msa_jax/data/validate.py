@@ -1,4 +1,4 @@
-"""Validation of MMSA data (SPEC §1): every check a loader runs on the arrays of a split.
+"""Validation of MMSA data: every check a loader runs on the arrays of a split.
 
 Each raw array is checked (key presence, rank, shape, sample count, token ids, length bounds,
 label range, NaN) and turned into the array a `Split` holds; a failure raises `DataFormatError`

@@ -1,7 +1,7 @@
 """The final evaluation of a run: every selected checkpoint on every final evaluation set.
 
 Training keeps one best checkpoint per selection metric (validation split only; the test split
-is never used for selection, SPEC §9). After training, each of them is evaluated on the method's
+is never used for selection). After training, each of them is evaluated on the method's
 `EvalSet`s: LNLN's test split at every missing rate (`msa_jax.evaluate.sweep`), GEAR's IID test and
 OOD splits (`msa_jax.evaluate.ood`).
 """

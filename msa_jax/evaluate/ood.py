@@ -1,5 +1,4 @@
-"""GEAR's OOD evaluation (SPEC §5, §6): the IID test split, each OOD split of the data, their
-mean."""
+"""GEAR's OOD evaluation: the IID test split, each OOD split of the data, and their mean."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""LNLN's robustness sweep (SPEC §2, §4): the test split at each missing rate, read per metric.
+"""LNLN's robustness sweep: the test split at each missing rate, read per metric.
 
 Each reported metric is read from the checkpoint selected for it on the validation split (F1 from
 its accuracy's), and the paper's table holds one row per rate plus their mean.
