@@ -28,11 +28,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-  from msa_jax.train import sharding
+  from msa_jax import sharding
   sharding.maybe_initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   from msa_jax import train
   from msa_jax.data import DataFormatError
-  from msa_jax.train.loop import NonFiniteLossError, RunConfigError
+  from msa_jax.errors import NonFiniteLossError, RunConfigError
   try:
     train.run(_CONFIG.value, _WORKDIR.value, _MODE.value)
   except (RunConfigError, DataFormatError, NonFiniteLossError, FileNotFoundError) as e:

@@ -149,3 +149,12 @@ def mmsa_metrics(preds, labels, dataset: str, valid=None) -> dict[str, float]:
   if not np.all(np.isfinite(pred)):
     raise ValueError(f"predictions contain {int(np.sum(~np.isfinite(pred)))} non-finite values")
   return _sims_metrics(pred, label) if dataset == "sims" else _mosi_metrics(pred, label)
+
+
+def with_derived(m: dict[str, float]) -> dict[str, float]:
+  """`m` plus the metrics derived from it: `Acc_2_mean` = mean(Has0_acc_2, Non0_acc_2), GEAR's
+  default selection criterion (docs/methods.md §5), where the Has0 / Non0 accuracies are present."""
+  if "Has0_acc_2" in m:
+    m = dict(m)
+    m["Acc_2_mean"] = 0.5 * (m["Has0_acc_2"] + m["Non0_acc_2"])
+  return m

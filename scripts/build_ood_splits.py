@@ -16,8 +16,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from msa_jax.data.mmsa import DataFormatError, load_mmsa  # noqa: E402
-from msa_jax.evaluate import ood  # noqa: E402
+from msa_jax.data import DataFormatError, load, ood  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"error: {out} already exists; pass --overwrite to replace it", file=sys.stderr)
     return 1
   try:
-    splits = load_mmsa(args.data, args.dataset)
+    splits = load(args.data, args.dataset)
     result = ood.build_ood_splits(splits, seed=args.seed, k=args.k, fraction=args.fraction,
                                   steps=args.steps)
   except (DataFormatError, ValueError, OSError) as e:

@@ -18,8 +18,8 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from msa_jax.data import ondisk  # noqa: E402
-from msa_jax.data.mmsa import DataFormatError  # noqa: E402
+from msa_jax.data import DataFormatError, ondisk  # noqa: E402
+from msa_jax.text import BERT_CHINESE_VOCAB_SIZE, BERT_UNCASED_VOCAB_SIZE  # noqa: E402
 
 
 def _size(path: pathlib.Path) -> int:
@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--dataset", choices=["mosi", "mosei", "sims"], default=None,
                       help="label range to validate against (default: |label| <= 3)")
   parser.add_argument("--vocab-size", type=int, default=None,
-                      help="token ids must be below this (default 30522; 21128 for sims)")
+                      help=f"token ids must be below this (default {BERT_UNCASED_VOCAB_SIZE}; "
+                           f"{BERT_CHINESE_VOCAB_SIZE} for sims)")
   args = parser.parse_args(argv)
   start = time.perf_counter()
   try:

@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from msa_jax.evaluate.reports import write_json_atomic  # noqa: E402
+from msa_jax.io import write_json_atomic  # noqa: E402
 from msa_jax.reference import ReferenceConversionError  # noqa: E402
 
 

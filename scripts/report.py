@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from msa_jax.evaluate import compare  # noqa: E402
+from msa_jax.report import compare  # noqa: E402
 
 
 def _names(values: list[str] | None) -> list[str] | None:

@@ -12,7 +12,7 @@ from scipy.special import erf
 
 from msa_jax.models import bert
 from msa_jax.models.bert import BertConfig, BertModel, CheckpointMismatchError
-from msa_jax.models.pretrained import minilm_dir
+from msa_jax.text import minilm_dir
 
 SENTENCES = [
     "A wonderful movie!",

@@ -12,6 +12,7 @@ import pytest
 from configs import common
 from configs import gear as gear_config
 from configs import lnln as lnln_config
+from msa_jax import errors
 from msa_jax.data.split import Split
 from msa_jax.models.bert import BertConfig
 from msa_jax.models.gear import GEARConfig
@@ -107,7 +108,7 @@ def test_unknown_derived_and_refused_settings_name_the_key(module, key, value, m
   c.batch_size = 8
   section, name = key.split(".")
   c[section][name] = value
-  with pytest.raises(loop.RunConfigError, match=message):
+  with pytest.raises(errors.RunConfigError, match=message):
     methods.build(c, _splits())
 
 

@@ -10,9 +10,12 @@ import numpy as np
 import optax
 import pytest
 
+from msa_jax import errors, sharding
 from msa_jax.data.split import Split
-from msa_jax.train import checkpoints, loop, sharding
-from msa_jax.train.method import EvalSet, Method
+from msa_jax.evaluate import predict as predict_lib
+from msa_jax.evaluate.sets import EvalSet
+from msa_jax.train import checkpoints, loop
+from msa_jax.train.method import Method
 
 
 def _splits(n=40, seed=0):
@@ -80,7 +83,7 @@ def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path):
 
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
-  with pytest.raises(loop.NonFiniteLossError, match=r"non-finite loss nan at step 12 .*epoch 3.*last good "
+  with pytest.raises(errors.NonFiniteLossError, match=r"non-finite loss nan at step 12 .*epoch 3.*last good "
                      r"checkpoint is step 10"):
     loop.train_seed(_config(5), _method(nan_from_step=12), _splits(), sharding.make_mesh(), 0, tmp_path)
   state, _, meta = _latest(tmp_path, _method())
@@ -108,9 +111,11 @@ def test_rates_in_sequential_passes_equal_all_rates_at_once():
   params = {"w": jnp.array([0.5, -1.0, 2.0]), "b": jnp.array(0.1)}
   rates = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
   key = jax.random.key(0)
-  together = loop.predict_split(loop.make_predict(rate_dependent, mesh), params, split, 8, mesh, key, rates)
-  passes = loop.predict_split(loop.make_predict(rate_dependent, mesh, 3), params, split, 8, mesh, key, rates,
-                              desc="sweep")  # with a progress bar over the batches
+  all_rates = predict_lib.make_predict(rate_dependent.predict_fn, mesh)
+  three_rates = predict_lib.make_predict(rate_dependent.predict_fn, mesh, 3)
+  together = predict_lib.predict_split(predict_lib.bind(all_rates, params, mesh, key, rates), split, 8)
+  passes = predict_lib.predict_split(predict_lib.bind(three_rates, params, mesh, key, rates), split, 8,
+                                     desc="sweep")  # with a progress bar over the batches
   assert together.shape == (7, 16)
   np.testing.assert_allclose(passes, together, rtol=1e-6, atol=1e-6)
   assert not np.allclose(together[0], together[-1])
@@ -212,5 +217,5 @@ def test_workdir_whose_config_lacks_a_key_is_refused(tmp_path):
   loop.check_workdir(tmp_path, config)  # the same config: accepted
   del saved["model"]["remat"]
   (tmp_path / "config.json").write_text(json.dumps(saved))
-  with pytest.raises(loop.RunConfigError, match=r"different config \(model.remat: None -> False\)"):
+  with pytest.raises(errors.RunConfigError, match=r"different config \(model.remat: None -> False\)"):
     loop.check_workdir(tmp_path, config)

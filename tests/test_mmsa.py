@@ -1,4 +1,4 @@
-"""Tests for msa_jax.data.mmsa: safe MMSA / GEAR loading and validation (docs/methods.md §1)."""
+"""Tests for msa_jax.data.load on pickles and GEAR directories: safe loading and validation."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from msa_jax.data import mmsa
-from msa_jax.data.mmsa import DataFormatError, load_mmsa, load_mmsa_with_metadata
+from msa_jax.data import DataFormatError, load, load_with_metadata, validate
 from msa_jax.data.split import Split
 
 L, TA, DA, TV, DV, DT = 8, 6, 3, 5, 4, 7
@@ -87,7 +86,7 @@ def _assert_matches(split: Split, raw: dict, aligned: bool = False) -> None:
 def test_unaligned_round_trip(tmp_path):
   raw = _raw_file()
   path = _write(tmp_path / "unaligned_50.pkl", raw)
-  splits = load_mmsa(path, "mosi")
+  splits = load(path, "mosi")
   assert set(splits) == {"train", "valid", "test"}
   for name in splits:
     _assert_matches(splits[name], raw[name])
@@ -103,13 +102,13 @@ def test_aligned_round_trip_with_ood_splits_and_metadata(tmp_path):
   raw["metadata"] = {"benchmark": "synthetic-v1", "seed": 3, "knobs": {"cue": 0.5}}
   raw["unrelated"] = [1, 2, 3]
   path = _write(tmp_path / "aligned_50.pkl", raw)
-  splits, metadata = load_mmsa_with_metadata(path)
+  splits, metadata = load_with_metadata(path)
   assert set(splits) == {"train", "valid", "test", "ood_text", "ood_all"}
   assert metadata == {"benchmark": "synthetic-v1", "seed": 3, "knobs": {"cue": 0.5}}
   for name in splits:
     _assert_matches(splits[name], raw[name], aligned=True)
-  assert set(load_mmsa(path)) == set(splits)
-  _, empty = load_mmsa_with_metadata(_write(tmp_path / "plain.pkl", _raw_file()))
+  assert set(load(path)) == set(splits)
+  _, empty = load_with_metadata(_write(tmp_path / "plain.pkl", _raw_file()))
   assert empty == {}
 
 
@@ -119,7 +118,7 @@ def test_gear_directory_layout(tmp_path):
   raws = {f: _raw_split(seed, 4 + seed) for f, seed in files.items()}
   for f, raw in raws.items():
     _write(tmp_path / f, raw)
-  splits, metadata = load_mmsa_with_metadata(tmp_path, "mosei")
+  splits, metadata = load_with_metadata(tmp_path, "mosei")
   expected = {"train": "train.pkl", "valid": "valid.pkl", "test": "test_iid.pkl",
               "ood_text": "test_nn_text.pkl", "ood_audio": "test_nn_audio.pkl",
               "ood_vision": "test_nn_vision.pkl", "ood_all": "test_nn_tav.pkl"}
@@ -131,14 +130,14 @@ def test_gear_directory_layout(tmp_path):
 def test_gear_directory_without_ood_files(tmp_path):
   for seed, f in enumerate(["train.pkl", "valid.pkl", "test_iid.pkl"]):
     _write(tmp_path / f, _raw_split(seed, 4))
-  assert set(load_mmsa(tmp_path)) == {"train", "valid", "test"}
+  assert set(load(tmp_path)) == {"train", "valid", "test"}
 
 
 def test_gear_directory_missing_required_file(tmp_path):
   for seed, f in enumerate(["train.pkl", "test_iid.pkl"]):
     _write(tmp_path / f, _raw_split(seed, 4))
   with pytest.raises(DataFormatError, match=r"valid\.pkl.*split 'valid'"):
-    load_mmsa(tmp_path)
+    load(tmp_path)
 
 
 def test_infinities_become_zero_and_are_counted_per_modality(tmp_path):
@@ -146,7 +145,7 @@ def test_infinities_become_zero_and_are_counted_per_modality(tmp_path):
   raw["train"]["vision"][2, 3, 1] = -np.inf
   raw["train"]["vision"][3, 0, 0] = np.inf
   raw["train"]["audio"] = raw["train"]["audio"].astype(np.float64)
-  splits = load_mmsa(_write(tmp_path / "f.pkl", raw))
+  splits = load(_write(tmp_path / "f.pkl", raw))
   train = splits["train"]
   assert np.isfinite(train.audio).all() and np.isfinite(train.vision).all()
   assert train.audio.dtype == np.float32
@@ -157,67 +156,67 @@ def test_infinities_become_zero_and_are_counted_per_modality(tmp_path):
 
 
 def test_float32_features_are_cleaned_in_place_and_read_only_ones_copied():
-  where = mmsa._Where("f.pkl", "train")
+  where = validate.Where("f.pkl", "train")
   # Rows of 2**21 + 1 values force one row per chunk, so chunk offsets are exercised.
   audio = np.ones((3, 1, (1 << 21) + 1), dtype=np.float32)
   audio[1, 0, 5] = -np.inf
   audio[2, 0, 7] = np.inf
-  out = mmsa._features(audio, where, "audio", (3, None, None), "(N, Ta, Da) audio")
+  out = validate.float_features(audio, where, "audio", (3, None, None), "(N, Ta, Da) audio")
   assert out is audio
   assert audio[1, 0, 5] == 0.0 and audio[2, 0, 7] == 0.0 and audio.sum() == audio.size - 2
   audio[2, 0, 9] = np.nan
   with pytest.raises(DataFormatError, match=r"NaN at sample 2, index \(0, 9\)"):
-    mmsa._features(audio, where, "audio", (3, None, None), "(N, Ta, Da) audio")
+    validate.float_features(audio, where, "audio", (3, None, None), "(N, Ta, Da) audio")
   frozen = np.full((2, 2, 2), -np.inf, dtype=np.float32)
   frozen.flags.writeable = False
-  out = mmsa._features(frozen, where, "vision", (2, None, None), "(N, Tv, Dv) vision")
+  out = validate.float_features(frozen, where, "vision", (2, None, None), "(N, Tv, Dv) vision")
   assert out is not frozen and np.isinf(frozen).all() and not out.any()
 
 
 def test_sims_unimodal_labels_and_vocab(tmp_path):
   raw = _raw_file(sims=True)
   path = _write(tmp_path / "unaligned_39.pkl", raw)
-  splits = load_mmsa(path, "sims", vocab_size=30522)
+  splits = load(path, "sims", vocab_size=30522)
   for m in "TAV":
     np.testing.assert_array_equal(getattr(splits["valid"], f"labels_{m}"),
                                   raw["valid"][f"regression_labels_{m}"].astype(np.float32))
   raw["train"]["text_bert"][1, 0, 1] = 25000.0
   path = _write(tmp_path / "unaligned_39.pkl", raw)
   with pytest.raises(DataFormatError, match=r"\[0, 21128\), got 25000 at sample 1, position 1"):
-    load_mmsa(path, "sims")
-  assert load_mmsa(path, "sims", vocab_size=30522)["train"].text_bert[1, 0, 1] == 25000
+    load(path, "sims")
+  assert load(path, "sims", vocab_size=30522)["train"].text_bert[1, 0, 1] == 25000
 
 
 def test_label_range_depends_on_dataset(tmp_path):
   raw = _raw_file(sims=True)
   raw["valid"]["regression_labels"][2] = 1.5
   path = _write(tmp_path / "f.pkl", raw)
-  assert load_mmsa(path)["valid"].labels[2] == 1.5
-  assert load_mmsa(path, "MOSI")["valid"].labels[2] == 1.5
+  assert load(path)["valid"].labels[2] == 1.5
+  assert load(path, "MOSI")["valid"].labels[2] == 1.5
   with pytest.raises(DataFormatError, match=r"split 'valid', key 'regression_labels'.*\[-1, 1\], got 1.5"):
-    load_mmsa(path, "sims", vocab_size=30522)
+    load(path, "sims", vocab_size=30522)
   raw["valid"]["regression_labels"][2] = -3.25
   with pytest.raises(DataFormatError, match=r"\[-3, 3\], got -3.25 at sample 2"):
-    load_mmsa(_write(tmp_path / "f.pkl", raw))
+    load(_write(tmp_path / "f.pkl", raw))
 
 
 def test_unknown_dataset_and_bad_vocab_size(tmp_path):
   path = _write(tmp_path / "f.pkl", _raw_file())
   with pytest.raises(ValueError, match="unknown dataset 'imdb'"):
-    load_mmsa(path, "imdb")
+    load(path, "imdb")
   with pytest.raises(ValueError, match="vocab_size"):
-    load_mmsa(path, vocab_size=0)
+    load(path, vocab_size=0)
 
 
 def test_other_pickle_protocols_and_numpy1_module_names(tmp_path):
   raw = _raw_file()
   for protocol in (2, 3, 5):
-    splits = load_mmsa(_write(tmp_path / f"p{protocol}.pkl", raw, protocol=protocol))
+    splits = load(_write(tmp_path / f"p{protocol}.pkl", raw, protocol=protocol))
     _assert_matches(splits["test"], raw["test"])
   data = pickle.dumps(raw, protocol=2).replace(b"numpy._core.", b"numpy.core.")
   assert b"numpy.core.multiarray\n_reconstruct" in data and b"numpy._core" not in data
   (tmp_path / "np1.pkl").write_bytes(data)
-  _assert_matches(load_mmsa(tmp_path / "np1.pkl")["train"], raw["train"])
+  _assert_matches(load(tmp_path / "np1.pkl")["train"], raw["train"])
 
 
 def test_lists_and_float_lengths_are_accepted(tmp_path):
@@ -225,7 +224,7 @@ def test_lists_and_float_lengths_are_accepted(tmp_path):
   raw["train"]["regression_labels"] = [float(x) for x in raw["train"]["regression_labels"]]
   raw["train"]["vision_lengths"] = np.array(raw["train"]["vision_lengths"], dtype=np.float64)
   raw["train"]["id"] = [str(x) for x in raw["train"]["id"]]
-  train = load_mmsa(_write(tmp_path / "f.pkl", raw))["train"]
+  train = load(_write(tmp_path / "f.pkl", raw))["train"]
   assert train.vision_lengths.dtype == np.int32 and train.labels.dtype == np.float32
   assert isinstance(train.ids, np.ndarray) and train.ids[0] == "vid0$_$0"
 
@@ -316,7 +315,7 @@ def test_validation_errors_name_file_split_and_key(tmp_path, case):
   mutate(raw)
   path = _write(tmp_path / f"bad_{case}.pkl", raw)
   with pytest.raises(DataFormatError) as info:
-    load_mmsa(path, "mosi")
+    load(path, "mosi")
   message = str(info.value)
   assert "\n" not in message
   assert str(path) in message
@@ -329,32 +328,32 @@ def test_missing_split(tmp_path):
   del raw["test"]
   path = _write(tmp_path / "nosplit.pkl", raw)
   with pytest.raises(DataFormatError, match=r"nosplit\.pkl: split 'test': missing"):
-    load_mmsa(path)
+    load(path)
 
 
 def test_split_not_a_dict_and_top_level_not_a_dict(tmp_path):
   raw = _raw_file()
   raw["valid"] = [1, 2]
   with pytest.raises(DataFormatError, match=r"f\.pkl: split 'valid': expected a dict of arrays, got list"):
-    load_mmsa(_write(tmp_path / "f.pkl", raw))
+    load(_write(tmp_path / "f.pkl", raw))
   with pytest.raises(DataFormatError, match=r"g\.pkl: expected a dict of splits"):
-    load_mmsa(_write(tmp_path / "g.pkl", [raw["train"]]))
+    load(_write(tmp_path / "g.pkl", [raw["train"]]))
 
 
 def test_path_not_found(tmp_path):
   with pytest.raises(DataFormatError, match=r"nowhere\.pkl: not found"):
-    load_mmsa(tmp_path / "nowhere.pkl")
+    load(tmp_path / "nowhere.pkl")
 
 
 def test_not_a_pickle_and_empty_file(tmp_path):
   bad = tmp_path / "notes.pkl"
   bad.write_text("this is not a pickle\n")
   with pytest.raises(DataFormatError, match=r"notes\.pkl: not a valid pickle"):
-    load_mmsa(bad)
+    load(bad)
   empty = tmp_path / "empty.pkl"
   empty.write_bytes(b"")
   with pytest.raises(DataFormatError, match=r"empty\.pkl: file is truncated"):
-    load_mmsa(empty)
+    load(empty)
 
 
 @pytest.mark.parametrize("fraction", [0.5, 0.9, 0.01])
@@ -363,7 +362,7 @@ def test_truncated_file(tmp_path, fraction):
   path = tmp_path / "cut.pkl"
   path.write_bytes(data[: int(len(data) * fraction)])
   with pytest.raises(DataFormatError, match=r"cut\.pkl: file is truncated") as info:
-    load_mmsa(path)
+    load(path)
   assert "\n" not in str(info.value)
 
 
@@ -415,7 +414,7 @@ def test_forbidden_global_is_refused_before_it_runs(tmp_path, payload, name, whe
     obj = raw
   path = _write(tmp_path / "evil.pkl", obj)
   with pytest.raises(DataFormatError) as info:
-    load_mmsa(path)
+    load(path)
   message = str(info.value)
   assert str(path) in message and "refused to load global" in message
   assert f".{name}'" in message
@@ -435,7 +434,7 @@ def test_forbidden_numpy_and_builtin_globals(tmp_path):
   for i, obj in enumerate([_NpLoad(), _GetAttr()]):
     path = _write(tmp_path / f"g{i}.pkl", {"train": obj})
     with pytest.raises(DataFormatError, match="refused to load global '(numpy.*load|builtins.getattr)'"):
-      load_mmsa(path)
+      load(path)
 
 
 @pytest.mark.parametrize("payload", [_OpenFile, _System, _Eval])

@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from msa_jax.data import mmsa, ondisk, pipeline, synthetic
-from msa_jax.data.mmsa import DataFormatError, load_mmsa
+from msa_jax.data import DataFormatError, load, load_with_metadata, ondisk, pipeline, synthetic
 from msa_jax.data.split import Split
 
 VOCAB = 30522
@@ -71,9 +70,9 @@ def _pickle(path: Path, obj) -> Path:
   return path
 
 
-def test_synthetic_round_trip_equals_load_mmsa(synthetic_pickle, converted):
-  want, want_meta = mmsa.load_mmsa_with_metadata(synthetic_pickle, vocab_size=VOCAB)
-  got, got_meta = mmsa.load_mmsa_with_metadata(converted, vocab_size=VOCAB)
+def test_synthetic_round_trip_equals_the_pickle(synthetic_pickle, converted):
+  want, want_meta = load_with_metadata(synthetic_pickle, vocab_size=VOCAB)
+  got, got_meta = load_with_metadata(converted, vocab_size=VOCAB)
   _assert_same(want, got)
   assert got_meta == json.loads(json.dumps(want_meta))
   manifest = json.loads((converted / ondisk.MANIFEST).read_text())
@@ -90,7 +89,7 @@ def test_synthetic_round_trip_equals_load_mmsa(synthetic_pickle, converted):
 def test_infinities_zeroed_dtypes_converted_and_strings_kept(tmp_path):
   src = _pickle(tmp_path / "raw.pkl", _raw_file())
   out = ondisk.convert(src, tmp_path / "conv", dataset="mosi")
-  want, got = load_mmsa(src, "mosi"), ondisk.open_ondisk(out, "mosi")
+  want, got = load(src, "mosi"), ondisk.open_ondisk(out, "mosi")
   _assert_same(want, got)
   train = got["train"]
   assert train.audio.dtype == np.float32 and train.text_bert.dtype == np.int32
@@ -106,7 +105,7 @@ def test_gear_directory_converts(tmp_path):
   for name, file in files.items():
     _pickle(tmp_path / "gear" / file, raw[name])
   out = ondisk.convert(tmp_path / "gear", tmp_path / "conv")
-  _assert_same(load_mmsa(tmp_path / "gear"), load_mmsa(out))
+  _assert_same(load(tmp_path / "gear"), load(out))
   assert json.loads((out / ondisk.MANIFEST).read_text())["source"]["layout"] == "GEAR split directory"
 
 
@@ -155,7 +154,7 @@ def test_damaged_directory_errors_name_the_file(converted, tmp_path, damage, mes
   broken = _copy(converted, tmp_path / "broken")
   damage(broken)
   with pytest.raises(DataFormatError, match=message):
-    load_mmsa(broken, vocab_size=VOCAB)
+    load(broken, vocab_size=VOCAB)
 
 
 def test_limits_of_the_open_apply(converted):
@@ -166,8 +165,8 @@ def test_limits_of_the_open_apply(converted):
 
 
 def test_pipeline_reads_rows_from_the_files(synthetic_pickle, converted):
-  want = load_mmsa(synthetic_pickle, vocab_size=VOCAB)["train"]
-  got = load_mmsa(converted, vocab_size=VOCAB)["train"]
+  want = load(synthetic_pickle, vocab_size=VOCAB)["train"]
+  got = load(converted, vocab_size=VOCAB)["train"]
   idx = np.array([5, 0, 63, 5, 17])
   a, b = pipeline.SplitSource(want).gather(idx), pipeline.SplitSource(got).gather(idx)
   assert set(a) == set(b)
@@ -184,11 +183,11 @@ def test_ood_subsets_of_converted_data_stay_on_disk(synthetic_pickle, converted)
   """`apply_ood` on memory-mapped splits keeps the frames of each OOD subset on disk (RowSubset)
   and reads the same rows as the in-memory subsets of the pickle."""
   from msa_jax.data.split import OOD_SPLITS
-  from msa_jax.evaluate import ood
+  from msa_jax.data import ood
   strip = lambda splits: {k: v for k, v in splits.items() if k not in OOD_SPLITS}
   indices = {"ood_text": np.array([3, 1, 40, 7]), "ood_all": np.arange(0, 64, 5)}
-  want = ood.apply_ood(strip(load_mmsa(synthetic_pickle, vocab_size=VOCAB)), indices)
-  got = ood.apply_ood(strip(load_mmsa(converted, vocab_size=VOCAB)), indices)
+  want = ood.apply_ood(strip(load(synthetic_pickle, vocab_size=VOCAB)), indices)
+  got = ood.apply_ood(strip(load(converted, vocab_size=VOCAB)), indices)
   for name, idx in indices.items():
     lazy = got[name]
     assert isinstance(lazy.audio, pipeline.RowSubset) and isinstance(lazy.vision, pipeline.RowSubset)
@@ -214,7 +213,8 @@ def _linear_method():
   """A tiny linear method on audio (compiles in a second) standing in for LNLN / GEAR."""
   import jax.numpy as jnp
   import optax
-  from msa_jax.train.method import EvalSet, Method
+  from msa_jax.evaluate.sets import EvalSet
+  from msa_jax.train.method import Method
 
   def predict(params, batch, key, rate):
     return batch["audio"].mean((1, 2)) * params["w"] + params["b"]

@@ -10,8 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from msa_jax.data.split import MODALITIES, OOD_SPLITS, Split
-from msa_jax.evaluate import ood
+from msa_jax.data import ood
+from msa_jax.data.split import OOD_SPLITS, Split
+from msa_jax.modalities import MODALITIES
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 20_000

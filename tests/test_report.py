@@ -1,4 +1,5 @@
-"""scripts/report.py and msa_jax.evaluate.{compare, published, plots}: tables, plots, paper rows, errors.
+"""scripts/report.py and msa_jax.report.{compare, published, plots}: tables, plots, paper rows,
+errors.
 
 Run directories are built with the training code's own `summarise` functions on random per-seed
 results, so the results.json layout cannot drift from what train.py writes; every number in the
@@ -16,8 +17,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from msa_jax.evaluate import compare, published, reports
+from msa_jax.evaluate import sweep
+from msa_jax.io import write_json_atomic, write_text_atomic
 from msa_jax.metrics import metric_keys
+from msa_jax.report import compare, published
 from msa_jax.train import gear, lnln
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -37,9 +40,9 @@ def _write_run(path: pathlib.Path, config: ml_collections.ConfigDict, module, se
   method = types.SimpleNamespace(selection_metrics=tuple(selection))
   summary = module.summarise(config, method, per_seed)
   path.mkdir(parents=True)
-  reports.write_json_atomic(path / "config.json", json.loads(config.to_json_best_effort()))
-  reports.write_json_atomic(path / "results.json", summary)
-  reports.write_text_atomic(path / "results.md", module.markdown(config, method, summary))
+  write_json_atomic(path / "config.json", json.loads(config.to_json_best_effort()))
+  write_json_atomic(path / "results.json", summary)
+  write_text_atomic(path / "results.md", module.markdown(config, method, summary))
 
 
 def make_lnln_run(path: pathlib.Path, seed: int, dataset: str = "mosi", synthetic: str = "mosi_small",
@@ -142,7 +145,7 @@ def test_lnln_tables_side_by_side_and_plot(tmp_path):
   assert md == result["markdown"] and md.startswith(compare.MARKER)
   # Side by side: one row per run, the paper's column order (Non0 before Has0), mean over rates.
   header, rows = table_after(md, "### Mean over missing rates")
-  assert header[1:] == list(lnln.PAPER_COLUMNS["mosi"])
+  assert header[1:] == list(sweep.PAPER_COLUMNS["mosi"])
   assert header.index("Non0_acc_2") < header.index("Has0_acc_2")
   for label, raw in (("lnln_full", raw_a), ("lnln_nodmc", raw_b)):
     for m, cell in zip(header[1:], rows[label]):
@@ -209,7 +212,7 @@ def test_published_loader_units_and_sims():
   assert [r.source for r in rows] == ["Table 3", "README Corrigendum item 2 (corrects Table 3)"]
   assert rows[0].metrics == pytest.approx({"Mult_acc_5": 0.3464, "Mult_acc_3": 0.5714, "Mult_acc_2": 0.7273,
                                            "F1_score": 0.7943, "MAE": 0.514, "Corr": 0.397})
-  assert set(rows[0].metrics) <= set(lnln.PAPER_COLUMNS["sims"])
+  assert set(rows[0].metrics) <= set(sweep.PAPER_COLUMNS["sims"])
   per_rate = published.lnln_per_rate("mosi")
   assert list(per_rate)[:10] == [f"{r:.1f}" for r in RATES]
   table2 = published.lnln_average("mosi")[0].metrics

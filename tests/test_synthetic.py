@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression
 
 from msa_jax.data import synthetic
 from msa_jax.data.split import IID_SPLITS, OOD_SPLITS
-from msa_jax.models import pretrained
+from msa_jax.text import BERT_UNCASED_VOCAB_SIZE, load_vocab
 
 ALL_SPLITS = IID_SPLITS + OOD_SPLITS
 SHAPES = {  # preset: (L, Ta, Da, Tv, Dv, n_train, n_valid, n_test, label_max)
@@ -107,12 +107,12 @@ def test_labels_range_granularity_and_zeros(preset, mosi, small):
 @pytest.mark.parametrize("preset", sorted(SHAPES))
 def test_text_bert_layout(preset, mosi, small):
   data = _preset_data(preset, mosi, small)
-  vocab = pretrained.load_vocab()
+  vocab = load_vocab()
   for name in ALL_SPLITS:
     tb = data[name]["text_bert"]
     ids, mask, seg = tb[:, 0], tb[:, 1], tb[:, 2]
     assert np.all(ids == np.floor(ids)) and ids.min() >= 0
-    assert ids.max() < pretrained.BERT_UNCASED_VOCAB_SIZE
+    assert ids.max() < BERT_UNCASED_VOCAB_SIZE
     n_valid = mask.sum(axis=1).astype(int)
     pos = np.arange(tb.shape[2])[None, :]
     np.testing.assert_array_equal(mask, (pos < n_valid[:, None]).astype(np.float32))
@@ -206,7 +206,7 @@ def test_metadata_plain_and_complete(mosi):
 def test_sentiment_words_follow_vader_and_filler_is_neutral(mosi):
   """Sentiment tokens carry VADER valence of the label's sign; every other word is outside VADER."""
   vader = _vader()
-  vocab = pretrained.load_vocab()
+  vocab = load_vocab()
   text = mosi["metadata"]["structure"]["text"]
   for sign, key in ((1, "positive_sentiment_words"), (-1, "negative_sentiment_words")):
     assert len(text[key]) == synthetic.PRESETS["mosi"].sentiment_words_per_polarity
@@ -336,9 +336,9 @@ def test_write_and_ensure(tmp_path):
 
 
 def test_file_loads_through_restricted_loader(tmp_path):
-  mmsa = pytest.importorskip("msa_jax.data.mmsa")
+  from msa_jax import data
   path = synthetic.write_synthetic(tmp_path / "s.pkl", "sims", seed=0, scale=0.05)
-  splits, meta = mmsa.load_mmsa_with_metadata(path, vocab_size=pretrained.BERT_UNCASED_VOCAB_SIZE)
+  splits, meta = data.load_with_metadata(path, vocab_size=BERT_UNCASED_VOCAB_SIZE)
   expected = synthetic.generate("sims", seed=0, scale=0.05)
   assert set(splits) == set(ALL_SPLITS)
   assert meta == expected["metadata"]
@@ -348,7 +348,7 @@ def test_file_loads_through_restricted_loader(tmp_path):
     np.testing.assert_array_equal(splits[name].audio, np.where(np.isinf(want["audio"]), 0,
                                                                want["audio"]))
     np.testing.assert_array_equal(splits[name].labels_V, want["regression_labels_V"])
-  assert set(mmsa.load_mmsa(path, vocab_size=pretrained.BERT_UNCASED_VOCAB_SIZE)) == set(ALL_SPLITS)
+  assert set(data.load(path, vocab_size=BERT_UNCASED_VOCAB_SIZE)) == set(ALL_SPLITS)
 
 
 def test_errors_name_the_bad_value():

@@ -9,7 +9,7 @@ import pytest
 
 from configs import gear as gear_config
 from msa_jax import train
-from msa_jax.train.loop import RunConfigError
+from msa_jax.errors import RunConfigError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

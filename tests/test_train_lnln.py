@@ -7,7 +7,7 @@ import pytest
 
 from configs import lnln as lnln_config
 from msa_jax import train
-from msa_jax.train.loop import RunConfigError
+from msa_jax.errors import RunConfigError
 
 RATES = [f"{r / 10:.1f}" for r in range(10)]
 

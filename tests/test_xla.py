@@ -1,4 +1,4 @@
-"""msa_jax.train.xla: the loop's compiler options and the release of freed host memory."""
+"""msa_jax.xla: the loop's compiler options and the release of freed host memory."""
 
 import ctypes
 import ctypes.util
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from msa_jax.models.bert import BertConfig, BertModel
-from msa_jax.train import xla
+from msa_jax import xla
 
 
 def test_cpu_gets_the_memory_optimised_scheduler_unless_xla_flags_name_one(monkeypatch):

@@ -22,7 +22,8 @@ from msa_jax.bench.flops import xla_temp_bytes
 from msa_jax.bench.machine import machine_info, sgemm_rate
 from msa_jax.bench.reference import ReferenceWorker
 from msa_jax.bench.timing import log, timed
-from msa_jax.train import loop, sharding, xla
+from msa_jax import sharding, xla
+from msa_jax.train import loop
 
 
 def parse_variant(text: str) -> list[str]:

@@ -15,7 +15,8 @@ import numpy as np
 from msa_jax.bench.timing import timed
 from msa_jax.data import pipeline, synthetic
 from msa_jax.data.split import Split
-from msa_jax.train import loop, methods, sharding
+from msa_jax import sharding
+from msa_jax.train import loop, methods
 from msa_jax.train.method import Method
 
 METHODS = ("lnln", "gear")
@@ -129,7 +130,7 @@ def train_inputs(method: Method, config: ml_collections.ConfigDict, splits: dict
   """A fresh train state from the loop's init jit, two device batches of the train split and the
   step key: (state, batches, key, init seconds incl. compile)."""
   train_ds = pipeline.train_dataset(splits["train"], config.batch_size, seed=0)
-  batches = [sharding.put_batch(train_ds[i], mesh) for i in range(2)]
+  batches = [sharding.put_batch(pipeline.device_arrays(train_ds[i]), mesh) for i in range(2)]
   key = jax.random.key(0)
   init = loop.init_state_fn(method, mesh)
   state, init_s, _ = timed(lambda: init(jax.random.fold_in(key, 0), batches[0]),

@@ -20,7 +20,8 @@ from msa_jax.bench.quoted import REFERENCE_SELECTION
 from msa_jax.bench.timing import log, timed
 from msa_jax.data import pipeline
 from msa_jax.data.split import Split
-from msa_jax.train import loop, sharding
+from msa_jax import sharding
+from msa_jax.evaluate.predict import make_predict
 from msa_jax.train.method import Method
 
 MOSI_TEST = 686       # MOSI test samples
@@ -34,9 +35,9 @@ def bench_eval(method: Method, config: ml_collections.ConfigDict, splits: dict[s
   bs = config.eval_batch_size
   ds = pipeline.eval_dataset(splits["test"], bs)
   n_batches = max(1, min(len(ds), math.ceil(sweep_samples / bs)))
-  batches = [sharding.put_batch(ds[i], mesh) for i in range(n_batches)]
+  batches = [sharding.put_batch(pipeline.device_arrays(ds[i]), mesh) for i in range(n_batches)]
   # As the training loop evaluates: `eval_rates_per_pass` rates at a time, in one program.
-  predict = loop.make_predict(method, mesh, method.eval_rates_per_pass)
+  predict = make_predict(method.predict_fn, mesh, method.eval_rates_per_pass)
   key = jax.random.key(method.mask_seed)
   rates_arr = jnp.asarray(rates, jnp.float32)
   reset_peak_rss()
@@ -47,7 +48,7 @@ def bench_eval(method: Method, config: ml_collections.ConfigDict, splits: dict[s
   compiled = lowered.compile()
   compile_s = time.perf_counter() - start
   log(f"evaluation: lower {lower_s:.1f}s, compile {compile_s:.1f}s")
-  flops = flops_of(loop.make_predict(plain_method(config, splits), mesh).lower(
+  flops = flops_of(make_predict(plain_method(config, splits).predict_fn, mesh).lower(
       params, batches[0], key, rates_arr))
   for i in range(warmup):
     timed(lambda: compiled(params, batches[i % n_batches], key, rates_arr), jax.block_until_ready)

@@ -8,7 +8,8 @@ import jax
 import ml_collections
 
 from msa_jax.data.split import Split
-from msa_jax.train import methods, sharding
+from msa_jax import sharding
+from msa_jax.train import methods
 from msa_jax.train.method import Method
 from msa_jax.train.state import make_train_step
 

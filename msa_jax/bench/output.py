@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import pathlib
 from typing import Any
 
 from msa_jax.bench.figures import Figure
+from msa_jax.io import write_text_atomic
 
 COLUMNS = ("method", "encoder", "shape", "batch", "dtype", "compile s", "step s (med)",
            "step min-max", "step CPU s", "idle step s", "TFLOP/step", "GFLOP/s", "sgemm",
@@ -114,8 +113,4 @@ def format_compare(result: dict[str, Any]) -> str:
 def write_json(path: str | None, payload: dict[str, Any]) -> None:
   """The results as JSON at `path` (parent folders created); nothing without a path."""
   if path:
-    target = pathlib.Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    partial.write_text(json.dumps(payload, indent=1), encoding="utf-8")
-    os.replace(partial, target)  # a failed write never leaves a truncated file at `path`
+    write_text_atomic(path, json.dumps(payload, indent=1))

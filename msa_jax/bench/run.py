@@ -23,8 +23,8 @@ from msa_jax.bench.output import format_table
 from msa_jax.bench.quoted import IDLE_SGEMM_GFLOPS, ratios, reference_figures
 from msa_jax.bench.timing import log
 from msa_jax.bench.train_step import bench_lstm, bench_train
+from msa_jax import sharding
 from msa_jax.train import lnln as lnln_train
-from msa_jax.train import sharding
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 

@@ -22,7 +22,8 @@ from msa_jax.data.split import Split
 from msa_jax.models.bert import BertConfig
 from msa_jax.models.gear import ROLES, SequenceEncoder
 from msa_jax.train import gear as gear_train
-from msa_jax.train import loop, xla
+from msa_jax import xla
+from msa_jax.train import loop
 from msa_jax.train.method import Method
 
 

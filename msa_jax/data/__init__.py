@@ -1,7 +1,7 @@
-"""Data: MMSA loading and validation, the synthetic benchmark, the grain pipeline, masking."""
+"""Data: loading and validation, the synthetic benchmark, OOD splits, the pipeline, masking."""
 
-from msa_jax.data.mmsa import DataFormatError, load_mmsa, load_mmsa_with_metadata
-from msa_jax.data.split import IID_SPLITS, MODALITIES, OOD_SPLITS, Split
+from msa_jax.data.loader import load, load_with_metadata
+from msa_jax.data.split import IID_SPLITS, OOD_SPLITS, Split
+from msa_jax.data.validate import DataFormatError
 
-__all__ = ["DataFormatError", "IID_SPLITS", "MODALITIES", "OOD_SPLITS", "Split", "load_mmsa",
-           "load_mmsa_with_metadata"]
+__all__ = ["DataFormatError", "IID_SPLITS", "OOD_SPLITS", "Split", "load", "load_with_metadata"]

@@ -2,10 +2,10 @@
 
 The real MOSEI unaligned file is a 13.65 GB pickle, and a pickle can only be read whole. `convert`
 reads it once (with the restricted unpickler and every check of `msa_jax.data.mmsa`) and writes
-one `.npy` file per split and `Split` field; `open_ondisk` (and `load_mmsa`, which recognises a
-converted directory) opens them with `np.load(mmap_mode="r")`, so a run reads only the rows it
-uses and `msa_jax.data.pipeline` fetches a batch's rows with `pread` (page cache, not process
-memory).
+one `.npy` file per split and `Split` field; `open_ondisk` (and `msa_jax.data.load`, which
+recognises a converted directory) opens them with `np.load(mmap_mode="r")`, so a run reads only the
+rows it uses and `msa_jax.data.pipeline` fetches a batch's rows with `pread` (page cache, not
+process memory).
 
 Format: memory-mapped `.npy`, not TFDS `array_record`. tensorflow-datasets 4.9.10 does write
 `array_record` and read it through `as_data_source` without TensorFlow installed (checked in a
@@ -48,8 +48,8 @@ from typing import Any
 
 import numpy as np
 
-from msa_jax.data import mmsa
-from msa_jax.data.mmsa import DataFormatError
+from msa_jax.data import mmsa, validate
+from msa_jax.data.validate import DataFormatError
 from msa_jax.data.split import IID_SPLITS, OOD_SPLITS, Split
 
 MANIFEST = "manifest.json"
@@ -91,7 +91,7 @@ def _fsync_file(path: Path) -> None:
 
 class _Writer:
   """Writes a conversion's arrays into `directory`; feature arrays pass through it as the
-  `mmsa.FeatureHandler` of `mmsa.load_source` and come back memory-mapped."""
+  `validate.FeatureHandler` of `mmsa.load_source` and come back memory-mapped."""
 
   def __init__(self, directory: Path):
     self.directory = directory
@@ -99,7 +99,7 @@ class _Writer:
     self._small: dict[str, str] = {}
 
   def __call__(self, value: Any, where: Any, key: str, expected: tuple, names: str) -> np.ndarray:
-    arr = mmsa.checked_features(value, where, key, expected, names)
+    arr = validate.checked_features(value, where, key, expected, names)
     seen = self._features.get(id(arr))
     if seen is not None and seen[0]() is arr:
       return seen[1]
@@ -117,9 +117,9 @@ class _Writer:
     del header
     with open(file, "r+b") as f:
       f.seek(offset)
-      for rows in mmsa.row_chunks(arr.shape):
+      for rows in validate.row_chunks(arr.shape):
         block = np.array(arr[rows], dtype=np.float32, order="C")
-        mmsa.clean_feature_rows(block, where, key, rows.start)
+        validate.clean_feature_rows(block, where, key, rows.start)
         f.write(block.data)
       f.flush()
       os.fsync(f.fileno())
@@ -148,7 +148,7 @@ def _storable_strings(arr: np.ndarray, source: str, split: str, field: str) -> n
     if all(isinstance(x, kind) for x in items):
       return np.array(items, dtype=kind)
   bad = next(x for x in items if not isinstance(x, (str, bytes)))
-  raise mmsa._Where(source, split).error(
+  raise validate.Where(source, split).error(
       _SOURCE_KEYS.get(field, field),
       f"expected every item to be str, got {type(bad).__name__} ({bad!r:.60})")
 
@@ -198,9 +198,10 @@ def convert(source: str | os.PathLike, out_dir: str | os.PathLike, dataset: str 
   """Converts an MMSA pickle or a GEAR split directory into a memory-mapped directory (once).
 
   Args:
-    source: what `load_mmsa` reads: an MMSA feature pickle or GEAR's directory of split pickles.
+    source: an MMSA feature pickle or GEAR's directory of split pickles (as `msa_jax.data.load`).
     out_dir: the directory to create; it must not exist or be empty.
-    dataset, vocab_size: the validation limits, as for `load_mmsa` (checked again on open).
+    dataset, vocab_size: the validation limits, as for `msa_jax.data.load` (checked again when
+      opened).
 
   Returns:
     `out_dir` as a Path.
@@ -210,7 +211,7 @@ def convert(source: str | os.PathLike, out_dir: str | os.PathLike, dataset: str 
     DataFormatError: the source is unsafe, unreadable or malformed (nothing is left behind).
   """
   source, out = Path(source), Path(out_dir)
-  mmsa._limits(dataset, vocab_size)
+  validate.dataset_limits(dataset, vocab_size)
   _check_target(out)
   out.parent.mkdir(parents=True, exist_ok=True)
   tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -253,7 +254,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
   try:
     manifest = json.loads(file.read_text(encoding="utf-8"))
   except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise DataFormatError(mmsa._one_line(f"{file}: unreadable manifest ({e})")) from None
+    raise DataFormatError(validate.one_line(f"{file}: unreadable manifest ({e})")) from None
   if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
     raise DataFormatError(f"{file}: not a {FORMAT} manifest")
   if manifest.get("version") != VERSION:
@@ -290,7 +291,7 @@ def _open_array(directory: Path, spec: Any, where: str, opened: dict[str, np.mem
   try:
     arr = np.load(file, mmap_mode="r", allow_pickle=False)
   except (ValueError, OSError, EOFError) as e:
-    raise DataFormatError(mmsa._one_line(f"{file}: not a readable .npy file ({e})")) from None
+    raise DataFormatError(validate.one_line(f"{file}: not a readable .npy file ({e})")) from None
   if arr.dtype.str != spec.get("dtype") or list(arr.shape) != spec.get("shape"):
     raise DataFormatError(f"{file}: expected dtype {spec.get('dtype')} shape {spec.get('shape')} "
                           f"as in {manifest}, got dtype {arr.dtype.str} shape {list(arr.shape)}")
@@ -300,34 +301,36 @@ def _open_array(directory: Path, spec: Any, where: str, opened: dict[str, np.mem
 
 def _checked_split(arrays: dict[str, np.ndarray], name: str, files: dict[str, str],
                    limits: Any) -> Split:
-  """The cheap checks of `load_mmsa` again (labels, token ids, lengths, shapes) on the memmaps,
-  under the limits of this call; feature values were cleaned when converted."""
-  def where(field: str) -> mmsa._Where:
-    return mmsa._Where(files[field], name)
+  """The cheap checks of `msa_jax.data.load` again (labels, token ids, lengths, shapes) on the
+  memmaps, under the limits of this call; feature values were cleaned when converted."""
+  def where(field: str) -> validate.Where:
+    return validate.Where(files[field], name)
 
-  labels = mmsa._labels(arrays["labels"], where("labels"), "regression_labels", None,
-                        limits.label_bound)
+  labels = validate.checked_labels(arrays["labels"], where("labels"), "regression_labels", None,
+                                   limits.label_bound)
   n = len(labels)
-  text_bert = mmsa._text_bert(arrays["text_bert"], where("text_bert"), n, limits.vocab_size)
+  text_bert = validate.checked_text_bert(arrays["text_bert"], where("text_bert"), n,
+                                         limits.vocab_size)
   fields: dict[str, Any] = {"labels": labels, "text_bert": text_bert}
   shapes = {"audio": ((n, None, None), "(N, Ta, Da) audio"),
             "vision": ((n, None, None), "(N, Tv, Dv) vision"),
             "text": ((n, text_bert.shape[2], None), "(N, L, Dt) text")}
   for field, (expected, names) in shapes.items():
     if field in arrays:
-      fields[field] = mmsa.checked_features(arrays[field], where(field), field, expected, names)
+      fields[field] = validate.checked_features(arrays[field], where(field), field, expected, names)
       if fields[field].dtype != np.float32:
         raise where(field).error(field, f"expected float32 features, got {fields[field].dtype}")
   for m in ("audio", "vision"):
     key = f"{m}_lengths"
-    fields[key] = mmsa._lengths(arrays[key], where(key), key, n, fields[m].shape[1])
+    fields[key] = validate.checked_lengths(arrays[key], where(key), key, n, fields[m].shape[1])
   for field in ("labels_T", "labels_A", "labels_V"):
     if field in arrays:
-      fields[field] = mmsa._labels(arrays[field], where(field), _SOURCE_KEYS[field], n,
-                                   limits.label_bound)
+      fields[field] = validate.checked_labels(arrays[field], where(field), _SOURCE_KEYS[field], n,
+                                              limits.label_bound)
   for field in ("ids", "raw_text"):
     if field in arrays:
-      fields[field] = mmsa._strings(arrays[field], where(field), _SOURCE_KEYS.get(field, field), n)
+      fields[field] = validate.checked_strings(arrays[field], where(field),
+                                               _SOURCE_KEYS.get(field, field), n)
   return Split(**fields)
 
 
@@ -337,9 +340,9 @@ def open_ondisk_with_metadata(path: str | os.PathLike, dataset: str | None = Non
 
   Every file is checked against the manifest (presence, dtype, shape; sha256 except feature
   arrays) and labels, token ids and lengths are validated again with `dataset` / `vocab_size`
-  as `load_mmsa` does; errors are `DataFormatError`s naming the file.
+  as `msa_jax.data.load` does; errors are `DataFormatError`s naming the file.
   """
-  limits = mmsa._limits(dataset, vocab_size)
+  limits = validate.dataset_limits(dataset, vocab_size)
   path = Path(path)
   manifest = _read_manifest(path)
   opened: dict[str, np.memmap] = {}
@@ -360,7 +363,7 @@ def open_ondisk_with_metadata(path: str | os.PathLike, dataset: str | None = Non
     split_files = {field: str(path / specs[field]["file"]) for field in arrays}
     splits[name] = _checked_split(arrays, name, split_files, limits)
     files[name] = str(path / MANIFEST)
-  mmsa._check_consistent(splits, files)
+  validate.check_consistent(splits, files)
   metadata = manifest.get("metadata") or {}
   return splits, metadata if isinstance(metadata, dict) else {}
 

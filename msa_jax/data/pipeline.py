@@ -3,7 +3,8 @@
 The pipeline only moves and batches data; missing-data masking happens on the device
 (`msa_jax.data.masking`). Batches are dicts of numpy arrays with the model keys of
 `Split.model_arrays()` plus `index` (int32, the sample's position in its split) and `valid`
-(bool, False for filler rows of a padded evaluation batch).
+(bool, False for filler rows of a padded evaluation batch). `valid` is for the host: no program
+reads it, so `device_arrays` leaves it out of what is sent to the devices.
 
 Training: the sample order is a grain shuffle of the split that changes every epoch and depends
 only on (seed, epoch); epochs are concatenated into one stream cut into full batches, so every batch
@@ -180,6 +181,15 @@ class SplitSource:
     batch["index"] = indices.astype(np.int32)
     batch["valid"] = np.ones(len(indices), bool) if valid is None else np.asarray(valid, bool)
     return batch
+
+
+# Batch keys for the host only (see the module docstring).
+HOST_KEYS = frozenset({"valid"})
+
+
+def device_arrays(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """The arrays of `batch` that a program on the devices reads: every key but `HOST_KEYS`."""
+  return {k: v for k, v in batch.items() if k not in HOST_KEYS}
 
 
 def _local_rows(global_batch_size: int, process_index: int, process_count: int) -> slice:

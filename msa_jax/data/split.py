@@ -6,8 +6,6 @@ import dataclasses
 
 import numpy as np
 
-# Canonical modality order used everywhere in msa_jax.
-MODALITIES = ("text", "audio", "vision")
 # Split names: MMSA's three, plus the OOD test splits of GEAR (docs/methods.md §1, §6).
 IID_SPLITS = ("train", "valid", "test")
 OOD_SPLITS = ("ood_text", "ood_audio", "ood_vision", "ood_all")

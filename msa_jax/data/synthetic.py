@@ -72,14 +72,15 @@ import math
 import os
 import pathlib
 import pickle
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from msa_jax.data.split import IID_SPLITS, MODALITIES, OOD_SPLITS
-from msa_jax.models import pretrained
+from msa_jax.data.split import IID_SPLITS, OOD_SPLITS
+from msa_jax.io import atomic_file
+from msa_jax.modalities import MODALITIES
+from msa_jax.text import BERT_UNCASED_VOCAB_SIZE, bert_uncased_vocab_file, load_vocab
 
 BENCHMARK_VERSION = "synth-v1"
 
@@ -469,7 +470,7 @@ def decode_text(text_bert: np.ndarray, vocab: Sequence[str]) -> np.ndarray:
 
 def swap_text_cue(text_bert: np.ndarray, cue_ids: np.ndarray) -> np.ndarray:
   """text_bert with every cue noun replaced by its pair partner (reversed text cue, step 6)."""
-  table = np.arange(pretrained.BERT_UNCASED_VOCAB_SIZE, dtype=np.float32)
+  table = np.arange(BERT_UNCASED_VOCAB_SIZE, dtype=np.float32)
   table[cue_ids[:, 0]] = cue_ids[:, 1]
   table[cue_ids[:, 1]] = cue_ids[:, 0]
   out = text_bert.copy()
@@ -661,10 +662,10 @@ def generate(preset: str, seed: int = 0, scale: float = 1.0,
   cfg = config
   if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
     raise ValueError(f"synthetic scale must be a positive number, got {scale!r}")
-  vocab = pretrained.load_vocab()
-  if len(vocab) != pretrained.BERT_UNCASED_VOCAB_SIZE:
-    raise ValueError(f"{pretrained.bert_uncased_vocab_file()}: expected "
-                     f"{pretrained.BERT_UNCASED_VOCAB_SIZE} tokens, got {len(vocab)}")
+  vocab = load_vocab()
+  if len(vocab) != BERT_UNCASED_VOCAB_SIZE:
+    raise ValueError(f"{bert_uncased_vocab_file()}: expected "
+                     f"{BERT_UNCASED_VOCAB_SIZE} tokens, got {len(vocab)}")
   lexicon = load_vader_lexicon()
   res = build_text_resources(cfg, vocab, lexicon)
   srng = _rng(seed, _STRUCTURE_STREAM)
@@ -740,18 +741,11 @@ def _metadata(cfg: SyntheticConfig, preset: str, seed: int, scale: float, sizes:
 
 def write_synthetic(path: str | os.PathLike, preset: str, seed: int = 0,
                     scale: float = 1.0) -> pathlib.Path:
-  """Generates the benchmark and writes it atomically as a pickle (temp file, then os.replace)."""
+  """Generates the benchmark and writes it atomically as a pickle (`msa_jax.io.atomic_file`)."""
   path = pathlib.Path(path)
   data = generate(preset, seed=seed, scale=scale)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      pickle.dump(data, f, protocol=5)
-    os.replace(tmp, path)
-  except BaseException:
-    pathlib.Path(tmp).unlink(missing_ok=True)
-    raise
+  with atomic_file(path, "wb") as f:
+    pickle.dump(data, f, protocol=5)
   return path
 
 

@@ -1,1 +1,2 @@
-"""Evaluation: metrics, robustness protocols and GEAR's OOD test splits (docs/methods.md §2, §3, §6)."""
+"""Evaluation: predictions and MMSA metrics of a split (`predict`), the final evaluation of selected
+checkpoints (`final`), LNLN's missing-rate sweep (`sweep`) and GEAR's OOD evaluation (`ood`)."""

@@ -36,6 +36,7 @@ import numpy as np
 
 from msa_jax.models.dropout import check_impl as check_dropout_impl
 from msa_jax.models.dropout import dropout
+from msa_jax.text import BERT_UNCASED_VOCAB_SIZE, minilm_dir
 
 Params = Mapping[str, Any]
 
@@ -74,14 +75,14 @@ class BertConfig:
   @classmethod
   def tiny(cls) -> BertConfig:
     """A small randomly initialised encoder for fast CPU runs and tests (bert-base-uncased vocab)."""
-    return cls(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-               intermediate_size=128)
+    return cls(vocab_size=BERT_UNCASED_VOCAB_SIZE, hidden_size=64, num_hidden_layers=2,
+               num_attention_heads=2, intermediate_size=128)
 
   @classmethod
   def bert_base(cls) -> BertConfig:
     """The bert-base shapes (12 layers, hidden 768, 12 heads, intermediate 3072)."""
-    return cls(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-               intermediate_size=3072)
+    return cls(vocab_size=BERT_UNCASED_VOCAB_SIZE, hidden_size=768, num_hidden_layers=12,
+               num_attention_heads=12, intermediate_size=3072)
 
   @classmethod
   def from_hf_json(cls, path: str | os.PathLike) -> BertConfig:
@@ -528,7 +529,6 @@ def encoder_from_preset(name: str, add_pooler: bool = False
   if name == "bert-base":
     return BertConfig.bert_base(), None
   if name == "minilm":
-    from msa_jax.models.pretrained import minilm_dir
     return load_hf_bert(minilm_dir(), add_pooler)
   if name.startswith("path:") and len(name) > len("path:"):
     return load_hf_bert(name[len("path:"):], add_pooler)

@@ -41,7 +41,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from msa_jax.data.split import MODALITIES
+from msa_jax.modalities import MODALITIES
 from msa_jax.models.bert import BertConfig, BertModel
 from msa_jax.models.dropout import check_impl as check_dropout_impl
 from msa_jax.models.dropout import dropout

@@ -1,4 +1,4 @@
-"""Training: state, optimizers, sharding, checkpoints and the loop (`msa_jax.train.run`)."""
+"""Training: state, optimizers, checkpoints and the loop (`msa_jax.train.run`)."""
 
 
 def run(config, workdir: str, mode: str = "train"):

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import ml_collections
 
 from msa_jax.data.split import Split
+from msa_jax.errors import RunConfigError
 from msa_jax.models import bert
 
 T = TypeVar("T")
@@ -21,7 +22,6 @@ def from_config(cls: type[T], section: ml_collections.ConfigDict, name: str, **d
   A key of the section that is not a field of `cls`, or that names a derived field, and a value
   that `cls` refuses raise a one-line `RunConfigError` naming the key.
   """
-  from msa_jax.train.loop import RunConfigError
   fields = {f.name for f in dataclasses.fields(cls)} - set(derived)
   for key in section:
     if key in derived:
@@ -38,7 +38,6 @@ def from_config(cls: type[T], section: ml_collections.ConfigDict, name: str, **d
 
 def text_encoder(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> tuple[bert.BertConfig, Any]:
   """The encoder preset of `config.encoder` (docs/methods.md §8), checked against the data's token ids and length."""
-  from msa_jax.train.loop import RunConfigError
   try:
     enc_cfg, enc_params = bert.encoder_from_preset(config.encoder)
   except (ValueError, FileNotFoundError) as e:

@@ -9,11 +9,13 @@ import ml_collections
 from msa_jax import losses
 from msa_jax.data import pipeline
 from msa_jax.data.split import OOD_SPLITS, Split
-from msa_jax.evaluate import reports
+from msa_jax.errors import RunConfigError
+from msa_jax.evaluate.ood import add_ood_mean, ood_evals
 from msa_jax.metrics import metric_keys
 from msa_jax.models.gear import GEAR, GEARConfig
+from msa_jax.report.tables import aggregate_seeds, split_table
 from msa_jax.train import common, optimizers
-from msa_jax.train.method import EvalSet, Method
+from msa_jax.train.method import Method
 
 CRITERIA = ("Acc_2_mean", "MAE")
 
@@ -27,7 +29,6 @@ def model_config(config: ml_collections.ConfigDict, splits: dict[str, Split], te
 
 
 def _check(config: ml_collections.ConfigDict) -> None:
-  from msa_jax.train.loop import RunConfigError
   g = config.gear
   if g.gmae not in losses.GMAE_KINDS:
     raise RunConfigError(f"config.gear.gmae={g.gmae!r}: expected one of {losses.GMAE_KINDS}")
@@ -68,32 +69,19 @@ def build(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> Method
 
   opt = common.from_config(optimizers.GEAROptimizerConfig, config.optim, "optim")
   tx = optimizers.gear_optimizer(opt)
-  evals = [EvalSet("test")] + [EvalSet(s) for s in OOD_SPLITS if s in splits]
   return Method(name="gear", init_params=init_params, loss_fn=loss_fn, predict_fn=predict_fn, optimizer=tx,
-                selection_metrics=(g.criterion,), valid_rate=None, final_evals=tuple(evals),
+                selection_metrics=(g.criterion,), valid_rate=None, final_evals=ood_evals(splits),
                 patience=g.patience)
 
 
-def _add_ood_mean(results: dict) -> dict:
-  """Adds `ood_mean`: the mean of the OOD splits' metrics (GEAR's headline figure, docs/methods.md §5)."""
-  out = {}
-  for sel, evals in results.items():
-    oods = [evals[s] for s in OOD_SPLITS if s in evals]
-    evals = dict(evals)
-    if oods:
-      evals["ood_mean"] = {m: sum(o[m] for o in oods) / len(oods) for m in oods[0]}
-    out[sel] = evals
-  return out
-
-
 def summarise(config, method: Method, per_seed: dict[str, dict]) -> dict:
-  results = {s: _add_ood_mean(r["results"]) for s, r in per_seed.items()}
+  results = {s: add_ood_mean(r["results"]) for s, r in per_seed.items()}
   return {"method": "gear", "dataset": config.data.dataset, "data": config.data.path,
           "ood": config.data.ood or "planted", "seeds": [int(s) for s in per_seed],
           "selection": list(method.selection_metrics),
           "per_seed": results, "epochs": {s: r["epochs_trained"] for s, r in per_seed.items()},
           "best_valid": {s: r["best"] for s, r in per_seed.items()},
-          "summary": reports.aggregate_seeds(results)}
+          "summary": aggregate_seeds(results)}
 
 
 def _ood_source(ood: str) -> str:
@@ -110,4 +98,4 @@ def markdown(config, method: Method, summary: dict) -> str:
           f"Seeds {summary['seeds']} (mean ± std over seeds; accuracies and F1 in %). Checkpoint selected "
           f"on the validation split by {sel}; `test` is the IID test split; OOD splits: "
           f"{_ood_source(summary['ood'])}.\n\n")
-  return head + reports.split_table(table, keys, rows, n) + "\n"
+  return head + split_table(table, keys, rows, n) + "\n"

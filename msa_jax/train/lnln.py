@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import jax
 import ml_collections
-import numpy as np
 
 from msa_jax import losses
 from msa_jax.data import masking, pipeline
 from msa_jax.data.split import Split
-from msa_jax.evaluate import reports
+from msa_jax.errors import RunConfigError
+from msa_jax.evaluate.sweep import PAPER_COLUMNS, per_rate_table, sweep_evals
 from msa_jax.models.lnln import LNLN, LNLNConfig
+from msa_jax.report.tables import mean_std, rows_table
 from msa_jax.train import common, optimizers
-from msa_jax.train.method import EvalSet, Method
+from msa_jax.train.method import Method
 
 # Selection metrics (docs/methods.md §4): one checkpoint each; F1 is read from its accuracy's checkpoint.
 SELECTION = {
@@ -20,11 +21,6 @@ SELECTION = {
     "sims": ("Mult_acc_2", "Mult_acc_3", "Mult_acc_5", "MAE", "Corr"),
 }
 SELECTION["mosei"] = SELECTION["mosi"]
-# Which checkpoint a reported metric is read from.
-READ_FROM = {"Has0_F1_score": "Has0_acc_2", "Non0_F1_score": "Non0_acc_2", "F1_score": "Mult_acc_2"}
-# Column order of the paper's per-rate tables (Acc-2 / F1 as Non0 then Has0, docs/methods.md §3); shared with
-# scripts/report.py, so it lives in evaluate/reports.py.
-PAPER_COLUMNS = reports.LNLN_PAPER_COLUMNS
 
 
 def sweep_rates(config: ml_collections.ConfigDict) -> list[float]:
@@ -43,7 +39,6 @@ def model_config(config: ml_collections.ConfigDict, splits: dict[str, Split], te
 
 def build(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> Method:
   """The LNLN `Method` for `config` and the data shapes of `splits`."""
-  from msa_jax.train.loop import RunConfigError
   try:
     rates = sweep_rates(config)
   except ValueError:
@@ -76,19 +71,8 @@ def build(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> Method
   return Method(name="lnln", init_params=init_params, loss_fn=loss_fn, predict_fn=predict_fn,
                 optimizer=optimizers.lnln_optimizer(schedule, opt.weight_decay),
                 selection_metrics=SELECTION[config.data.dataset], valid_rate=config.lnln.valid_missing_rate,
-                final_evals=tuple(EvalSet("test", r) for r in rates), mask_seed=config.mask_seed,
+                final_evals=sweep_evals(rates), mask_seed=config.mask_seed,
                 eval_rates_per_pass=config.eval_rates_per_pass)
-
-
-def per_rate_table(results: dict, dataset: str, rates: list[float]) -> dict[str, dict[str, float]]:
-  """One seed's paper table: {"0.0": {metric: value}, ..., "mean": {...}}; each metric read from
-  the checkpoint selected for it (F1 from its accuracy's)."""
-  table = {}
-  for r in rates:
-    ev = f"test@{r:.1f}"
-    table[f"{r:.1f}"] = {m: results[READ_FROM.get(m, m)][ev][m] for m in PAPER_COLUMNS[dataset]}
-  table["mean"] = {m: float(np.mean([table[f"{r:.1f}"][m] for r in rates])) for m in PAPER_COLUMNS[dataset]}
-  return table
 
 
 def summarise(config, method: Method, per_seed: dict[str, dict]) -> dict:
@@ -96,7 +80,7 @@ def summarise(config, method: Method, per_seed: dict[str, dict]) -> dict:
   dataset = config.data.dataset
   tables = {s: per_rate_table(r["results"], dataset, rates) for s, r in per_seed.items()}
   rows = list(next(iter(tables.values())))
-  summary = {row: {m: dict(zip(("mean", "std"), reports.mean_std([tables[s][row][m] for s in tables])))
+  summary = {row: {m: dict(zip(("mean", "std"), mean_std([tables[s][row][m] for s in tables])))
                    for m in PAPER_COLUMNS[dataset]} for row in rows}
   return {"method": "lnln", "dataset": dataset, "data": config.data.path, "seeds": [int(s) for s in per_seed],
           "selection": list(method.selection_metrics), "valid_missing_rate": config.lnln.valid_missing_rate,
@@ -114,4 +98,5 @@ def markdown(config, method: Method, summary: dict) -> str:
           f"{summary['seeds']} (mean ± std over seeds). Each metric is read from the checkpoint selected for "
           f"it on the validation split at r = {summary['valid_missing_rate']} (F1 from its accuracy's). "
           "Accuracies and F1 in %; Acc-2/F1 as Non0 (negative/positive) and Has0 (negative/non-negative).\n\n")
-  return head + reports.rows_table(summary["table"], PAPER_COLUMNS[dataset], rows, "r", len(summary["seeds"])) + "\n"
+  table = rows_table(summary["table"], PAPER_COLUMNS[dataset], rows, "r", len(summary["seeds"]))
+  return head + table + "\n"

@@ -7,7 +7,7 @@
    save the latest composite checkpoint (state + data iterator + history), stop early if the
    method asks for it;
 3. evaluate every selected checkpoint on the method's final evaluation sets (test only; the test
-   split is never used for selection, docs/methods.md §9).
+   split is never used for selection, docs/methods.md §9) with `msa_jax.evaluate`.
 Then results of all seeds and their mean ± std are written to `results.json` / `results.md`.
 
 Re-running the same command resumes from the latest checkpoint, or reports that the run is
@@ -28,14 +28,20 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 
+from msa_jax import data
 from msa_jax import metrics as metrics_lib
+from msa_jax import sharding, xla
+from msa_jax.data import ood as ood_lib
 from msa_jax.data import pipeline
-from msa_jax.data.split import Split
-from msa_jax.evaluate import reports
+from msa_jax.data.split import OOD_SPLITS, Split
+from msa_jax.errors import NonFiniteLossError, RunConfigError
+from msa_jax.evaluate.final import final_evaluation
+from msa_jax.evaluate.predict import bind, evaluate, make_predict
+from msa_jax.io import to_jsonable, write_json_atomic, write_text_atomic
+from msa_jax.text import BERT_UNCASED_VOCAB_SIZE
 from msa_jax.train import checkpoints as ckpt_lib
-from msa_jax.train import sharding, xla
+from msa_jax.train import methods
 from msa_jax.train.logging import MetricWriter
 from msa_jax.train.method import Method
 from msa_jax.train.state import TrainState, create_state, make_seeds_train_step, make_train_step
@@ -44,14 +50,6 @@ from msa_jax.train.state import TrainState, create_state, make_seeds_train_step,
 # seed trains in its own seed_N directory: adding seeds to a finished run trains only the new ones
 # and rewrites results.json (and config.json's seed list) for the new list.
 _RESUMABLE_KEYS = frozenset({"progress", "log_every_steps", "seeds"})
-
-
-class RunConfigError(ValueError):
-  """A config or workdir problem a user can fix (bad value, a workdir holding another run)."""
-
-
-class NonFiniteLossError(FloatingPointError):
-  """Training produced a non-finite loss; the message names the step and the last good checkpoint."""
 
 
 def parse_seeds(seeds: Any) -> tuple[int, ...]:
@@ -115,14 +113,13 @@ def record_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> N
       saved = json.load(f)
     if parse_seeds(saved.get("seeds")) == parse_seeds(config.seeds):
       return
-  reports.write_json_atomic(path, _config_dict(config))
+  write_json_atomic(path, _config_dict(config))
 
 
 # ---- data ---------------------------------------------------------------------------------------------
 
 def load_data(config: ml_collections.ConfigDict) -> dict[str, Split]:
   """The splits named by `config.data`, generating the synthetic benchmark on first use."""
-  from msa_jax.data import mmsa
   path = pathlib.Path(config.data.path).expanduser()
   if not path.exists():
     if config.data.synthetic:
@@ -135,15 +132,13 @@ def load_data(config: ml_collections.ConfigDict) -> dict[str, Split]:
       raise RunConfigError(f"config.data.path={str(path)!r} does not exist (an MMSA .pkl file, a GEAR "
                            "split directory or a directory from scripts/convert_data.py is expected)")
   # Every synthetic preset uses the bert-base-uncased vocabulary, SIMS-shaped ones included (docs/methods.md §7).
-  vocab_size = 30522 if config.data.synthetic else None
-  splits = mmsa.load_mmsa(path, dataset=config.data.dataset, vocab_size=vocab_size)
+  vocab_size = BERT_UNCASED_VOCAB_SIZE if config.data.synthetic else None
+  splits = data.load(path, dataset=config.data.dataset, vocab_size=vocab_size)
   # Only the configs of methods that evaluate OOD splits (GEAR) have `data.ood`.
   ood = config.data.ood if "ood" in config.data else ""
   if ood and ood != "planted":
     # The named file decides the OOD splits: splits the data file carries (planted synthetic ones,
     # a GEAR directory's released ones) are replaced, not mixed with the file's.
-    from msa_jax.data.split import OOD_SPLITS
-    from msa_jax.evaluate import ood as ood_lib
     try:
       indices = ood_lib.load_ood_json(pathlib.Path(ood).expanduser(), len(splits["test"]))
     except (ValueError, FileNotFoundError) as e:
@@ -164,67 +159,6 @@ def check_batches(config: ml_collections.ConfigDict, splits: dict[str, Split], m
     raise RunConfigError(f"config.max_epochs={config.max_epochs}: expected >= 1")
 
 
-# ---- evaluation ------------------------------------------------------------------------------------
-
-def make_predict(method: Method, mesh, rates_per_pass: int | None = None, seeds_axis: bool = False) -> Any:
-  """One compiled program for the method's prediction at every missing rate:
-  (params, batch, key, rates) -> (R, B), or with `seeds_axis` (params stacked over seeds, see
-  `train_seeds_together`) -> (S, R, B).
-
-  `rates_per_pass` rates are vmapped together and the passes run in sequence inside the program
-  (`jax.lax.map(..., batch_size=rates_per_pass)`), which bounds the evaluation memory at large frame
-  counts (MOSEI-shaped LNLN at batch 64: about 1.9 GiB per rate in flight, measured); None vmaps
-  all rates at once.
-  """
-  def fn(params, batch, key, rates):
-    one = lambda r: method.predict_fn(params, batch, key, r)
-    if rates_per_pass is None:
-      return jax.vmap(one)(rates)
-    return jax.lax.map(one, rates, batch_size=rates_per_pass)
-
-  repl = sharding.replicated(mesh)
-  lead = (None, None) if seeds_axis else (None,)
-  return jax.jit(jax.vmap(fn, in_axes=(0, None, None, None)) if seeds_axis else fn,
-                 in_shardings=(repl, sharding.batch_sharded(mesh), repl, repl),
-                 out_shardings=NamedSharding(mesh, P(*lead, sharding.DATA_AXIS)),
-                 compiler_options=xla.compiler_options())
-
-
-def predict_split(predict, params: Any, split: Split, batch_size: int, mesh, key: jax.Array,
-                  rates: list[float], desc: str | None = None) -> np.ndarray:
-  """Predictions (R, N) — (S, R, N) from a `seeds_axis` program — for every sample of `split` at
-  each missing rate, in split order. `desc`: show a progress bar over the batches."""
-  ds = pipeline.eval_dataset(split, batch_size, process_index=jax.process_index(),
-                             process_count=jax.process_count())
-  rates_arr = jnp.asarray(rates, jnp.float32)
-  out = []
-  batches = pipeline.iterate(ds)
-  if desc is not None:
-    from tqdm.auto import tqdm
-    batches = tqdm(batches, total=len(ds), desc=desc, leave=False)
-  for local in batches:
-    batch = sharding.put_batch(local, mesh)
-    out.append(sharding.to_host(predict(params, batch, key, rates_arr)))
-  return np.concatenate(out, axis=-1)[..., :len(split)]
-
-
-def evaluate(predict, params, split: Split, batch_size: int, mesh, key, rates: list[float],
-             dataset: str, desc: str | None = None) -> list:
-  """MMSA metrics of `split` at each rate (one compiled program covers all rates): a list over
-  rates, or from a `seeds_axis` program a list over seeds of lists over rates."""
-  preds = predict_split(predict, params, split, batch_size, mesh, key, rates, desc)
-  per_rate = lambda p: [with_derived(metrics_lib.mmsa_metrics(r, split.labels, dataset)) for r in p]
-  return [per_rate(p) for p in preds] if preds.ndim == 3 else per_rate(preds)
-
-
-def with_derived(m: dict[str, float]) -> dict[str, float]:
-  """Adds `Acc_2_mean` = mean(Has0_acc_2, Non0_acc_2), GEAR's default selection criterion (docs/methods.md §5)."""
-  if "Has0_acc_2" in m:
-    m = dict(m)
-    m["Acc_2_mean"] = 0.5 * (m["Has0_acc_2"] + m["Non0_acc_2"])
-  return m
-
-
 # ---- one seed ------------------------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -239,7 +173,7 @@ class History:
   epochs: list = dataclasses.field(default_factory=list)
 
   def to_json(self) -> dict:
-    return reports._jsonable(dataclasses.asdict(self))
+    return to_jsonable(dataclasses.asdict(self))
 
   @classmethod
   def from_json(cls, d: dict) -> "History":
@@ -323,14 +257,15 @@ def train_seed(config: ml_collections.ConfigDict, method: Method, splits: dict[s
                                     process_index=jax.process_index(), process_count=jax.process_count())
   run = SeedRun.open(config, method, seed, seed_dir)
   try:
-    state = init_state_fn(method, mesh)(run.k_init, sharding.put_batch(train_ds[0], mesh))
+    example = sharding.put_batch(pipeline.device_arrays(train_ds[0]), mesh)
+    state = init_state_fn(method, mesh)(run.k_init, example)
     abstract_state = ckpt_lib.abstract(state)
     data_state = None
     if run.ckpts.latest_step() is not None:
       state, data_state, meta = run.ckpts.restore_latest(abstract_state)
       run.history = History.from_json(meta)
       _print_resumed(run, int(state.step))
-    predict = make_predict(method, mesh, method.eval_rates_per_pass)
+    predict = make_predict(method.predict_fn, mesh, method.eval_rates_per_pass)
     if mode == "train":
       state = _train_epochs(config, method, splits, mesh, run, state, train_ds, data_state, predict, k_eval)
     return _finish_seed(config, method, splits, mesh, run, abstract_state, predict, k_eval)
@@ -345,12 +280,14 @@ def _print_resumed(run: SeedRun, step: int) -> None:
 
 def _finish_seed(config, method, splits, mesh, run: SeedRun, abstract_state, predict, k_eval) -> dict:
   """Evaluates the seed's selected checkpoints and writes its results.json; returns the record."""
-  results = _final_evaluation(config, method, splits, mesh, run.ckpts, abstract_state, predict, k_eval,
-                              config.data.dataset)
+  results = final_evaluation(method.final_evals, method.selection_metrics, splits, run.ckpts,
+                             abstract_state.params,
+                             lambda params, rates: bind(predict, params, mesh, k_eval, rates),
+                             config.eval_batch_size, config.data.dataset, _show_progress(config))
   record = {"seed": run.seed, "epochs_trained": run.history.epoch, "stopped_early": run.history.stopped,
             "best": run.history.best, "results": results}
   if jax.process_index() == 0:
-    reports.write_json_atomic(run.directory / "results.json", record)
+    write_json_atomic(run.directory / "results.json", record)
   return record
 
 
@@ -383,7 +320,8 @@ def _train_epochs(config, method, splits, mesh, run: SeedRun, state, train_ds, d
     bar = _progress(config, f"seed {run.seed} epoch {epoch}/{config.max_epochs}", spe)
     for i in bar:
       step = int(state.step)
-      state, m = step_fn(state, sharding.put_batch(next(it), mesh), run.k_train)
+      batch = sharding.put_batch(pipeline.device_arrays(next(it)), mesh)
+      state, m = step_fn(state, batch, run.k_train)
       loss = float(m["loss"])
       if i == 0:
         xla.release_host_memory()  # what the first step's compile freed
@@ -396,8 +334,8 @@ def _train_epochs(config, method, splits, mesh, run: SeedRun, state, train_ds, d
       bar.set_postfix(loss=f"{loss:.4f}")
     train_time = time.perf_counter() - t0
     t1 = time.perf_counter()
-    val = evaluate(predict, state.params, splits["valid"], config.eval_batch_size, mesh, k_eval,
-                   [_valid_rate(method)], config.data.dataset)[0]
+    val = evaluate(bind(predict, state.params, mesh, k_eval, [_valid_rate(method)]),
+                   splits["valid"], config.eval_batch_size, config.data.dataset)[0]
     xla.release_host_memory()
     _end_epoch(method, run, epoch, val, state, pipeline.iterator_state(it),
                {k: v / spe for k, v in aux_sum.items()}, float(np.mean(losses)),
@@ -422,7 +360,7 @@ def _end_epoch(method: Method, run: SeedRun, epoch: int, val: dict[str, float], 
               if history.best[m]["epoch"] is None or metrics_lib.is_better(m, val[m], history.best[m]["value"])]
   for metric in improved:
     history.best[metric] = {"value": val[metric], "epoch": epoch}
-  run.ckpts.save_best(improved, epoch, state.params, {"epoch": epoch, "valid": reports._jsonable(val)})
+  run.ckpts.save_best(improved, epoch, state.params, {"epoch": epoch, "valid": to_jsonable(val)})
   if method.patience is not None:
     if _improves_patience(primary, val[primary], history.patience_best):
       history.patience_best, history.bad_epochs = val[primary], 0
@@ -506,7 +444,7 @@ def train_seeds_together(config: ml_collections.ConfigDict, method: Method, spli
   k_eval = jax.random.key(method.mask_seed)
   train_ds = pipeline.train_dataset(splits["train"], config.batch_size, data_order_seed(config, seeds[0]),
                                     process_index=jax.process_index(), process_count=jax.process_count())
-  example = sharding.put_batch(train_ds[0], mesh)
+  example = sharding.put_batch(pipeline.device_arrays(train_ds[0]), mesh)
   runs = [SeedRun.open(config, method, s, workdir / f"seed_{s}") for s in seeds]
   try:
     init = init_state_fn(method, mesh)
@@ -516,7 +454,7 @@ def train_seeds_together(config: ml_collections.ConfigDict, method: Method, spli
     if any(run.history.active(config.max_epochs) for run in runs):
       _train_epochs_together(config, method, splits, mesh, runs, _stack(mesh, states), train_ds,
                              data_state, k_eval)
-    predict = make_predict(method, mesh, method.eval_rates_per_pass)
+    predict = make_predict(method.predict_fn, mesh, method.eval_rates_per_pass)
     return {str(run.seed): _finish_seed(config, method, splits, mesh, run, abstract_state, predict, k_eval)
             for run in runs}
   finally:
@@ -527,7 +465,7 @@ def train_seeds_together(config: ml_collections.ConfigDict, method: Method, spli
 def _train_epochs_together(config, method, splits, mesh, runs: list[SeedRun], states, train_ds, data_state,
                            k_eval) -> None:
   step_fn = train_step_fn(method, mesh, seeds_axis=True)
-  predict = make_predict(method, mesh, method.eval_rates_per_pass, seeds_axis=True)
+  predict = make_predict(method.predict_fn, mesh, method.eval_rates_per_pass, seeds_axis=True)
   it = pipeline.restore_iterator(train_ds, data_state)
   spe = pipeline.steps_per_epoch(len(splits["train"]), config.batch_size)
   log_every = int(config.log_every_steps)
@@ -545,7 +483,8 @@ def _train_epochs_together(config, method, splits, mesh, runs: list[SeedRun], st
     bar = _progress(config, f"seeds {names} epoch {epoch}/{config.max_epochs}", spe)
     for j in bar:
       steps = np.asarray(states.step)
-      states, m = step_fn(states, sharding.put_batch(next(it), mesh), keys, active)
+      batch = sharding.put_batch(pipeline.device_arrays(next(it)), mesh)
+      states, m = step_fn(states, batch, keys, active)
       m = {k: np.asarray(v) for k, v in m.items()}
       if j == 0:
         xla.release_host_memory()  # what the first step's compile freed
@@ -560,8 +499,8 @@ def _train_epochs_together(config, method, splits, mesh, runs: list[SeedRun], st
       bar.set_postfix(loss=" ".join(f"{m['loss'][i]:.4f}" for i in training))
     train_time = time.perf_counter() - t0
     t1 = time.perf_counter()
-    vals = evaluate(predict, states.params, splits["valid"], config.eval_batch_size, mesh, k_eval,
-                    [_valid_rate(method)], config.data.dataset)
+    vals = evaluate(bind(predict, states.params, mesh, k_eval, [_valid_rate(method)]),
+                    splits["valid"], config.eval_batch_size, config.data.dataset)
     xla.release_host_memory()
     valid_time = time.perf_counter() - t1
     data_state = pipeline.iterator_state(it)
@@ -570,38 +509,6 @@ def _train_epochs_together(config, method, splits, mesh, runs: list[SeedRun], st
       _end_epoch(method, runs[i], epoch, vals[i][0], take(states, i), data_state,
                  {k: float(v[i]) / spe for k, v in aux_sum.items()}, float(mean_loss[i]),
                  train_time, valid_time, config.max_epochs)
-
-
-def _final_evaluation(config, method, splits, mesh, ckpts, abstract_state, predict, k_eval, dataset) -> dict:
-  """Every selected checkpoint on every final evaluation set: {selection: {eval: metrics}}.
-
-  Selection metrics whose best epoch coincides share one checkpoint, so it is evaluated once.
-  """
-  groups: dict[str, list[float | None]] = {}
-  for ev in method.final_evals:
-    groups.setdefault(ev.split, []).append(ev.rate)
-  for split_name in groups:
-    if split_name not in splits:
-      raise RunConfigError(f"evaluation split {split_name!r} is not in the data (have {sorted(splits)})")
-  by_epoch: dict[int, dict] = {}
-  results: dict[str, dict] = {}
-  for metric in method.selection_metrics:
-    epoch = ckpts.best_epoch(metric)
-    if epoch is None:
-      raise RunConfigError(f"no selected checkpoint for {metric!r} in {ckpts.directory}: train first "
-                           "(--mode=train)")
-    if epoch not in by_epoch:
-      params, _ = ckpts.restore_best(metric, abstract_state.params)
-      evals = {}
-      for split_name, rates in groups.items():
-        real = [0.0 if r is None else r for r in rates]
-        desc = f"{ckpts.directory.parent.name} {split_name} ({len(real)} rates), checkpoint of epoch {epoch}"
-        for r, m in zip(rates, evaluate(predict, params, splits[split_name], config.eval_batch_size, mesh,
-                                        k_eval, real, dataset, desc if _show_progress(config) else None)):
-          evals[split_name if r is None else f"{split_name}@{r:.1f}"] = m
-      by_epoch[epoch] = evals
-    results[metric] = by_epoch[epoch]
-  return results
 
 
 # ---- the whole run -------------------------------------------------------------------------------
@@ -613,7 +520,6 @@ def _finished_seeds(results_path: pathlib.Path) -> tuple[int, ...]:
 
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, mode: str = "train") -> dict:
   """Trains and evaluates every seed of `config.seeds` in `workdir`; returns the summary dict."""
-  from msa_jax.train import methods
   if mode not in ("train", "eval"):
     raise RunConfigError(f"--mode={mode!r}: expected 'train' or 'eval'")
   workdir = pathlib.Path(workdir).expanduser().absolute()
@@ -642,7 +548,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, mode: st
                 for seed in seeds}
   summary = methods.summarise(config, method, per_seed)
   if jax.process_index() == 0:
-    reports.write_json_atomic(results_path, summary)
-    reports.write_text_atomic(workdir / "results.md", methods.markdown(config, method, summary))
+    write_json_atomic(results_path, summary)
+    write_text_atomic(workdir / "results.md", methods.markdown(config, method, summary))
     print(f"[msa_jax] results: {results_path}\n" + methods.markdown(config, method, summary), flush=True)
   return summary

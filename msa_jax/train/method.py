@@ -8,17 +8,7 @@ from typing import Any, Callable
 import jax
 import optax
 
-
-@dataclasses.dataclass(frozen=True)
-class EvalSet:
-  """One evaluation of the final report: a split, and the missing rate applied to it (None: none)."""
-
-  split: str
-  rate: float | None = None
-
-  @property
-  def name(self) -> str:
-    return self.split if self.rate is None else f"{self.split}@{self.rate:.1f}"
+from msa_jax.evaluate.sets import EvalSet
 
 
 @dataclasses.dataclass(frozen=True)

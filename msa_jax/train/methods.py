@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import importlib
-
 import ml_collections
 
 from msa_jax.data.split import Split
+from msa_jax.errors import RunConfigError
+from msa_jax.train import gear, lnln
 from msa_jax.train.method import Method
 
-METHODS = ("lnln", "gear")
+METHODS = {"lnln": lnln, "gear": gear}
 
 
 def _module(config: ml_collections.ConfigDict):
   name = config.method
   if name not in METHODS:
-    from msa_jax.train.loop import RunConfigError
-    raise RunConfigError(f"config.method={name!r}: expected one of {METHODS}")
-  return importlib.import_module(f"msa_jax.train.{name}")
+    raise RunConfigError(f"config.method={name!r}: expected one of {tuple(METHODS)}")
+  return METHODS[name]
 
 
 def build(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> Method:

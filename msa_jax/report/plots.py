@@ -9,12 +9,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import pathlib
-import tempfile
 from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+
+from msa_jax.io import atomic_file
 
 RAW_METRICS = frozenset({"MAE", "Corr"})
 
@@ -127,15 +127,6 @@ def gear_bars_figure(series: Sequence[Series], splits: Sequence[str], metrics: S
 
 
 def save_png_atomic(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> None:
-  """Writes `fig` as a PNG via a temporary file in the same directory and `os.replace`."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.png")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      fig.savefig(f, format="png", dpi=dpi)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  """Writes `fig` as a PNG atomically (`msa_jax.io.atomic_file`)."""
+  with atomic_file(path, "wb", suffix=".tmp.png") as f:
+    fig.savefig(f, format="png", dpi=dpi)

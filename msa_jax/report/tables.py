@@ -1,4 +1,4 @@
-"""Results files of a run: atomic writes, seed aggregation, and the markdown tables.
+"""Results tables of a run: seed aggregation and the markdown tables.
 
 A run directory holds `results.json` (machine-readable: every metric of every selected checkpoint
 on every evaluation set, per seed, plus mean and std over seeds) and `results.md` (the same as
@@ -7,59 +7,10 @@ tables: LNLN's per-rate layout of the paper, GEAR's IID / OOD layout).
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import pathlib
-import tempfile
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-
-# Column order of the LNLN paper's per-rate tables (Tables 9, 10): Acc-2 / F1 as Non0 then Has0, the
-# paper's "negative/positive / negative/non-negative" order (docs/methods.md §3). Used by the training report
-# (msa_jax.train.lnln) and scripts/report.py.
-LNLN_PAPER_COLUMNS = {
-    "mosi": ("Mult_acc_7", "Mult_acc_5", "Non0_acc_2", "Has0_acc_2", "Non0_F1_score", "Has0_F1_score", "MAE",
-             "Corr"),
-    "sims": ("Mult_acc_5", "Mult_acc_3", "Mult_acc_2", "F1_score", "MAE", "Corr"),
-}
-LNLN_PAPER_COLUMNS["mosei"] = LNLN_PAPER_COLUMNS["mosi"]
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-  """Writes `text` to `path` via a temporary file in the same directory and `os.replace`, so a
-  reader never sees a half-written file and an existing file survives a failed write."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-
-
-def _jsonable(x: Any) -> Any:
-  if isinstance(x, dict):
-    return {str(k): _jsonable(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_jsonable(v) for v in x]
-  if isinstance(x, (np.floating, float)):
-    return None if math.isnan(float(x)) else float(x)
-  if isinstance(x, np.integer):
-    return int(x)
-  return x
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-  """JSON with NaN written as null (strict JSON), atomically."""
-  write_text_atomic(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def _num(v: Any) -> float:

@@ -1,0 +1,10 @@
+"""Errors of a run that a user can act on; the command line prints them as one line."""
+
+
+class RunConfigError(ValueError):
+  """A config or workdir problem a user can fix (bad value, a workdir holding another run)."""
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Training produced a non-finite loss; the message names the step and the last good
+  checkpoint."""
