@@ -8,7 +8,8 @@ function-level ones included. The layers:
 - data imports no models / train / evaluate / report / reference;
 - models import no data / train / evaluate / report;
 - evaluate imports no train / report; report imports no train;
-- reference (conversion of the authors' checkpoints) imports no data / train / evaluate / report.
+- reference (conversion of the authors' checkpoints) imports no data / train / evaluate / report;
+- bench (speed and memory measurement) sits on top, like the scripts: nothing imports it.
 """
 
 from __future__ import annotations
@@ -21,20 +22,21 @@ import pytest
 
 PACKAGE = "msa_jax"
 ROOT = pathlib.Path(__file__).resolve().parents[1] / PACKAGE
-LAYERS = ("data", "models", "train", "evaluate", "report", "reference")
+LAYERS = ("data", "models", "train", "evaluate", "report", "reference", "bench")
 ALL = frozenset(LAYERS) | {"utility", "metrics", "losses"}
 # Layer -> the layers it must not import.
 FORBIDDEN = {
     "utility": ALL - {"utility"},
     "metrics": ALL,
     "losses": ALL,
-    "data": frozenset({"models", "train", "evaluate", "report", "reference"}),
-    "models": frozenset({"data", "train", "evaluate", "report"}),
-    "evaluate": frozenset({"train", "report"}),
-    "report": frozenset({"train"}),
-    "reference": frozenset({"data", "train", "evaluate", "report"}),
-    "train": frozenset(),
-    "package": frozenset(),
+    "data": frozenset({"models", "train", "evaluate", "report", "reference", "bench"}),
+    "models": frozenset({"data", "train", "evaluate", "report", "bench"}),
+    "evaluate": frozenset({"train", "report", "bench"}),
+    "report": frozenset({"train", "bench"}),
+    "reference": frozenset({"data", "train", "evaluate", "report", "bench"}),
+    "train": frozenset({"bench"}),
+    "bench": frozenset(),
+    "package": frozenset({"bench"}),
 }
 # What metrics (plain numpy) and losses (pure JAX) may import besides the standard library.
 THIRD_PARTY_ALLOWED = {"metrics": {"numpy"}, "losses": {"jax"}}
