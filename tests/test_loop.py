@@ -70,12 +70,12 @@ def _latest(seed_dir, method):
 
 def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path):
   splits, mesh, method = _splits(), sharding.make_mesh(), _method()
-  loop.train_seed(_config(4), method, splits, mesh, 7, tmp_path / "straight")
-  loop.train_seed(_config(2), method, splits, mesh, 7, tmp_path / "resumed")
-  record = loop.train_seed(_config(4), method, splits, mesh, 7, tmp_path / "resumed")
+  loop.train_seeds(_config(4), method, splits, mesh, (7,), tmp_path / "straight")
+  loop.train_seeds(_config(2), method, splits, mesh, (7,), tmp_path / "resumed")
+  record = loop.train_seeds(_config(4), method, splits, mesh, (7,), tmp_path / "resumed")["7"]
   assert record["epochs_trained"] == 4
-  a, data_a, meta_a = _latest(tmp_path / "straight", method)
-  b, data_b, meta_b = _latest(tmp_path / "resumed", method)
+  a, data_a, meta_a = _latest(tmp_path / "straight" / "seed_7", method)
+  b, data_b, meta_b = _latest(tmp_path / "resumed" / "seed_7", method)
   assert int(a.step) == int(b.step) == 20 and data_a == data_b
   for x, y in zip(jax.tree.leaves((a.params, a.opt_state)), jax.tree.leaves((b.params, b.opt_state))):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
@@ -85,14 +85,15 @@ def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path):
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
   with pytest.raises(errors.NonFiniteLossError, match=r"non-finite loss nan at step 12 .*epoch 3.*last good "
                      r"checkpoint is step 10"):
-    loop.train_seed(_config(5), _method(nan_from_step=12), _splits(), sharding.make_mesh(), 0, tmp_path)
-  state, _, meta = _latest(tmp_path, _method())
+    loop.train_seeds(_config(5), _method(nan_from_step=12), _splits(), sharding.make_mesh(), (0,), tmp_path)
+  state, _, meta = _latest(tmp_path / "seed_0", _method())
   assert int(state.step) == 10 and meta["epoch"] == 2
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
 
 
 def test_early_stopping_counts_epochs_without_improvement(tmp_path):
-  record = loop.train_seed(_config(10), _method(lr=0.0, patience=2), _splits(), sharding.make_mesh(), 0, tmp_path)
+  record = loop.train_seeds(_config(10), _method(lr=0.0, patience=2), _splits(), sharding.make_mesh(), (0,),
+                            tmp_path)["0"]
   # lr 0: epoch 1 sets the best MAE, epochs 2 and 3 do not improve it, patience 2 stops after epoch 3.
   assert record["epochs_trained"] == 3 and record["stopped_early"]
   assert record["best"]["MAE"]["epoch"] == 1
@@ -156,12 +157,12 @@ def together_and_separate(tmp_path_factory):
   method = _method(lr=0.05, patience=1, grad_noise=2.0, random_init=True)
   config = _config(12, ",".join(map(str, SEEDS)))
   config.vmap_seeds = True
-  together = loop.train_seeds_together(config, method, splits, mesh, SEEDS, root / "together")
+  together = loop.train_seeds(config, method, splits, mesh, SEEDS, root / "together")
   separate = {}
   for seed in SEEDS:
     c = _config(12, str(seed))
     c.data_seed = SEEDS[0]
-    separate[seed] = loop.train_seed(c, method, splits, mesh, seed, root / "separate" / f"seed_{seed}")
+    separate[seed] = loop.train_seeds(c, method, splits, mesh, (seed,), root / "separate")[str(seed)]
   return root, method, splits, together, separate
 
 
@@ -190,7 +191,7 @@ def test_seeds_trained_together_resume_exactly_even_after_a_kill_between_seed_sa
   work = root / "resumed"
   short = _config(2, config.seeds)
   short.vmap_seeds = True
-  loop.train_seeds_together(short, method, splits, mesh, SEEDS, work)
+  loop.train_seeds(short, method, splits, mesh, SEEDS, work)
   # A kill after seed 3 saved epoch 2 but before seeds 5 and 8 did: their latest is epoch 1.
   for seed in SEEDS[1:]:
     ck = checkpoints.Checkpoints(work / f"seed_{seed}" / "checkpoints", method.selection_metrics)
@@ -198,7 +199,7 @@ def test_seeds_trained_together_resume_exactly_even_after_a_kill_between_seed_sa
     ck.close()
     lines = (work / f"seed_{seed}" / "metrics.jsonl").read_text().splitlines()
     (work / f"seed_{seed}" / "metrics.jsonl").write_text(lines[0] + "\n")
-  loop.train_seeds_together(config, method, splits, mesh, SEEDS, work)
+  loop.train_seeds(config, method, splits, mesh, SEEDS, work)
   for seed in SEEDS:
     history = _latest(work / f"seed_{seed}", method)[2]
     straight = _latest(root / "together" / f"seed_{seed}", method)[2]

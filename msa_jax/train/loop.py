@@ -159,7 +159,7 @@ def check_batches(config: ml_collections.ConfigDict, splits: dict[str, Split], m
     raise RunConfigError(f"config.max_epochs={config.max_epochs}: expected >= 1")
 
 
-# ---- one seed ------------------------------------------------------------------------------------
+# ---- training: one seed, or several in one program (config.vmap_seeds) ------------------------
 
 @dataclasses.dataclass
 class History:
@@ -249,28 +249,87 @@ def train_step_fn(method: Method, mesh, seeds_axis: bool = False):
                  compiler_options=xla.compiler_options())
 
 
-def train_seed(config: ml_collections.ConfigDict, method: Method, splits: dict[str, Split], mesh,
-               seed: int, seed_dir: pathlib.Path, mode: str = "train") -> dict:
-  """Trains (unless mode == "eval") and evaluates one seed; returns its results and writes them."""
+def train_seeds(config: ml_collections.ConfigDict, method: Method, splits: dict[str, Split], mesh,
+                seeds: tuple[int, ...], workdir: pathlib.Path, mode: str = "train") -> dict[str, dict]:
+  """Trains (unless mode == "eval") and evaluates every seed in its `workdir/seed_N` directory;
+  returns {seed: record}. With `config.vmap_seeds` the seeds train together in one program on one
+  shared data order (`data_order_seed`); otherwise, and to evaluate, one after another."""
+  if mode == "train" and len(seeds) > 1 and config.vmap_seeds:
+    print(f"[msa_jax] seeds {','.join(map(str, seeds))} train together (vmap_seeds) on the data order "
+          f"of seed {data_order_seed(config, seeds[0])}", flush=True)
+    groups = [seeds]
+  else:
+    groups = [(seed,) for seed in seeds]
+  records = {}
+  for group in groups:
+    records.update(_train_group(config, method, splits, mesh, group, workdir, mode))
+  return records
+
+
+def _train_group(config: ml_collections.ConfigDict, method: Method, splits: dict[str, Split], mesh,
+                 seeds: tuple[int, ...], workdir: pathlib.Path, mode: str) -> dict[str, dict]:
+  """Trains (unless mode == "eval") and evaluates `seeds` in one program; returns {seed: record}.
+
+  One seed trains on its own state. Several train as one stack (`jax.vmap` over parameters,
+  optimizer state and keys; the batches are shared) and each keeps its own `seed_N` directory
+  exactly as a separate run would: validation history, best checkpoints per selection metric,
+  latest checkpoints (its slice of the stacked state), metrics and results. A seed that stops early
+  is frozen (its updates are masked out) while the others go on; results equal separate runs with
+  the same data order up to float rounding.
+  """
   k_eval = jax.random.key(method.mask_seed)
-  train_ds = pipeline.train_dataset(splits["train"], config.batch_size, data_order_seed(config, seed),
+  train_ds = pipeline.train_dataset(splits["train"], config.batch_size, data_order_seed(config, seeds[0]),
                                     process_index=jax.process_index(), process_count=jax.process_count())
-  run = SeedRun.open(config, method, seed, seed_dir)
+  example = sharding.put_batch(pipeline.device_arrays(train_ds[0]), mesh)
+  runs = [SeedRun.open(config, method, s, workdir / f"seed_{s}") for s in seeds]
   try:
-    example = sharding.put_batch(pipeline.device_arrays(train_ds[0]), mesh)
-    state = init_state_fn(method, mesh)(run.k_init, example)
-    abstract_state = ckpt_lib.abstract(state)
-    data_state = None
-    if run.ckpts.latest_step() is not None:
-      state, data_state, meta = run.ckpts.restore_latest(abstract_state)
-      run.history = History.from_json(meta)
-      _print_resumed(run, int(state.step))
+    init = init_state_fn(method, mesh)
+    abstract_state = ckpt_lib.abstract(jax.eval_shape(init, runs[0].k_init, example))
+    restored, data_state = _restore(runs, abstract_state, config.max_epochs)
     predict = make_predict(method.predict_fn, mesh, method.eval_rates_per_pass)
-    if mode == "train":
-      state = _train_epochs(config, method, splits, mesh, run, state, train_ds, data_state, predict, k_eval)
-    return _finish_seed(config, method, splits, mesh, run, abstract_state, predict, k_eval)
+    if mode == "train" and any(run.history.active(config.max_epochs) for run in runs):
+      states = [s if s is not None else init(run.k_init, example) for run, s in zip(runs, restored)]
+      state = states[0] if len(runs) == 1 else _stack(mesh, states)
+      _train_epochs(config, method, splits, mesh, runs, state, train_ds, data_state, predict, k_eval)
+    return {str(run.seed): _finish_seed(config, method, splits, mesh, run, abstract_state, predict, k_eval)
+            for run in runs}
   finally:
-    run.close()
+    for run in runs:
+      run.close()
+
+
+def _restore(runs: list[SeedRun], abstract_state, max_epochs: int) -> tuple[list, dict | None]:
+  """Each seed's latest state (None: none saved) and the data-iterator state they share.
+
+  The seeds that still train must resume from one step: if a kill fell between the seeds' saves of
+  an epoch, the seeds ahead go back to the common step (its checkpoint is still kept)."""
+  states, data_states = [], []
+  for run in runs:
+    if run.ckpts.latest_step() is None:
+      states.append(None)
+      data_states.append(None)
+      continue
+    state, data_state, meta = run.ckpts.restore_latest(abstract_state)
+    run.history = History.from_json(meta)
+    states.append(state)
+    data_states.append(data_state)
+  training = [i for i, run in enumerate(runs) if run.history.active(max_epochs)]
+  steps = {0 if states[i] is None else int(states[i].step) for i in training}
+  if len(steps) > 1:
+    common = min(steps)
+    for i in training:
+      if states[i] is not None and int(states[i].step) != common:
+        if common not in runs[i].ckpts.latest.all_steps():
+          raise RunConfigError(f"seed {runs[i].seed}: cannot resume the seeds together at step {common}: "
+                               f"its checkpoint of that step is gone (under {runs[i].ckpts.directory})")
+        states[i], data_states[i], meta = runs[i].ckpts.restore_latest(abstract_state, step=common)
+        runs[i].history = History.from_json(meta)
+  # The training seeds are at one step now, so any of their iterator states is the shared one.
+  common_data = next((data_states[i] for i in training if states[i] is not None), None)
+  for run, state in zip(runs, states):
+    if state is not None:
+      _print_resumed(run, int(state.step))
+  return states, common_data
 
 
 def _print_resumed(run: SeedRun, step: int) -> None:
@@ -308,39 +367,97 @@ def _progress(config, desc: str, total: int):
   return tqdm(range(total), desc=desc, leave=False, disable=not _show_progress(config))
 
 
-def _train_epochs(config, method, splits, mesh, run: SeedRun, state, train_ds, data_state, predict, k_eval):
-  step_fn = train_step_fn(method, mesh, seeds_axis=False)
+def _train_epochs(config, method, splits, mesh, runs: list[SeedRun], state, train_ds, data_state,
+                  predict, k_eval) -> None:
+  """Trains the seeds of `runs` epoch by epoch until none is active: one seed on its own `state`,
+  several on their stack (every leaf with a leading seed axis; each metric of shape (S,); a seed
+  that stopped early frozen by the step's `active` mask). `predict` (a one-seed `make_predict`
+  program) validates one seed; a stack gets its vmapped program.
+
+  The host dispatches step N+1 before it reads step N's metrics, so the device does not wait for
+  the host between steps. A non-finite loss is found when its step is read; every step of an
+  epoch is read before that epoch's checkpoint is saved, so the last checkpoint stays a good one.
+  """
+  stacked = len(runs) > 1
+  step_fn = train_step_fn(method, mesh, seeds_axis=stacked)
+  if stacked:
+    predict = make_predict(method.predict_fn, mesh, method.eval_rates_per_pass, seeds_axis=True)
   it = pipeline.restore_iterator(train_ds, data_state)
   spe = pipeline.steps_per_epoch(len(splits["train"]), config.batch_size)
-  log_every = int(config.log_every_steps)
-  while run.history.active(config.max_epochs):
-    epoch = run.history.epoch + 1
+  keys = _stack(mesh, [run.k_train for run in runs]) if stacked else runs[0].k_train
+  take = _take_fn(mesh) if stacked else None
+  names = f"seed{'s' if stacked else ''} {','.join(str(run.seed) for run in runs)}"
+  while True:
+    training = [i for i, run in enumerate(runs) if run.history.active(config.max_epochs)]
+    if not training:
+      return
+    step_args = (keys, jnp.asarray([i in training for i in range(len(runs))])) if stacked else (keys,)
+    epoch = runs[training[0]].history.epoch + 1
     t0 = time.perf_counter()
-    losses, aux_sum = [], {}
-    bar = _progress(config, f"seed {run.seed} epoch {epoch}/{config.max_epochs}", spe)
-    for i in bar:
-      step = int(state.step)
+    # Each seed's step at the epoch's start, counted on the host from here on (a frozen seed does
+    # not step, but it is not read either).
+    metrics = _EpochMetrics(runs, training, epoch, int(config.log_every_steps),
+                            np.atleast_1d(np.asarray(state.step)))
+    pending = None
+    bar = _progress(config, f"{names} epoch {epoch}/{config.max_epochs}", spe)
+    for j in bar:
       batch = sharding.put_batch(pipeline.device_arrays(next(it)), mesh)
-      state, m = step_fn(state, batch, run.k_train)
-      loss = float(m["loss"])
-      if i == 0:
+      state, m = step_fn(state, batch, *step_args)
+      if j == 0:
         xla.release_host_memory()  # what the first step's compile freed
-      _check_finite(run, loss, step, epoch)
-      losses.append(loss)
-      for k, v in m.items():
-        aux_sum[k] = aux_sum.get(k, 0.0) + float(v)
-      if log_every and (step + 1) % log_every == 0:
-        run.writer.write_step(step + 1, {f"train/{k}": float(v) for k, v in m.items()}, epoch=epoch, seed=run.seed)
-      bar.set_postfix(loss=f"{loss:.4f}")
+      if pending is not None:
+        bar.set_postfix(loss=" ".join(f"{loss:.4f}" for loss in metrics.read(pending)))
+      pending = m
+    metrics.read(pending)
     train_time = time.perf_counter() - t0
     t1 = time.perf_counter()
-    val = evaluate(bind(predict, state.params, mesh, k_eval, [_valid_rate(method)]),
-                   splits["valid"], config.eval_batch_size, config.data.dataset)[0]
+    vals = evaluate(bind(predict, state.params, mesh, k_eval, [_valid_rate(method)]),
+                    splits["valid"], config.eval_batch_size, config.data.dataset)
     xla.release_host_memory()
-    _end_epoch(method, run, epoch, val, state, pipeline.iterator_state(it),
-               {k: v / spe for k, v in aux_sum.items()}, float(np.mean(losses)),
-               train_time, time.perf_counter() - t1, config.max_epochs)
-  return state
+    valid_time = time.perf_counter() - t1
+    data_state = pipeline.iterator_state(it)
+    for i in training:
+      _end_epoch(method, runs[i], epoch, vals[i][0] if stacked else vals[0],
+                 take(state, i) if stacked else state, data_state, metrics.means(i),
+                 metrics.mean_loss(i), train_time, valid_time, config.max_epochs)
+
+
+@dataclasses.dataclass
+class _EpochMetrics:
+  """One epoch's training metrics of the training seeds, read from the device step by step."""
+
+  runs: list[SeedRun]
+  training: list[int]  # indices into `runs` of the seeds that train this epoch
+  epoch: int
+  log_every: int
+  first_steps: np.ndarray  # (S,): each seed's step at the epoch's start
+  count: int = 0
+  losses: list = dataclasses.field(default_factory=list)
+  sums: dict = dataclasses.field(default_factory=dict)
+
+  def read(self, metrics: dict[str, jax.Array]) -> list[float]:
+    """Reads the next step's metrics (shape () for one seed, (S,) for a stack): stops on a
+    non-finite loss, writes the per-step record every `log_every` steps and adds to the epoch's
+    sums; returns the training seeds' losses."""
+    m = {k: np.atleast_1d(np.asarray(v)) for k, v in metrics.items()}
+    for i in self.training:
+      run, step = self.runs[i], int(self.first_steps[i]) + self.count
+      _check_finite(run, float(m["loss"][i]), step, self.epoch)
+      if self.log_every and (step + 1) % self.log_every == 0:
+        run.writer.write_step(step + 1, {f"train/{k}": float(v[i]) for k, v in m.items()},
+                              epoch=self.epoch, seed=run.seed)
+    self.count += 1
+    self.losses.append(m["loss"].astype(np.float64))
+    for k, v in m.items():
+      self.sums[k] = self.sums.get(k, 0.0) + v.astype(np.float64)
+    return [float(m["loss"][i]) for i in self.training]
+
+  def means(self, i: int) -> dict[str, float]:
+    """Seed `i`'s mean of every metric over the steps read."""
+    return {k: float(v[i]) / self.count for k, v in self.sums.items()}
+
+  def mean_loss(self, i: int) -> float:
+    return float(np.mean(np.stack(self.losses)[:, i]))
 
 
 def _valid_rate(method: Method) -> float:
@@ -385,7 +502,7 @@ def _end_epoch(method: Method, run: SeedRun, epoch: int, val: dict[str, float], 
           f"{' | early stop' if history.stopped else ''}", flush=True)
 
 
-# ---- several seeds in one program (config.vmap_seeds) ---------------------------------------------
+# ---- the seed stack (config.vmap_seeds) ------------------------------------------------------
 
 def _stack(mesh, trees: list) -> Any:
   return jax.jit(lambda *t: jax.tree.map(lambda *x: jnp.stack(x), *t),
@@ -397,118 +514,6 @@ def _take_fn(mesh):
   return jax.jit(lambda t, i: jax.tree.map(lambda x: x[i], t), out_shardings=sharding.replicated(mesh))
 
 
-def _restore_group(runs: list[SeedRun], abstract_state, max_epochs: int) -> tuple[list, dict | None]:
-  """Each seed's latest state (None: none saved) and the shared data-iterator state.
-
-  The seeds that still train must resume from one step: if a kill fell between the seeds' saves of
-  an epoch, the seeds ahead go back to the common step (its checkpoint is still kept)."""
-  states, data_states = [], []
-  for run in runs:
-    if run.ckpts.latest_step() is None:
-      states.append(None)
-      data_states.append(None)
-      continue
-    state, data_state, meta = run.ckpts.restore_latest(abstract_state)
-    run.history = History.from_json(meta)
-    states.append(state)
-    data_states.append(data_state)
-  training = [i for i, run in enumerate(runs) if run.history.active(max_epochs)]
-  steps = {0 if states[i] is None else int(states[i].step) for i in training}
-  if len(steps) > 1:
-    common = min(steps)
-    for i in training:
-      if states[i] is not None and int(states[i].step) != common:
-        if common not in runs[i].ckpts.latest.all_steps():
-          raise RunConfigError(f"seed {runs[i].seed}: cannot resume the seeds together at step {common}: "
-                               f"its checkpoint of that step is gone (under {runs[i].ckpts.directory})")
-        states[i], data_states[i], meta = runs[i].ckpts.restore_latest(abstract_state, step=common)
-        runs[i].history = History.from_json(meta)
-  # The training seeds are at one step now, so any of their iterator states is the shared one.
-  common_data = next((data_states[i] for i in training if states[i] is not None), None)
-  for run, state in zip(runs, states):
-    if state is not None:
-      _print_resumed(run, int(state.step))
-  return states, common_data
-
-
-def train_seeds_together(config: ml_collections.ConfigDict, method: Method, splits: dict[str, Split], mesh,
-                         seeds: tuple[int, ...], workdir: pathlib.Path) -> dict[str, dict]:
-  """Trains every seed in one program (`jax.vmap` over parameters, optimizer state and keys; one
-  shared data order, `data_order_seed`), then evaluates each; returns {seed: record}.
-
-  Each seed keeps its own `seed_N` directory exactly as a separate run would: validation history,
-  best checkpoints per selection metric, latest checkpoints (its slice of the stacked state),
-  metrics and results. A seed that stops early is frozen (its updates are masked out) while the
-  others go on; results equal separate runs with the same data order up to float rounding.
-  """
-  k_eval = jax.random.key(method.mask_seed)
-  train_ds = pipeline.train_dataset(splits["train"], config.batch_size, data_order_seed(config, seeds[0]),
-                                    process_index=jax.process_index(), process_count=jax.process_count())
-  example = sharding.put_batch(pipeline.device_arrays(train_ds[0]), mesh)
-  runs = [SeedRun.open(config, method, s, workdir / f"seed_{s}") for s in seeds]
-  try:
-    init = init_state_fn(method, mesh)
-    abstract_state = ckpt_lib.abstract(jax.eval_shape(init, runs[0].k_init, example))
-    restored, data_state = _restore_group(runs, abstract_state, config.max_epochs)
-    states = [s if s is not None else init(run.k_init, example) for run, s in zip(runs, restored)]
-    if any(run.history.active(config.max_epochs) for run in runs):
-      _train_epochs_together(config, method, splits, mesh, runs, _stack(mesh, states), train_ds,
-                             data_state, k_eval)
-    predict = make_predict(method.predict_fn, mesh, method.eval_rates_per_pass)
-    return {str(run.seed): _finish_seed(config, method, splits, mesh, run, abstract_state, predict, k_eval)
-            for run in runs}
-  finally:
-    for run in runs:
-      run.close()
-
-
-def _train_epochs_together(config, method, splits, mesh, runs: list[SeedRun], states, train_ds, data_state,
-                           k_eval) -> None:
-  step_fn = train_step_fn(method, mesh, seeds_axis=True)
-  predict = make_predict(method.predict_fn, mesh, method.eval_rates_per_pass, seeds_axis=True)
-  it = pipeline.restore_iterator(train_ds, data_state)
-  spe = pipeline.steps_per_epoch(len(splits["train"]), config.batch_size)
-  log_every = int(config.log_every_steps)
-  keys = _stack(mesh, [run.k_train for run in runs])
-  take = _take_fn(mesh)
-  names = ",".join(str(run.seed) for run in runs)
-  while True:
-    training = [i for i, run in enumerate(runs) if run.history.active(config.max_epochs)]
-    if not training:
-      return
-    active = jnp.asarray([i in training for i in range(len(runs))])
-    epoch = runs[training[0]].history.epoch + 1
-    t0 = time.perf_counter()
-    losses, aux_sum = [], {}
-    bar = _progress(config, f"seeds {names} epoch {epoch}/{config.max_epochs}", spe)
-    for j in bar:
-      steps = np.asarray(states.step)
-      batch = sharding.put_batch(pipeline.device_arrays(next(it)), mesh)
-      states, m = step_fn(states, batch, keys, active)
-      m = {k: np.asarray(v) for k, v in m.items()}
-      if j == 0:
-        xla.release_host_memory()  # what the first step's compile freed
-      for i in training:
-        _check_finite(runs[i], float(m["loss"][i]), int(steps[i]), epoch)
-        if log_every and (steps[i] + 1) % log_every == 0:
-          runs[i].writer.write_step(int(steps[i]) + 1, {f"train/{k}": float(v[i]) for k, v in m.items()},
-                                    epoch=epoch, seed=runs[i].seed)
-      losses.append(m["loss"])
-      for k, v in m.items():
-        aux_sum[k] = aux_sum.get(k, 0.0) + v.astype(np.float64)
-      bar.set_postfix(loss=" ".join(f"{m['loss'][i]:.4f}" for i in training))
-    train_time = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    vals = evaluate(bind(predict, states.params, mesh, k_eval, [_valid_rate(method)]),
-                    splits["valid"], config.eval_batch_size, config.data.dataset)
-    xla.release_host_memory()
-    valid_time = time.perf_counter() - t1
-    data_state = pipeline.iterator_state(it)
-    mean_loss = np.mean(np.stack(losses), axis=0)
-    for i in training:
-      _end_epoch(method, runs[i], epoch, vals[i][0], take(states, i), data_state,
-                 {k: float(v[i]) / spe for k, v in aux_sum.items()}, float(mean_loss[i]),
-                 train_time, valid_time, config.max_epochs)
 
 
 # ---- the whole run -------------------------------------------------------------------------------
@@ -539,13 +544,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, mode: st
           f"{jax.process_count()} process(es); global batch {config.batch_size}", flush=True)
   method = methods.build(config, splits)
   record_config(workdir, config)
-  if mode == "train" and len(seeds) > 1 and config.vmap_seeds:
-    print(f"[msa_jax] seeds {','.join(map(str, seeds))} train together (vmap_seeds) on the data order "
-          f"of seed {data_order_seed(config, seeds[0])}", flush=True)
-    per_seed = train_seeds_together(config, method, splits, mesh, seeds, workdir)
-  else:
-    per_seed = {str(seed): train_seed(config, method, splits, mesh, seed, workdir / f"seed_{seed}", mode)
-                for seed in seeds}
+  per_seed = train_seeds(config, method, splits, mesh, seeds, workdir, mode)
   summary = methods.summarise(config, method, per_seed)
   if jax.process_index() == 0:
     write_json_atomic(results_path, summary)
