@@ -24,6 +24,8 @@ def get_config(*, method: str, seeds: str, synthetic: str, batch_size: int,
 
   c.data = ml_collections.ConfigDict()
   c.data.synthetic = synthetic  # generate this synthetic preset at data.path if the file is missing
+  # Its benchmark version: "v1" (synth-v1) or "v2" (synth-v2), docs/methods.md §7.
+  c.data.synthetic_version = "v1"
   c.data.synthetic_seed = 0
   c.data.synthetic_scale = 1.0
   c.data.path = f"data/synthetic_{synthetic}_seed{c.data.synthetic_seed}.pkl"

@@ -296,6 +296,11 @@ ERROR_CASES = {
         "train", "regression_labels_A", "expected N=12"),
     "features_not_numeric": (_set("test", "vision", lambda a: a.astype(str)), "test", "vision",
                              "expected a numeric array"),
+    "cue_signs_value": (
+        lambda raw: raw["train"].update(cue_signs=np.ones((12, 3), np.int8) * [1, 1, 0]),
+        "train", "cue_signs", "expected cue signs -1 or +1, got 0 at sample 0, column 2"),
+    "cue_signs_shape": (lambda raw: raw["valid"].update(cue_signs=np.ones((5, 2), np.int8)),
+                        "valid", "cue_signs", "(N, 3) cue_signs with size 3 on axis 1"),
     "cross_split_audio": (_set("valid", "audio", lambda a: a[:, :, :2]), "valid", "audio",
                           "expected (Ta, Da) = (6, 3) as in split 'train', got (6, 2)"),
     "cross_split_text_dim": (_set("ood_text", "text", lambda a: a[:, :, :5]), "ood_text", "text",

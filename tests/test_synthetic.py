@@ -1,15 +1,19 @@
 """Tests of the synthetic benchmark generator (docs/methods.md §7, §1): format, determinism, structure."""
 
 import dataclasses
+import hashlib
+import json
 import pathlib
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LinearRegression, LogisticRegression
 
 from msa_jax.data import synthetic
-from msa_jax.data.split import IID_SPLITS, OOD_SPLITS
+from msa_jax.data.split import IID_SPLITS, OOD_SPLITS, OOD_VALID_SPLITS
 from msa_jax.text import BERT_UNCASED_VOCAB_SIZE, load_vocab
 
 ALL_SPLITS = IID_SPLITS + OOD_SPLITS
@@ -362,3 +366,214 @@ def test_errors_name_the_bad_value():
   crowded = dataclasses.replace(synthetic.PRESETS["mosi"], audio_sentiment_dims=5)
   with pytest.raises(ValueError, match="do not fit a feature dimension of 5"):
     synthetic.generate("mosi", scale=0.05, config=crowded)
+
+
+# ------------------------------------------------------------------------------------------------
+# synth-v1 stays as it was generated before synth-v2 existed.
+
+
+def _digest(data):
+  """sha256 over every split array (name, key, dtype, shape, contents) and the metadata."""
+  h = hashlib.sha256()
+  for name in sorted(k for k in data if k != "metadata"):
+    for key in sorted(data[name]):
+      a = data[name][key]
+      h.update(f"{name}/{key}/{a.dtype.str}/{a.shape}".encode())
+      h.update("\n".join(a).encode() if a.dtype == object else np.ascontiguousarray(a).tobytes())
+  h.update(json.dumps(data["metadata"], sort_keys=True).encode())
+  return h.hexdigest()
+
+
+@pytest.mark.parametrize("preset,scale,digest", [
+    ("mosi_small", 0.25, "e2f21de18c565790ae126262227898f22051117751e8edc532174e6645337132"),
+    ("sims", 0.05, "eb1278e07c5dd3ecc25f80642f1df2e7afa80abc8b53ac44e8379b46d6c674d2"),
+])
+def test_v1_generates_byte_identically(preset, scale, digest):
+  data = synthetic.generate(preset, seed=0, scale=scale)
+  assert data["metadata"]["benchmark_version"] == "synth-v1"
+  assert _digest(data) == digest
+  assert _digest(synthetic.generate(preset, seed=0, scale=scale, version="v1")) == digest
+
+
+# ------------------------------------------------------------------------------------------------
+# synth-v2 (docs/methods.md §7): one shared, label-scaled confound; OOD validation splits.
+
+V2_SPLITS = ALL_SPLITS + OOD_VALID_SPLITS
+V2_OOD_BASES = {**{s: "test" for s in OOD_SPLITS}, **{s: "valid" for s in OOD_VALID_SPLITS}}
+
+
+@pytest.fixture(scope="module")
+def v2():
+  return synthetic.generate("mosi_small", seed=0, version="v2")
+
+
+def _aligned(split):
+  """(N, 3) bool: the stored cue sign equals the label's sign (zero labels: never aligned)."""
+  return split["cue_signs"] == np.sign(split["regression_labels"])[:, None]
+
+
+def test_v2_splits_and_cue_signs(v2):
+  assert set(v2) == set(V2_SPLITS) | {"metadata"}
+  for name in V2_SPLITS:
+    split = v2[name]
+    base = v2[V2_OOD_BASES.get(name, name)]
+    assert list(split["id"]) == list(base["id"])
+    np.testing.assert_array_equal(split["regression_labels"], base["regression_labels"])
+    signs = split["cue_signs"]
+    assert signs.shape == (len(split["id"]), 3) and signs.dtype == np.int8
+    assert set(np.unique(signs)) <= {-1, 1}
+  assert len(v2["ood_valid_all"]["id"]) == len(v2["valid"]["id"]) == 128
+
+
+@pytest.mark.parametrize("name", IID_SPLITS)
+def test_v2_cue_agreement_is_shared_across_modalities(name, v2):
+  signs = v2[name]["cue_signs"]
+  np.testing.assert_array_equal(signs, np.repeat(signs[:, :1], 3, axis=1))
+
+
+@pytest.mark.parametrize("preset", ["mosi_small", "mosi"])
+def test_v2_aligned_fraction_on_train(preset, v2):
+  data = v2 if preset == "mosi_small" else synthetic.generate(preset, seed=0, version="v2")
+  train = data["train"]
+  nonzero = train["regression_labels"] != 0
+  fraction = _aligned(train)[nonzero, 0].mean()
+  assert abs(fraction - 0.9) <= 0.02, fraction
+  assert data["metadata"]["cue_agreement"]["train"]["audio"] == fraction
+
+
+@pytest.mark.parametrize("name", OOD_SPLITS + OOD_VALID_SPLITS)
+def test_v2_cues_reversed_in_every_ood_split(name, v2):
+  """Stored signs, text nouns and audio / vision offsets are reversed exactly in the split's
+  modalities; the offset removed is 2 b c (0.1 + |y| / 3) v on the cue dimensions."""
+  ood, base = v2[name], v2[V2_OOD_BASES[name]]
+  meta = v2["metadata"]
+  reversed_ = meta["splits"][name]["cue_reversed"]
+  assert meta["splits"][name]["base"] == V2_OOD_BASES[name]
+  flip = np.array([-1 if m in reversed_ else 1 for m in ("text", "audio", "vision")])
+  np.testing.assert_array_equal(ood["cue_signs"], base["cue_signs"] * flip)
+  text = meta["structure"]["text"]
+  pos, neg = text["positive_cue_token_ids"], text["negative_cue_token_ids"]
+  assert len(pos) == len(neg) == 1
+  for split in (base, ood):
+    ids = split["text_bert"][:, 0].astype(int)
+    want = np.where(split["cue_signs"][:, 0] > 0, pos[0], neg[0])
+    has_cue = np.isin(ids, pos + neg)
+    assert has_cue.any(axis=1).all()
+    assert np.all(ids[has_cue] == np.broadcast_to(want[:, None], ids.shape)[has_cue])
+  y = base["regression_labels"].astype(np.float64)
+  for m in ("audio", "vision"):
+    st = meta["structure"][m]
+    cue_dims = st["cue_dims"]
+    other = [d for d in range(base[m].shape[2]) if d not in cue_dims]
+    np.testing.assert_array_equal(ood[m][:, :, other], base[m][:, :, other])
+    valid = np.arange(base[m].shape[1])[None, :] < base[f"{m}_lengths"][:, None]
+    column = ("text", "audio", "vision").index(m)
+    strength = 3.0 * base["cue_signs"][:, column] * (0.1 + np.abs(y) / 3.0)
+    for d, load in zip(cue_dims, st["cue_loadings"]):
+      delta = (ood[m][:, :, d] - base[m][:, :, d]).astype(np.float64)
+      want = -2.0 * strength[:, None] * load * valid if m in reversed_ else np.zeros_like(delta)
+      np.testing.assert_allclose(delta, want, atol=1e-4)
+
+
+def test_v2_cue_only_linear_probe(v2):
+  """A linear regression on the audio / vision cue dimensions alone (frame means) predicts the
+  label's sign on IID data and the opposite sign once the cue is reversed in every modality."""
+  def xy(split):
+    y = v2[split]["regression_labels"]
+    keep = y != 0
+    x = np.concatenate([_features(v2, split, m, "cue") for m in ("audio", "vision")], axis=1)
+    return x[keep], y[keep]
+  probe = LinearRegression().fit(*xy("train"))
+
+  def acc2(split):
+    x, y = xy(split)
+    return np.mean((probe.predict(x) > 0) == (y > 0))
+  assert acc2("test") >= 0.85 and acc2("valid") >= 0.85
+  assert acc2("ood_all") <= 0.2 and acc2("ood_valid_all") <= 0.2
+
+
+def test_v2_metadata_lists_every_knob_and_the_version(v2):
+  meta = v2["metadata"]
+  _assert_plain(meta)
+  assert meta["benchmark_version"] == "synth-v2"
+  assert (meta["preset"], meta["seed"], meta["scale"]) == ("mosi_small", 0, 1.0)
+  preset = synthetic.PRESETS_V2["mosi_small"]
+  assert meta["config"] == dataclasses.asdict(preset)
+  assert meta["cue_design"] == dataclasses.asdict(synthetic.BENCHMARKS["v2"].design)
+  # The frozen knobs of synth-v2.
+  assert meta["config"]["cue_agree_prob"] == 0.9
+  assert meta["config"]["audio_cue_shift"] == meta["config"]["vision_cue_shift"] == 3.0
+  assert meta["cue_design"] == {
+      "shared_agreement": True, "label_scaled_cue": True, "cue_floor": 0.1,
+      "cue_sample_noise": 0.1, "text_cue_pairs": 1, "ood_valid": True, "store_cue_signs": True}
+  assert meta["structure"]["text"]["positive_cue_words"] == ["kitchen"]
+  assert meta["cue_signs"] == {"key": "cue_signs", "columns": ["text", "audio", "vision"]}
+  assert set(meta["splits"]) == set(V2_OOD_BASES) and set(meta["sizes"]) == set(V2_SPLITS)
+  assert set(meta["cue_agreement"]) == set(V2_SPLITS)
+  assert sorted(synthetic.PRESETS_V2) == ["mosi", "mosi_small"]
+  for name, cfg in synthetic.PRESETS_V2.items():
+    assert cfg == dataclasses.replace(synthetic.PRESETS[name], audio_cue_shift=3.0,
+                                      vision_cue_shift=3.0)
+
+
+def test_v2_cue_dims_carry_little_noise(v2):
+  """Per-sample noise on the cue dimensions is 0.1 (0.5 on the others): the spread of a cue
+  dimension's offset around b c (0.1 + |y| / 3), read from frame means of long samples."""
+  train = v2["train"]
+  y = train["regression_labels"].astype(np.float64)
+  st = v2["metadata"]["structure"]["vision"]
+  strength = 3.0 * train["cue_signs"][:, 2] * (0.1 + np.abs(y) / 3.0)
+  lengths = train["vision_lengths"]
+  long = lengths >= 24
+  assert long.sum() > 20
+  for d, load in zip(st["cue_dims"], st["cue_loadings"]):
+    mean = train["vision"][:, :, d].sum(axis=1) / lengths
+    residual = (mean - strength * load)[long]
+    # frame noise 1 over >= 24 frames adds at most ~0.2 std; sample noise 0.5 would give >= 0.5.
+    assert np.std(residual) < 0.3, np.std(residual)
+
+
+def test_v2_file_loads_with_ood_valid_splits_and_cue_signs(tmp_path):
+  from msa_jax import data
+  from msa_jax.data import ondisk
+  from msa_jax.evaluate.ood import ood_evals
+  path = synthetic.write_synthetic(tmp_path / "v2.pkl", "mosi_small", seed=0, scale=0.25,
+                                   version="v2")
+  expected = synthetic.generate("mosi_small", seed=0, scale=0.25, version="v2")
+  converted = ondisk.convert(path, tmp_path / "v2_converted")
+  for source in (path, converted):
+    splits, meta = data.load_with_metadata(source, vocab_size=BERT_UNCASED_VOCAB_SIZE)
+    assert set(splits) == set(V2_SPLITS) and meta == expected["metadata"]
+    for name in V2_SPLITS:
+      np.testing.assert_array_equal(splits[name].cue_signs, expected[name]["cue_signs"])
+      np.testing.assert_array_equal(splits[name].vision, expected[name]["vision"])
+    # The OOD validation splits are for selection; the final evaluation stays test + OOD test.
+    assert [e.split for e in ood_evals(splits)] == ["test", *OOD_SPLITS]
+  v1 = data.load(synthetic.write_synthetic(tmp_path / "v1.pkl", "mosi_small", scale=0.1),
+                 vocab_size=BERT_UNCASED_VOCAB_SIZE)
+  assert set(v1) == set(ALL_SPLITS) and all(s.cue_signs is None for s in v1.values())
+
+
+def test_v2_errors_name_the_bad_value():
+  with pytest.raises(ValueError, match="unknown synthetic preset 'mosei' for synth-v2; expected "
+                                       r"one of \['mosi', 'mosi_small'\]"):
+    synthetic.generate("mosei", version="v2")
+  with pytest.raises(ValueError, match="unknown synthetic benchmark version 'v3'"):
+    synthetic.generate("mosi", version="v3")
+
+
+def test_make_synthetic_script_writes_the_chosen_version(tmp_path):
+  script = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "make_synthetic.py"
+  out = tmp_path / "v2.pkl"
+  proc = subprocess.run([sys.executable, str(script), "--version", "v2", "--preset", "mosi_small",
+                         "--scale", "0.1", "--out", str(out)], capture_output=True, text=True,
+                        check=False)
+  assert proc.returncode == 0, proc.stderr
+  assert "synth-v2, preset mosi_small" in proc.stdout
+  with open(out, "rb") as f:
+    assert pickle.load(f)["metadata"]["benchmark_version"] == "synth-v2"
+  proc = subprocess.run([sys.executable, str(script), "--version", "v2", "--preset", "mosei",
+                         "--out", str(tmp_path / "x.pkl")], capture_output=True, text=True,
+                        check=False)
+  assert proc.returncode == 2
+  assert "--preset mosei is not a preset of synth-v2" in proc.stderr

@@ -17,7 +17,7 @@ import numpy as np
 from numpy._core import multiarray as _np_multiarray
 from numpy._core import numeric as _np_numeric
 
-from msa_jax.data.split import IID_SPLITS, OOD_SPLITS, Split
+from msa_jax.data.split import IID_SPLITS, SPLITS, Split
 from msa_jax.data.validate import (DataFormatError, FeatureHandler, Limits, Where, check_consistent,
                                    dataset_limits, float_features, one_line, split_from_dict)
 
@@ -125,7 +125,8 @@ def _read_pickle(path: Path) -> Any:
 
 def _load_file(path: Path, limits: Limits,
                features: FeatureHandler) -> tuple[dict[str, Split], dict[str, str], dict]:
-  """One MMSA pickle {'train': {...}, 'valid': {...}, 'test': {...}, [ood_*], [metadata]}."""
+  """One MMSA pickle {'train': {...}, 'valid': {...}, 'test': {...}, [ood_*], [metadata]}; the
+  split names it reads are `SPLITS`."""
   source = str(path)
   data = _read_pickle(path)
   if not isinstance(data, Mapping):
@@ -145,7 +146,7 @@ def _load_file(path: Path, limits: Limits,
     raise DataFormatError(one_line(
         f"{source}: key 'metadata': expected a dict, got {type(metadata).__name__}"))
   splits = {}
-  for name in IID_SPLITS + OOD_SPLITS:
+  for name in SPLITS:
     if name in data:
       splits[name] = split_from_dict(data.pop(name), Where(source, name), limits, features)
   return splits, {name: source for name in splits}, dict(metadata)

@@ -50,7 +50,7 @@ import numpy as np
 
 from msa_jax.data import mmsa, validate
 from msa_jax.data.validate import DataFormatError
-from msa_jax.data.split import IID_SPLITS, OOD_SPLITS, Split
+from msa_jax.data.split import IID_SPLITS, SPLITS, Split
 
 MANIFEST = "manifest.json"
 FORMAT = "msa_jax.ondisk"
@@ -331,6 +331,8 @@ def _checked_split(arrays: dict[str, np.ndarray], name: str, files: dict[str, st
     if field in arrays:
       fields[field] = validate.checked_strings(arrays[field], where(field),
                                                _SOURCE_KEYS.get(field, field), n)
+  if "cue_signs" in arrays:
+    fields["cue_signs"] = validate.checked_cue_signs(arrays["cue_signs"], where("cue_signs"), n)
   return Split(**fields)
 
 
@@ -348,7 +350,7 @@ def open_ondisk_with_metadata(path: str | os.PathLike, dataset: str | None = Non
   opened: dict[str, np.memmap] = {}
   splits: dict[str, Split] = {}
   files: dict[str, str] = {}
-  for name in IID_SPLITS + OOD_SPLITS:
+  for name in SPLITS:
     entry = manifest["splits"].get(name)
     if entry is None:
       continue

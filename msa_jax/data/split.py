@@ -6,9 +6,14 @@ import dataclasses
 
 import numpy as np
 
-# Split names: MMSA's three, plus the OOD test splits of GEAR (docs/methods.md §1, §6).
+# Split names: MMSA's three, the OOD test splits of GEAR (docs/methods.md §1, §6), and OOD splits
+# of the validation split (the same cue reversals applied to `valid`; synthetic files from synth-v2
+# on, docs/methods.md §7). Only `OOD_SPLITS` are evaluated as OOD test splits.
 IID_SPLITS = ("train", "valid", "test")
 OOD_SPLITS = ("ood_text", "ood_audio", "ood_vision", "ood_all")
+OOD_VALID_SPLITS = ("ood_valid_text", "ood_valid_audio", "ood_valid_vision", "ood_valid_all")
+# Every split name a loader reads; other top-level keys of a data file are ignored.
+SPLITS = IID_SPLITS + OOD_SPLITS + OOD_VALID_SPLITS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +31,9 @@ class Split:
     labels_T, labels_A, labels_V: optional (N,) float32 unimodal labels (SIMS).
     ids: optional (N,) str sample ids (`video$_$clip`).
     raw_text: optional (N,) str transcripts.
+    cue_signs: optional (N, 3) int8 ±1 — the sign of the planted spurious cue per modality
+      (columns text, audio, vision; synthetic files from synth-v2 on). A sample is cue-aligned in
+      a modality when the sign equals sign(labels).
   """
 
   text_bert: np.ndarray
@@ -40,6 +48,7 @@ class Split:
   labels_V: np.ndarray | None = None
   ids: np.ndarray | None = None
   raw_text: np.ndarray | None = None
+  cue_signs: np.ndarray | None = None
 
   def __len__(self) -> int:
     return int(self.labels.shape[0])

@@ -2,9 +2,17 @@
 
 No public MSA data can be downloaded everywhere, so msa_jax generates its default data: a pickle
 that looks like an MMSA file (same keys, shapes, sizes, label range and granularity as MOSI, MOSEI
-or SIMS) and carries planted, documented structure. Benchmark version `BENCHMARK_VERSION`; its knobs
-(`SyntheticConfig`, one preset per imitated data set in `PRESETS`) are frozen. Changing a default
-is a new, named benchmark version.
+or SIMS) and carries planted, documented structure. Two benchmark versions (`BENCHMARKS`, selected
+by `generate(..., version=)`), each with frozen knobs: `SyntheticConfig` (one preset per imitated
+data set) and a `CueDesign` (how the spurious cue is planted). Changing a knob is a new, named
+benchmark version.
+
+- synth-v1 (`version="v1"`, presets `PRESETS`: mosi, mosi_small, mosei, sims): an independent cue
+  agreement draw per modality, fixed cue offsets, six text cue noun pairs.
+- synth-v2 (`version="v2"`, presets `PRESETS_V2`: mosi, mosi_small): one confound shared by all
+  modalities (a single agreement draw per sample), cue offsets that grow with |label| and carry
+  little noise, one text cue noun pair, OOD splits of the validation split as well, and each
+  split's cue signs stored (`cue_signs`). The steps below say where it differs.
 
 Generative model, per sample i of a split (all draws from numpy Generators seeded by
 `[seed, split code, stream code]`, so a split is a pure function of the seed; the planted
@@ -21,7 +29,9 @@ structure — which dimensions carry sentiment / cue, their loadings — is draw
    The modality target t_m = (label of modality m) / `label_max` in [-1, 1] drives that
    modality's genuine sentiment (t_m is the multimodal label unless `unimodal_labels`).
 2. Spurious cue. Per modality m, c_m = sign(y_i) with probability `cue_agree_prob`, else
-   -sign(y_i) (independently per modality); for y_i = 0, c_m = ±1 at random.
+   -sign(y_i) (independently per modality); for y_i = 0, c_m = ±1 at random. synth-v2
+   (`CueDesign.shared_agreement`): one agreement draw and one coin per sample, so c_text = c_audio
+   = c_vision.
 3. Lengths. A duration draw d_i ~ logN(0, `length_spread`) shared by audio and vision (each with
    its own small jitter): length = clip(ceil(median * T * d_i), 1, T).
 4. Text (bert-base-uncased ids by whole-word vocabulary lookup; every word is one token).
@@ -35,33 +45,43 @@ structure — which dimensions carry sentiment / cue, their loadings — is draw
    the strength quantile clip(|t| + N(0, `sentiment_strength_noise`), 0, 1) of its polarity list.
    A zero label gets 0..2 weak words of random sign. Each word sits in a short frame ("the movie
    was _"). The text cue: 1..`max_cue_tokens` clauses "... in the _" whose noun is from
-   `TEXT_CUE_PAIRS` — the first word of a pair when c_text = +1, the second when -1 (neutral nouns
+   `TEXT_CUE_PAIRS` (the first `CueDesign.text_cue_pairs` of them: six in synth-v1, one in
+   synth-v2) — the first word of a pair when c_text = +1, the second when -1 (neutral nouns
    outside the lexicon). Neutral clauses (words outside the lexicon) fill up to
    `max_neutral_clauses` while the sentence fits L - 2 tokens (never truncated). Clauses are
    shuffled and joined by optional connectors. Row 0: [CLS]=101, words, [SEP]=102, [PAD]=0; row 1
    the attention mask; row 2 zeros. `raw_text` is the sentence (the decoded tokens).
 5. Audio / vision, (N, T, D) float32, zero beyond the length. Valid frame j of sample i:
        x[i, j, d] = s_m * N(0, 1) + o[i, d]
-       o[i, d] = a_m * N(0, 1) + g_m * t_m * w_d [d sentiment dim] + b_m * c_m * v_d [d cue dim]
+       o[i, d] = a_m * N(0, 1) + g_m * t_m * w_d [d sentiment dim]
+                 + b_m * c_m * k_i * v_d [d cue dim]
    (s = `*_frame_noise`, a = `*_sample_noise`, g = `*_sentiment_shift`, b = `*_cue_shift`,
-   w_d, v_d = ±1 loadings). Sentiment and cue dimensions are disjoint random subsets of the D
-   dimensions (`*_sentiment_dims`, `*_cue_dims`); the other dimensions are noise. In audio, each
-   valid frame with probability `audio_neg_inf_prob` has `-inf` in up to two noise dimensions
-   (like COVAREP's log features in MOSI).
+   w_d, v_d = ±1 loadings; k_i = 1 in synth-v1, k_i = `cue_floor` + |y_i| / `label_max` in
+   synth-v2, where a on the cue dimensions is `CueDesign.cue_sample_noise` instead). Sentiment
+   and cue dimensions are disjoint random subsets of the D dimensions (`*_sentiment_dims`,
+   `*_cue_dims`); the other dimensions are noise. In audio, each valid frame with probability
+   `audio_neg_inf_prob` has `-inf` in up to two noise dimensions (like COVAREP's log features in
+   MOSI).
 6. Splits. train / valid / test sample fresh draws. The OOD splits are the test samples with the
    cue reversed (c_m -> -c_m) in one modality (`ood_text`, `ood_audio`, `ood_vision`) or all three
    (`ood_all`); everything else (labels, lengths, words, noise) is identical, so the IID-vs-OOD
    gap isolates a model's reliance on the cue. (Text: each cue noun is replaced by its pair
-   partner; audio/vision: 2 b_m c_m v_d is subtracted on the cue dimensions of valid frames.)
-   Arrays that an OOD split shares unchanged with test (or with another OOD split) are the same
+   partner; audio/vision: 2 b_m c_m k_i v_d is subtracted on the cue dimensions of valid frames.)
+   synth-v2 also writes `ood_valid_text`, `ood_valid_audio`, `ood_valid_vision`, `ood_valid_all`:
+   the valid samples with the same reversals, for model selection on OOD data.
+   Arrays that an OOD split shares unchanged with its base (or with another OOD split) are the same
    numpy object, stored once in the pickle (protocol 5); treat split arrays as read-only.
-   Sample ids are `synth$_$<k>`, k counting over train, valid, test; OOD splits keep test's ids.
+   Sample ids are `synth$_$<k>`, k counting over train, valid, test; OOD splits keep the ids of
+   their base split. synth-v2 splits also hold `cue_signs`, (N, 3) int8 ±1: the cue sign the
+   sample carries per modality (columns text, audio, vision; reversed ones in OOD splits).
 
 Metadata (plain str/int/float/bool/list/dict only): `benchmark_version`, `preset`, `seed`,
 `scale`, `config` (every knob), `sizes`, `structure` (sentiment / cue token ids and words, the
 sentiment and cue dimensions with their loadings, the `-inf` dimensions), `splits` (which modality
 each OOD split reverses) and `cue_agreement` (measured share of samples whose cue sign equals the
-label sign, per split and modality, non-zero labels).
+label sign, per split and modality, non-zero labels). synth-v2 adds `cue_design` (its `CueDesign`
+knobs) and `cue_signs` (the key and column order of the stored cue signs); synth-v1's layout
+is frozen with the version, so a synth-v1 file is reproduced byte for byte.
 """
 
 from __future__ import annotations
@@ -77,11 +97,14 @@ from typing import Any
 
 import numpy as np
 
-from msa_jax.data.split import IID_SPLITS, OOD_SPLITS
+from msa_jax.data.split import IID_SPLITS, OOD_SPLITS, OOD_VALID_SPLITS
 from msa_jax.io import atomic_file
 from msa_jax.modalities import MODALITIES
 from msa_jax.text import BERT_UNCASED_VOCAB_SIZE, bert_uncased_vocab_file, load_vocab
 
+# The version `generate` writes unless told otherwise (see `BENCHMARKS`), and synth-v1's name in a
+# file's metadata.
+DEFAULT_VERSION = "v1"
 BENCHMARK_VERSION = "synth-v1"
 
 CLS_ID, SEP_ID, PAD_ID = 101, 102, 0
@@ -224,6 +247,70 @@ PRESETS: dict[str, SyntheticConfig] = {
         vision_sentiment_shift=0.2, vision_cue_shift=0.8, vision_length_median=0.6),
 }
 
+
+
+@dataclasses.dataclass(frozen=True)
+class CueDesign:
+  """How a benchmark version plants the spurious cue (docs/methods.md §7); frozen per version.
+
+  Attributes:
+    shared_agreement: one agreement draw per sample used by every modality (one confound seen
+      everywhere at once) instead of one draw per modality.
+    label_scaled_cue: the audio / vision cue offset is b c (cue_floor + |y| / label_max), so it
+      carries the label's magnitude, instead of the fixed b c.
+    cue_floor: the offset's size at y = 0 when `label_scaled_cue`.
+    cue_sample_noise: std of the per-sample noise on the cue dimensions; None: the modality's
+      `*_sample_noise`, as on every other dimension.
+    text_cue_pairs: how many of `TEXT_CUE_PAIRS`, from the first, the text cue draws nouns from.
+    ood_valid: also write the OOD splits of the validation split (`OOD_VALID_SPLITS`).
+    store_cue_signs: write each split's (N, 3) cue signs under the key `cue_signs`.
+  """
+
+  shared_agreement: bool
+  label_scaled_cue: bool
+  cue_floor: float
+  cue_sample_noise: float | None
+  text_cue_pairs: int
+  ood_valid: bool
+  store_cue_signs: bool
+
+
+# synth-v2: the confound of real MSA data (speaker and recording conditions, visible in every
+# modality at once and stronger for stronger sentiment), easier to learn than the label. Frozen
+# before any method was run on it: b = 3.0 on audio and vision, offset b c (0.1 + |y| / 3), noise
+# 0.1 on the cue dimensions, one text cue pair, agreement 0.9 shared by the three modalities.
+PRESETS_V2: dict[str, SyntheticConfig] = {
+    name: dataclasses.replace(PRESETS[name], audio_cue_shift=3.0, vision_cue_shift=3.0)
+    for name in ("mosi", "mosi_small")}
+
+
+@dataclasses.dataclass(frozen=True)
+class Benchmark:
+  """A named benchmark version: its presets and its cue design."""
+
+  name: str
+  presets: dict[str, SyntheticConfig]
+  design: CueDesign
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    "v1": Benchmark(BENCHMARK_VERSION, PRESETS, CueDesign(
+        shared_agreement=False, label_scaled_cue=False, cue_floor=0.0, cue_sample_noise=None,
+        text_cue_pairs=len(TEXT_CUE_PAIRS), ood_valid=False, store_cue_signs=False)),
+    "v2": Benchmark("synth-v2", PRESETS_V2, CueDesign(
+        shared_agreement=True, label_scaled_cue=True, cue_floor=0.1, cue_sample_noise=0.1,
+        text_cue_pairs=1, ood_valid=True, store_cue_signs=True)),
+}
+
+
+def benchmark(version: str) -> Benchmark:
+  """The benchmark version `version` ('v1' or 'v2'), or a ValueError naming the choices."""
+  if version not in BENCHMARKS:
+    raise ValueError(f"unknown synthetic benchmark version {version!r}; expected one of "
+                     f"{sorted(BENCHMARKS)}")
+  return BENCHMARKS[version]
+
+
 _SPLIT_CODES = {"train": 0, "valid": 1, "test": 2}
 _STREAMS = {"labels": 0, "cue": 1, "lengths": 2, "text": 3, "audio": 4, "vision": 5}
 _STRUCTURE_STREAM = 99
@@ -304,8 +391,10 @@ def _lookup(text: str, index: dict[str, int], lexicon: dict, what: str) -> tuple
 
 
 def build_text_resources(cfg: SyntheticConfig, vocab: Sequence[str],
-                         lexicon: dict[str, tuple[float, float]]) -> TextResources:
-  """Selects the sentiment words and tokenizes every template (docs/methods.md §7)."""
+                         lexicon: dict[str, tuple[float, float]],
+                         cue_pairs: int = len(TEXT_CUE_PAIRS)) -> TextResources:
+  """Selects the sentiment words and tokenizes every template (docs/methods.md §7); the text cue
+  uses the first `cue_pairs` of `TEXT_CUE_PAIRS` (all of them stay out of the sentiment words)."""
   index = {w: i for i, w in enumerate(vocab)}
   reserved = {w for pair in TEXT_CUE_PAIRS for w in pair}
   templates = SENTIMENT_FRAMES + CUE_FRAMES + NEUTRAL_CLAUSES + CONNECTORS
@@ -329,7 +418,8 @@ def build_text_resources(cfg: SyntheticConfig, vocab: Sequence[str],
   pos_ids, pos_val = pick(+1)
   neg_ids, neg_val = pick(-1)
   cue_ids = np.array([[_lookup(a, index, lexicon, "cue word")[0],
-                       _lookup(b, index, lexicon, "cue word")[0]] for a, b in TEXT_CUE_PAIRS],
+                       _lookup(b, index, lexicon, "cue word")[0]]
+                      for a, b in TEXT_CUE_PAIRS[:cue_pairs]],
                      dtype=np.int64)
   return TextResources(
       vocab=tuple(vocab), positive_ids=pos_ids, negative_ids=neg_ids, positive_valence=pos_val,
@@ -364,16 +454,25 @@ def sample_labels(cfg: SyntheticConfig, n: int, rng: np.random.Generator) -> dic
   return out
 
 
-def sample_cues(labels: np.ndarray, agree_prob: float,
-                rng: np.random.Generator) -> dict[str, np.ndarray]:
-  """(N,) ±1 cue signs per modality: sign(label) with prob `agree_prob`, random for zero labels."""
+def sample_cues(labels: np.ndarray, agree_prob: float, rng: np.random.Generator,
+                shared: bool = False) -> dict[str, np.ndarray]:
+  """(N,) ±1 cue signs per modality: sign(label) with prob `agree_prob`, random for zero labels.
+
+  Each modality draws its own agreement and coin unless `shared`: then one draw per sample gives
+  every modality the same sign (step 2).
+  """
   sign = np.sign(labels).astype(np.int64)
-  cues = {}
-  for m in MODALITIES:
-    agree = rng.random(labels.shape[0]) < agree_prob
-    coin = np.where(rng.random(labels.shape[0]) < 0.5, 1, -1)
-    cues[m] = np.where(sign == 0, coin, np.where(agree, sign, -sign)).astype(np.int64)
-  return cues
+  n = labels.shape[0]
+
+  def draw() -> np.ndarray:
+    agree = rng.random(n) < agree_prob
+    coin = np.where(rng.random(n) < 0.5, 1, -1)
+    return np.where(sign == 0, coin, np.where(agree, sign, -sign)).astype(np.int64)
+
+  if shared:
+    cue = draw()
+    return {m: cue for m in MODALITIES}
+  return {m: draw() for m in MODALITIES}
 
 
 def sample_lengths(cfg: SyntheticConfig, n: int,
@@ -515,14 +614,19 @@ def frame_structure(dim: int, n_sentiment: int, n_cue: int, with_neg_inf: bool,
 def render_frames(frames: int, dim: int, lengths: np.ndarray, target: np.ndarray,
                   cue: np.ndarray, structure: FrameStructure, sentiment_shift: float,
                   cue_shift: float, sample_noise: float, frame_noise: float, neg_inf_prob: float,
-                  rng: np.random.Generator) -> np.ndarray:
+                  rng: np.random.Generator, cue_noise: float | None = None) -> np.ndarray:
   """(N, T, D) float32 frames of step 5, zero beyond each length, written chunk by chunk.
 
-  Only valid frames are drawn: per chunk of samples, a (sum of lengths, D) block of noise plus
-  each sample's offset is scattered into the zero-initialised output.
+  `cue` is each sample's signed cue strength c_i k_i (the cue sign, times its size in synth-v2);
+  `cue_noise`, when given, replaces `sample_noise` on the cue dimensions. Only valid frames are
+  drawn: per chunk of samples, a (sum of lengths, D) block of noise plus each sample's offset is
+  scattered into the zero-initialised output.
   """
   n = lengths.shape[0]
-  offset = rng.normal(0.0, sample_noise, (n, dim)).astype(np.float32)
+  noise = np.full(dim, sample_noise)
+  if cue_noise is not None:
+    noise[structure.cue_dims] = cue_noise
+  offset = rng.normal(0.0, noise, (n, dim)).astype(np.float32)
   offset[:, structure.sentiment_dims] += (
       sentiment_shift * target[:, None] * structure.sentiment_loadings[None, :]).astype(np.float32)
   offset[:, structure.cue_dims] += (
@@ -545,8 +649,9 @@ def render_frames(frames: int, dim: int, lengths: np.ndarray, target: np.ndarray
 
 def reverse_frame_cue(x: np.ndarray, lengths: np.ndarray, cue: np.ndarray,
                       structure: FrameStructure, cue_shift: float) -> np.ndarray:
-  """A copy of frames `x` (N, T, D) rendered with cue -c: the cue term b c v_d is subtracted
-  twice on the cue dimensions of valid frames (step 6); every other value is unchanged."""
+  """A copy of frames `x` (N, T, D) rendered with the cue reversed: the cue term b c k v_d (`cue`
+  = the signed strength c k, as for `render_frames`) is subtracted twice on the cue dimensions of
+  valid frames (step 6); every other value is unchanged."""
   out = x.copy()
   valid = (np.arange(x.shape[1])[None, :] < lengths[:, None]).astype(np.float32)
   for d, load in zip(structure.cue_dims, structure.cue_loadings):
@@ -559,7 +664,7 @@ def reverse_frame_cue(x: np.ndarray, lengths: np.ndarray, cue: np.ndarray,
 # Assembly.
 
 
-def _modality_args(cfg: SyntheticConfig, modality: str) -> dict[str, Any]:
+def _modality_args(cfg: SyntheticConfig, modality: str, design: CueDesign) -> dict[str, Any]:
   return {
       "frames": getattr(cfg, f"{modality}_frames"), "dim": getattr(cfg, f"{modality}_dim"),
       "sentiment_shift": getattr(cfg, f"{modality}_sentiment_shift"),
@@ -567,6 +672,7 @@ def _modality_args(cfg: SyntheticConfig, modality: str) -> dict[str, Any]:
       "sample_noise": getattr(cfg, f"{modality}_sample_noise"),
       "frame_noise": getattr(cfg, f"{modality}_frame_noise"),
       "neg_inf_prob": cfg.audio_neg_inf_prob if modality == "audio" else 0.0,
+      "cue_noise": design.cue_sample_noise,
   }
 
 
@@ -579,12 +685,32 @@ def _targets(cfg: SyntheticConfig, labels: dict[str, np.ndarray]) -> dict[str, n
   return out
 
 
+def _cue_strength(cue: np.ndarray, labels: np.ndarray, cfg: SyntheticConfig,
+                  design: CueDesign) -> np.ndarray:
+  """(N,) signed audio / vision cue strength c k (step 5): k = 1, or with `label_scaled_cue`
+  k = cue_floor + |y| / label_max of the (multimodal) label y."""
+  if not design.label_scaled_cue:
+    return cue
+  return cue * (design.cue_floor + np.abs(labels.astype(np.float64)) / cfg.label_max)
+
+
+def _reversed_modalities(ood_split: str) -> tuple[str, ...]:
+  """The modalities whose cue an OOD split reverses: `ood_[valid_]<modality>` or `..._all`."""
+  kind = ood_split.rsplit("_", 1)[1]
+  return tuple(m for m in MODALITIES if kind in ("all", m))
+
+
 def _split_dict(labels: dict[str, np.ndarray], text_bert: np.ndarray, raw_text: np.ndarray,
                 audio: np.ndarray, vision: np.ndarray, audio_lengths: np.ndarray,
-                vision_lengths: np.ndarray, ids: np.ndarray) -> dict[str, np.ndarray]:
-  return {"text_bert": text_bert, "audio": audio, "vision": vision,
-          "audio_lengths": audio_lengths, "vision_lengths": vision_lengths, **labels,
-          "raw_text": raw_text, "id": ids}
+                vision_lengths: np.ndarray, ids: np.ndarray,
+                cues: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+  """One split in MMSA keys; with `cues`, also their (N, 3) int8 signs under `cue_signs`."""
+  split = {"text_bert": text_bert, "audio": audio, "vision": vision,
+           "audio_lengths": audio_lengths, "vision_lengths": vision_lengths, **labels,
+           "raw_text": raw_text, "id": ids}
+  if cues is not None:
+    split["cue_signs"] = np.stack([cues[m] for m in MODALITIES], axis=1).astype(np.int8)
+  return split
 
 
 def _cue_agreement(labels: np.ndarray, cues: dict[str, np.ndarray]) -> dict[str, float]:
@@ -593,72 +719,84 @@ def _cue_agreement(labels: np.ndarray, cues: dict[str, np.ndarray]) -> dict[str,
           for m, c in cues.items()}
 
 
-def _iid_split(cfg: SyntheticConfig, seed: int, code: int, n: int, first_id: int,
-               res: TextResources, structures: dict[str, FrameStructure]
+def _iid_split(cfg: SyntheticConfig, design: CueDesign, seed: int, code: int, n: int,
+               first_id: int, res: TextResources, structures: dict[str, FrameStructure]
                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
   """One fresh split (steps 1-5) and its per-modality cue signs."""
   labels = sample_labels(cfg, n, _rng(seed, code, _STREAMS["labels"]))
   cues = sample_cues(labels["regression_labels"], cfg.cue_agree_prob,
-                     _rng(seed, code, _STREAMS["cue"]))
+                     _rng(seed, code, _STREAMS["cue"]), shared=design.shared_agreement)
   audio_len, vision_len = sample_lengths(cfg, n, _rng(seed, code, _STREAMS["lengths"]))
   lengths = {"audio": audio_len, "vision": vision_len}
   targets = _targets(cfg, labels)
   audio, vision = (
-      render_frames(lengths=lengths[m], target=targets[m], cue=cues[m],
+      render_frames(lengths=lengths[m], target=targets[m],
+                    cue=_cue_strength(cues[m], labels["regression_labels"], cfg, design),
                     structure=structures[m], rng=_rng(seed, code, _STREAMS[m]),
-                    **_modality_args(cfg, m))
+                    **_modality_args(cfg, m, design))
       for m in ("audio", "vision"))
   text_bert = sample_text(targets["text"], cues["text"], cfg, res,
                           _rng(seed, code, _STREAMS["text"]))
   ids = np.array([f"synth$_${first_id + i}" for i in range(n)], dtype=object)
   split = _split_dict(labels, text_bert, decode_text(text_bert, res.vocab), audio, vision,
-                      audio_len, vision_len, ids)
+                      audio_len, vision_len, ids, cues if design.store_cue_signs else None)
   return split, cues
 
 
-def _ood_splits(cfg: SyntheticConfig, test: dict[str, np.ndarray], res: TextResources,
-                structures: dict[str, FrameStructure], cues: dict[str, np.ndarray]
+def _ood_splits(cfg: SyntheticConfig, design: CueDesign, base: dict[str, np.ndarray],
+                res: TextResources, structures: dict[str, FrameStructure],
+                cues: dict[str, np.ndarray], names: Sequence[str]
                 ) -> dict[str, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
-  """The four OOD splits (step 6) with their cue signs: `test` with reversed cues, sharing
-  every unchanged array with `test`."""
-  text = {False: (test["text_bert"], test["raw_text"])}
-  text_bert = swap_text_cue(test["text_bert"], res.cue_ids)
+  """The OOD splits `names` of one base split (step 6) with their cue signs: `base` with reversed
+  cues, sharing every unchanged array with `base`."""
+  text = {False: (base["text_bert"], base["raw_text"])}
+  text_bert = swap_text_cue(base["text_bert"], res.cue_ids)
   text[True] = (text_bert, decode_text(text_bert, res.vocab))
-  frames = {(m, False): test[m] for m in ("audio", "vision")}
+  frames = {(m, False): base[m] for m in ("audio", "vision")}
   for m in ("audio", "vision"):
-    frames[(m, True)] = reverse_frame_cue(test[m], test[f"{m}_lengths"], cues[m], structures[m],
+    strength = _cue_strength(cues[m], base["regression_labels"], cfg, design)
+    frames[(m, True)] = reverse_frame_cue(base[m], base[f"{m}_lengths"], strength, structures[m],
                                           getattr(cfg, f"{m}_cue_shift"))
-  labels = {k: v for k, v in test.items() if k.startswith("regression_labels")}
+  labels = {k: v for k, v in base.items() if k.startswith("regression_labels")}
   out = {}
-  for name in OOD_SPLITS:
-    flipped = MODALITIES if name == "ood_all" else (name[len("ood_"):],)
+  for name in names:
+    flipped = _reversed_modalities(name)
+    split_cues = {m: (-c if m in flipped else c) for m, c in cues.items()}
     split = _split_dict(labels, *text["text" in flipped], frames[("audio", "audio" in flipped)],
-                        frames[("vision", "vision" in flipped)], test["audio_lengths"],
-                        test["vision_lengths"], test["id"])
-    out[name] = (split, {m: (-c if m in flipped else c) for m, c in cues.items()})
+                        frames[("vision", "vision" in flipped)], base["audio_lengths"],
+                        base["vision_lengths"], base["id"],
+                        split_cues if design.store_cue_signs else None)
+    out[name] = (split, split_cues)
   return out
 
 
 def generate(preset: str, seed: int = 0, scale: float = 1.0,
-             config: SyntheticConfig | None = None) -> dict[str, Any]:
+             config: SyntheticConfig | None = None, version: str = DEFAULT_VERSION
+             ) -> dict[str, Any]:
   """The synthetic benchmark as an MMSA-format dict (docs/methods.md §7, §1).
 
   Args:
-    preset: 'mosi', 'mosei' or 'sims' (the imitated data set's shapes, sizes and label range).
+    preset: the imitated data set's shapes, sizes and label range: one of the version's presets
+      ('mosi', 'mosi_small', 'mosei', 'sims' in v1; 'mosi', 'mosi_small' in v2).
     seed: all randomness (structure and samples) derives from it.
     scale: multiplies the split sizes (e.g. 0.1 for a small file).
-    config: replaces `PRESETS[preset]` when given.
+    config: replaces the version's preset when given.
+    version: the benchmark version, 'v1' (synth-v1) or 'v2' (synth-v2); see `BENCHMARKS`.
 
   Returns:
-    {'train', 'valid', 'test', 'ood_text', 'ood_audio', 'ood_vision', 'ood_all': split dict,
-     'metadata': plain dict}; a split has text_bert (N, 3, L), audio (N, Ta, Da), vision
-    (N, Tv, Dv) float32, audio_lengths / vision_lengths (N,) int64, regression_labels (N,)
-    float32 (and _T/_A/_V for SIMS), raw_text and id (N,) object str.
+    {'train', 'valid', 'test', 'ood_text', 'ood_audio', 'ood_vision', 'ood_all'[, 'ood_valid_text',
+     'ood_valid_audio', 'ood_valid_vision', 'ood_valid_all']: split dict, 'metadata': plain
+    dict}; a split has text_bert (N, 3, L), audio (N, Ta, Da), vision (N, Tv, Dv) float32,
+    audio_lengths / vision_lengths (N,) int64, regression_labels (N,) float32 (and _T/_A/_V for
+    SIMS), raw_text and id (N,) object str (and cue_signs (N, 3) int8 in v2).
   """
+  bench = benchmark(version)
+  design = bench.design
   if config is None:
-    if preset not in PRESETS:
-      raise ValueError(f"unknown synthetic preset {preset!r}; expected one of {sorted(PRESETS)}")
-    config = PRESETS[preset]
+    if preset not in bench.presets:
+      raise ValueError(f"unknown synthetic preset {preset!r} for {bench.name}; expected one of "
+                       f"{sorted(bench.presets)}")
+    config = bench.presets[preset]
   cfg = config
   if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
     raise ValueError(f"synthetic scale must be a positive number, got {scale!r}")
@@ -667,42 +805,53 @@ def generate(preset: str, seed: int = 0, scale: float = 1.0,
     raise ValueError(f"{bert_uncased_vocab_file()}: expected "
                      f"{BERT_UNCASED_VOCAB_SIZE} tokens, got {len(vocab)}")
   lexicon = load_vader_lexicon()
-  res = build_text_resources(cfg, vocab, lexicon)
+  res = build_text_resources(cfg, vocab, lexicon, design.text_cue_pairs)
   srng = _rng(seed, _STRUCTURE_STREAM)
   structures = {m: frame_structure(getattr(cfg, f"{m}_dim"), getattr(cfg, f"{m}_sentiment_dims"),
                                    getattr(cfg, f"{m}_cue_dims"), m == "audio", srng)
                 for m in ("audio", "vision")}
   sizes = cfg.sizes(scale)
+  ood_bases = {"test": OOD_SPLITS}
+  if design.ood_valid:
+    ood_bases["valid"] = OOD_VALID_SPLITS
+    sizes.update({name: sizes["valid"] for name in OOD_VALID_SPLITS})
 
   data: dict[str, Any] = {}
   agreement: dict[str, dict[str, float]] = {}
   first_id = 0
-  test_cues: dict[str, np.ndarray] = {}
+  iid_cues: dict[str, dict[str, np.ndarray]] = {}
   for name in IID_SPLITS:
-    split, cues = _iid_split(cfg, seed, _SPLIT_CODES[name], sizes[name], first_id, res,
-                             structures)
+    split, iid_cues[name] = _iid_split(cfg, design, seed, _SPLIT_CODES[name], sizes[name],
+                                       first_id, res, structures)
     first_id += sizes[name]
     data[name] = split
-    agreement[name] = _cue_agreement(split["regression_labels"], cues)
-    if name == "test":
-      test_cues = cues
-  for name, (split, cues) in _ood_splits(cfg, data["test"], res, structures, test_cues).items():
-    data[name] = split
-    agreement[name] = _cue_agreement(split["regression_labels"], cues)
-  data["metadata"] = _metadata(cfg, preset, seed, scale, sizes, res, structures, agreement)
+    agreement[name] = _cue_agreement(split["regression_labels"], iid_cues[name])
+  for base, names in ood_bases.items():
+    for name, (split, cues) in _ood_splits(cfg, design, data[base], res, structures,
+                                           iid_cues[base], names).items():
+      data[name] = split
+      agreement[name] = _cue_agreement(split["regression_labels"], cues)
+  data["metadata"] = _metadata(cfg, bench, preset, seed, scale, sizes, res, structures,
+                               agreement, ood_bases)
   return data
 
 
-def _metadata(cfg: SyntheticConfig, preset: str, seed: int, scale: float, sizes: dict[str, int],
-              res: TextResources, structures: dict[str, FrameStructure],
-              agreement: dict[str, dict[str, float]]) -> dict[str, Any]:
-  """The file's plain-typed metadata: version, knobs, planted structure (docs/methods.md §7)."""
+def _metadata(cfg: SyntheticConfig, bench: Benchmark, preset: str, seed: int, scale: float,
+              sizes: dict[str, int], res: TextResources, structures: dict[str, FrameStructure],
+              agreement: dict[str, dict[str, float]],
+              ood_bases: dict[str, Sequence[str]]) -> dict[str, Any]:
+  """The file's plain-typed metadata: version, knobs, planted structure (docs/methods.md §7).
+
+  synth-v1's layout is frozen with the version (its files are reproduced byte for byte); later
+  versions add `cue_design` and `cue_signs` at the end.
+  """
   def ints(a: np.ndarray) -> list[int]:
     return [int(x) for x in a]
 
   def floats(a: np.ndarray) -> list[float]:
     return [float(x) for x in a]
 
+  cue_pairs = TEXT_CUE_PAIRS[:bench.design.text_cue_pairs]
   structure: dict[str, Any] = {"text": {
       "positive_sentiment_token_ids": ints(res.positive_ids),
       "negative_sentiment_token_ids": ints(res.negative_ids),
@@ -712,8 +861,8 @@ def _metadata(cfg: SyntheticConfig, preset: str, seed: int, scale: float, sizes:
       "negative_sentiment_valence": floats(res.negative_valence),
       "positive_cue_token_ids": ints(res.cue_ids[:, 0]),
       "negative_cue_token_ids": ints(res.cue_ids[:, 1]),
-      "positive_cue_words": [a for a, _ in TEXT_CUE_PAIRS],
-      "negative_cue_words": [b for _, b in TEXT_CUE_PAIRS],
+      "positive_cue_words": [a for a, _ in cue_pairs],
+      "negative_cue_words": [b for _, b in cue_pairs],
   }}
   for m, s in structures.items():
     structure[m] = {"sentiment_dims": ints(s.sentiment_dims),
@@ -722,8 +871,8 @@ def _metadata(cfg: SyntheticConfig, preset: str, seed: int, scale: float, sizes:
                     "neg_inf_dims": ints(s.neg_inf_dims)}
   config = {k: (list(v) if isinstance(v, tuple) else v)
             for k, v in dataclasses.asdict(cfg).items()}
-  return {
-      "benchmark_version": BENCHMARK_VERSION,
+  meta = {
+      "benchmark_version": bench.name,
       "generator": "msa_jax.data.synthetic",
       "preset": str(preset),
       "seed": int(seed),
@@ -731,28 +880,31 @@ def _metadata(cfg: SyntheticConfig, preset: str, seed: int, scale: float, sizes:
       "config": config,
       "sizes": {k: int(v) for k, v in sizes.items()},
       "structure": structure,
-      "splits": {"ood_text": {"base": "test", "cue_reversed": ["text"]},
-                 "ood_audio": {"base": "test", "cue_reversed": ["audio"]},
-                 "ood_vision": {"base": "test", "cue_reversed": ["vision"]},
-                 "ood_all": {"base": "test", "cue_reversed": list(MODALITIES)}},
+      "splits": {name: {"base": base, "cue_reversed": list(_reversed_modalities(name))}
+                 for base, names in ood_bases.items() for name in names},
       "cue_agreement": agreement,
   }
+  if bench.name != BENCHMARK_VERSION:
+    meta["cue_design"] = dataclasses.asdict(bench.design)
+    meta["cue_signs"] = {"key": "cue_signs", "columns": list(MODALITIES)}
+  return meta
 
 
 def write_synthetic(path: str | os.PathLike, preset: str, seed: int = 0,
-                    scale: float = 1.0) -> pathlib.Path:
+                    scale: float = 1.0, version: str = DEFAULT_VERSION) -> pathlib.Path:
   """Generates the benchmark and writes it atomically as a pickle (`msa_jax.io.atomic_file`)."""
   path = pathlib.Path(path)
-  data = generate(preset, seed=seed, scale=scale)
+  data = generate(preset, seed=seed, scale=scale, version=version)
   with atomic_file(path, "wb") as f:
     pickle.dump(data, f, protocol=5)
   return path
 
 
 def ensure_synthetic(path: str | os.PathLike, preset: str, seed: int = 0,
-                     scale: float = 1.0) -> pathlib.Path:
-  """`path`, generated with `write_synthetic` first if no file is there yet."""
+                     scale: float = 1.0, version: str = DEFAULT_VERSION) -> pathlib.Path:
+  """`path`, generated with `write_synthetic` first if no file is there yet (an existing file is
+  used as it is, whatever version it holds: give each version its own path)."""
   path = pathlib.Path(path)
   if path.is_file():
     return path
-  return write_synthetic(path, preset, seed=seed, scale=scale)
+  return write_synthetic(path, preset, seed=seed, scale=scale, version=version)

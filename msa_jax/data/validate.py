@@ -208,6 +208,19 @@ def checked_strings(value: Any, where: Where, key: str, n: int) -> np.ndarray:
   return arr
 
 
+def checked_cue_signs(value: Any, where: Where, n: int) -> np.ndarray:
+  """(N, 3) int8 planted cue signs (columns text, audio, vision), each -1 or +1."""
+  key = "cue_signs"
+  arr = _numeric(value, where, key, kinds="iuf")
+  _check_shape(arr, where, key, (n, 3), "(N, 3) cue_signs")
+  bad = ~np.isin(arr, (-1, 1))
+  if bad.any():
+    i, j = _first_bad(bad)
+    raise where.error(key, f"expected cue signs -1 or +1, got {_fmt(arr[i, j])} at sample {i}, "
+                      f"column {j}")
+  return arr.astype(np.int8, copy=False)
+
+
 def _required(raw: dict, where: Where, key: str) -> Any:
   if key not in raw:
     present = ", ".join(sorted(str(k) for k in raw))
@@ -252,6 +265,8 @@ def split_from_dict(raw: Any, where: Where, limits: Limits,
     optional["ids"] = checked_strings(raw.pop("id"), where, "id", n)
   if "raw_text" in raw:
     optional["raw_text"] = checked_strings(raw.pop("raw_text"), where, "raw_text", n)
+  if "cue_signs" in raw:
+    optional["cue_signs"] = checked_cue_signs(raw.pop("cue_signs"), where, n)
   return Split(
       text_bert=text_bert,
       audio=audio,
