@@ -10,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 
+from configs import lnln as lnln_config
 from msa_jax import errors, sharding
 from msa_jax.data.split import Split
 from msa_jax.evaluate import predict as predict_lib
@@ -220,3 +221,15 @@ def test_workdir_whose_config_lacks_a_key_is_refused(tmp_path):
   (tmp_path / "config.json").write_text(json.dumps(saved))
   with pytest.raises(errors.RunConfigError, match=r"different config \(model.remat: None -> False\)"):
     loop.check_workdir(tmp_path, config)
+
+
+def test_load_data_generates_the_configured_synthetic_version_and_refuses_another(tmp_path):
+  config = lnln_config.get_config()
+  config.data.path = str(tmp_path / "bench.pkl")
+  config.data.synthetic_version = "v2"
+  splits = loop.load_data(config)
+  assert "ood_valid_all" in splits and splits["train"].cue_signs is not None
+  config.data.synthetic_version = "v1"  # the file at data.path holds synth-v2: refused
+  with pytest.raises(errors.RunConfigError, match=r"holds synth-v2, but "
+                     r"config.data.synthetic_version='v1': give each version its own data.path"):
+    loop.load_data(config)

@@ -124,16 +124,24 @@ def load_data(config: ml_collections.ConfigDict) -> dict[str, Split]:
   if not path.exists():
     if config.data.synthetic:
       from msa_jax.data import synthetic
-      print(f"[msa_jax] generating the synthetic '{config.data.synthetic}' benchmark at {path} "
-            f"(seed {config.data.synthetic_seed}, scale {config.data.synthetic_scale})", flush=True)
+      print(f"[msa_jax] generating the synthetic '{config.data.synthetic}' benchmark "
+            f"(synth-{config.data.synthetic_version}) at {path} (seed {config.data.synthetic_seed}, "
+            f"scale {config.data.synthetic_scale})", flush=True)
       synthetic.ensure_synthetic(path, config.data.synthetic, seed=config.data.synthetic_seed,
-                                 scale=config.data.synthetic_scale)
+                                 scale=config.data.synthetic_scale,
+                                 version=config.data.synthetic_version)
     else:
       raise RunConfigError(f"config.data.path={str(path)!r} does not exist (an MMSA .pkl file, a GEAR "
                            "split directory or a directory from scripts/convert_data.py is expected)")
   # Every synthetic preset uses the bert-base-uncased vocabulary, SIMS-shaped ones included (docs/methods.md §7).
   vocab_size = BERT_UNCASED_VOCAB_SIZE if config.data.synthetic else None
-  splits = data.load(path, dataset=config.data.dataset, vocab_size=vocab_size)
+  splits, metadata = data.load_with_metadata(path, dataset=config.data.dataset,
+                                             vocab_size=vocab_size)
+  want = f"synth-{config.data.synthetic_version}"
+  if config.data.synthetic and metadata.get("benchmark_version", want) != want:
+    raise RunConfigError(f"config.data.path={str(path)!r} holds {metadata['benchmark_version']}, "
+                         f"but config.data.synthetic_version={config.data.synthetic_version!r}: "
+                         "give each version its own data.path")
   # Only the configs of methods that evaluate OOD splits (GEAR) have `data.ood`.
   ood = config.data.ood if "ood" in config.data else ""
   if ood and ood != "planted":
