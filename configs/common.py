@@ -5,8 +5,9 @@ and add their method's keys and presets, so that a shared key's default is writt
 import ml_collections
 
 
-def get_config(*, method: str, seeds: str, synthetic: str, batch_size: int,
-               max_epochs: int) -> ml_collections.ConfigDict:
+def get_config(
+  *, method: str, seeds: str, synthetic: str, batch_size: int, max_epochs: int
+) -> ml_collections.ConfigDict:
   """The shared keys, with the values that differ between the methods' defaults as arguments.
 
   `synthetic` names the synthetic preset of the default data; it is generated at `data.path` on
@@ -43,6 +44,6 @@ def get_config(*, method: str, seeds: str, synthetic: str, batch_size: int,
   c.model = ml_collections.ConfigDict()
   # Performance options (no effect on parameters; float32 results equal up to float rounding):
   c.model.dtype = "float32"  # or "bfloat16": mixed precision (parameters stay float32)
-  c.model.remat = False      # recompute BERT layers in the backward pass: less memory
+  c.model.remat = False  # recompute BERT layers in the backward pass: less memory
   c.model.dropout_impl = "hash"  # dropout masks: "hash" (fast) or "threefry" (nn.Dropout)
   return c

@@ -1,9 +1,11 @@
 """GEAR (ACM MM 2023): robust/bias extractors, GMAE, inverse-probability weights, swap augmentation.
 
   python train.py --config=configs/gear.py --workdir=runs/gear
-  python train.py --config=configs/gear.py:mosi --config.data.path=/data/MOSI/Processed/unaligned_50.pkl \
+  python train.py --config=configs/gear.py:mosi \
+      --config.data.path=/data/MOSI/Processed/unaligned_50.pkl \
       --config.data.ood=/data/MOSI/Processed/unaligned_50.pkl.ood.json \
-      --config.encoder=path:/models/bert-base-uncased --config.seeds=1003,1006,1008 --workdir=runs/gear_mosi
+      --config.encoder=path:/models/bert-base-uncased --config.seeds=1003,1006,1008 \
+      --workdir=runs/gear_mosi
 
 Presets (docs/methods.md §5):
   (none)  the built-in synthetic MOSI-shaped benchmark (1284/229/686 samples, text 50, audio 375×5,
@@ -51,8 +53,8 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.gear.patience = 8
 
   c.optim = ml_collections.ConfigDict()
-  # The default `tiny` encoder is randomly initialised, so it is trained from scratch at 1e-3: at the
-  # fine-tuning rate 5e-5 of the pretrained presets it learns nothing in 12 epochs and the model
+  # The default `tiny` encoder is randomly initialised, so it is trained from scratch at 1e-3: at
+  # the fine-tuning rate 5e-5 of the pretrained presets it learns nothing in 12 epochs and the model
   # ignores the text (measured: ood_text == test to 4 digits). The presets set 5e-5 back.
   c.optim.lr_bert = 1e-3
   c.optim.wd_bert = 0.0
@@ -70,7 +72,10 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     return c
   if preset not in ("mosi", "mosei"):
     raise ValueError(f"configs/gear.py: unknown preset {preset!r}; valid: (none), mosi, mosei")
-  c.data.path = {"mosi": "MOSI/Processed/unaligned_50.pkl", "mosei": "MOSEI/Processed/unaligned_50.pkl"}[preset]
+  c.data.path = {
+    "mosi": "MOSI/Processed/unaligned_50.pkl",
+    "mosei": "MOSEI/Processed/unaligned_50.pkl",
+  }[preset]
   c.data.dataset = preset
   c.data.synthetic = ""
   c.data.ood = f"{c.data.path}.ood.json"

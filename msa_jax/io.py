@@ -13,7 +13,8 @@ import math
 import os
 import pathlib
 import tempfile
-from typing import IO, Any, Iterator
+from collections.abc import Iterator
+from typing import IO, Any
 
 import numpy as np
 

@@ -1,4 +1,5 @@
-"""Jittable losses: GEAR's GMAE and inverse-probability weights (docs/methods.md §5), LNLN's loss (§4)."""
+"""Jittable losses: GEAR's GMAE and inverse-probability weights (docs/methods.md §5), LNLN's loss
+(§4)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def gmae_weight(abs_err: jax.Array, kind: str = "tanh", q: float = 0.7) -> jax.A
 
 
 def gmae(pred: jax.Array, label: jax.Array, kind: str = "tanh", q: float = 0.7) -> jax.Array:
-  """Generalised MAE per sample (docs/methods.md §5): sg(g(|e|))·|e|, e = pred − label, shapes (B,) -> (B,).
+  """Generalised MAE per sample (docs/methods.md §5): sg(g(|e|))·|e|, e = pred − label, shapes
+  (B,) -> (B,).
 
   Its gradient w.r.t. pred is g(|e|)·sign(e); "off" is identically zero (the reference's default).
   """
@@ -47,8 +49,9 @@ def gmae(pred: jax.Array, label: jax.Array, kind: str = "tanh", q: float = 0.7) 
   return gmae_weight(abs_err, kind, q) * abs_err
 
 
-def ipw_weights(bias_errors: dict[str, jax.Array] | jax.Array, fusion_loss: jax.Array,
-                kind: str = "min") -> jax.Array:
+def ipw_weights(
+  bias_errors: dict[str, jax.Array] | jax.Array, fusion_loss: jax.Array, kind: str = "min"
+) -> jax.Array:
   """Inverse-probability weights W (B,) of the fusion loss (docs/methods.md §5), without gradient.
 
   Args:
@@ -67,9 +70,17 @@ def ipw_weights(bias_errors: dict[str, jax.Array] | jax.Array, fusion_loss: jax.
   return e / (e + jax.lax.stop_gradient(fusion_loss) + _IPW_EPS)
 
 
-def gear_loss(outputs: dict, labels: jax.Array, *, gmae_kind: str = "tanh", q: float = 0.7,
-              ipw_kind: str = "min", lambda_dis: float = 15.0, lambda_swap: float = 1.0,
-              swap_active: bool | jax.Array = False) -> tuple[jax.Array, dict[str, jax.Array]]:
+def gear_loss(
+  outputs: dict,
+  labels: jax.Array,
+  *,
+  gmae_kind: str = "tanh",
+  q: float = 0.7,
+  ipw_kind: str = "min",
+  lambda_dis: float = 15.0,
+  lambda_swap: float = 1.0,
+  swap_active: bool | jax.Array = False,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """GEAR's training objective (docs/methods.md §5) from `GEAR`'s outputs and labels (B,).
 
   total = Σ_m [λ_dis·mean GMAE(ŷ_b^m, y) + a·λ_swap·λ_dis·mean GMAE(ŷ_b,swap^m, y[π_m])]
@@ -84,14 +95,17 @@ def gear_loss(outputs: dict, labels: jax.Array, *, gmae_kind: str = "tanh", q: f
   """
   labels = jnp.asarray(labels)
   if outputs["pred"].shape != labels.shape:
-    raise ValueError(f"gear_loss: pred shape {outputs['pred'].shape} != labels shape "
-                     f"{labels.shape}")
+    raise ValueError(
+      f"gear_loss: pred shape {outputs['pred'].shape} != labels shape {labels.shape}"
+    )
   swapping = swap_active is not False
   if swapping:
     missing = [k for k in ("pred_swap", "bias_preds_swap", "perms") if k not in outputs]
     if missing:
-      raise ValueError(f"gear_loss: swap_active={swap_active} but outputs lack {missing}; "
-                       "call GEAR with a swap_key")
+      raise ValueError(
+        f"gear_loss: swap_active={swap_active} but outputs lack {missing}; "
+        "call GEAR with a swap_key"
+      )
   active = jnp.asarray(swap_active, bool)
   select = lambda t: jnp.where(active, t, jnp.zeros_like(t))
 
@@ -102,8 +116,11 @@ def gear_loss(outputs: dict, labels: jax.Array, *, gmae_kind: str = "tanh", q: f
     swap_term = jnp.zeros((), labels.dtype)
     if swapping:
       target = labels[outputs["perms"][m]]
-      swap_term = select(lambda_swap * lambda_dis
-                         * jnp.mean(gmae(outputs["bias_preds_swap"][m], target, gmae_kind, q)))
+      swap_term = select(
+        lambda_swap
+        * lambda_dis
+        * jnp.mean(gmae(outputs["bias_preds_swap"][m], target, gmae_kind, q))
+      )
     terms[f"bias_swap_{m}"] = swap_term
     bias_total = bias_total + terms[f"bias_{m}"] + swap_term
 
@@ -119,14 +136,16 @@ def gear_loss(outputs: dict, labels: jax.Array, *, gmae_kind: str = "tanh", q: f
   terms["mae"] = jnp.mean(abs_err)
   return bias_total + terms["fusion_weighted"], terms
 
+
 # ---- LNLN (docs/methods.md §4) -------------------------------------------------------------------
 
 LNLN_LOSS_WEIGHTS = {"alpha": 0.9, "beta": 0.8, "gamma": 0.1, "sigma": 1.0}
 LNLN_LOSS_WEIGHTS_SIMS = {**LNLN_LOSS_WEIGHTS, "beta": 0.6}
 
 
-def lnln_loss(outputs: dict, labels: jax.Array, text_missing_rate: jax.Array,
-              weights: dict | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+def lnln_loss(
+  outputs: dict, labels: jax.Array, text_missing_rate: jax.Array, weights: dict | None = None
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """LNLN's training objective (docs/methods.md §4) from `LNLN`'s outputs.
 
   total = α·MSE(w, 1 − r_l) + β·CE(disc_logits, disc_labels) + γ·MSE(rec, full) + σ·MSE(ŷ, y),
@@ -147,15 +166,15 @@ def lnln_loss(outputs: dict, labels: jax.Array, text_missing_rate: jax.Array,
   """
   weights = LNLN_LOSS_WEIGHTS if weights is None else weights
   if set(weights) != set(LNLN_LOSS_WEIGHTS):
-    raise ValueError(f"lnln_loss: weights keys {sorted(weights)}, expected "
-                     f"{sorted(LNLN_LOSS_WEIGHTS)}")
+    raise ValueError(
+      f"lnln_loss: weights keys {sorted(weights)}, expected {sorted(LNLN_LOSS_WEIGHTS)}"
+    )
   pred = outputs["pred"].reshape(-1)
   labels = jnp.asarray(labels).reshape(-1)
   if pred.shape != labels.shape:
     raise ValueError(f"lnln_loss: pred has {pred.shape[0]} values, labels {labels.shape[0]}")
   zero = jnp.zeros((), pred.dtype)
-  terms = {"l_cc": zero, "l_adv": zero, "l_rec": zero,
-           "l_sp": jnp.mean(jnp.square(pred - labels))}
+  terms = {"l_cc": zero, "l_adv": zero, "l_rec": zero, "l_sp": jnp.mean(jnp.square(pred - labels))}
   if "w" in outputs:
     target = 1.0 - jnp.asarray(text_missing_rate).reshape(-1)
     terms["l_cc"] = jnp.mean(jnp.square(outputs["w"].reshape(-1) - target))
@@ -165,6 +184,10 @@ def lnln_loss(outputs: dict, labels: jax.Array, text_missing_rate: jax.Array,
     terms["l_adv"] = -jnp.mean(picked)
   if "rec" in outputs:
     terms["l_rec"] = jnp.mean(jnp.square(outputs["rec"] - outputs["full"]))
-  total = (weights["alpha"] * terms["l_cc"] + weights["beta"] * terms["l_adv"]
-           + weights["gamma"] * terms["l_rec"] + weights["sigma"] * terms["l_sp"])
+  total = (
+    weights["alpha"] * terms["l_cc"]
+    + weights["beta"] * terms["l_adv"]
+    + weights["gamma"] * terms["l_rec"]
+    + weights["sigma"] * terms["l_sp"]
+  )
   return total, terms

@@ -1,8 +1,8 @@
 """MMSA-exact regression metrics (docs/methods.md §3).
 
 The definitions follow MMSA's `metricsTop.py` (thuiar/MMSA), with two deliberate differences
-(docs/methods.md §3, §9): values are not rounded (round only for display), and F1 is computed with the
-correct argument order. Everything is plain numpy, so no scikit-learn is needed at run time; the
+(docs/methods.md §3, §9): values are not rounded (round only for display), and F1 is computed with
+the correct argument order. Everything is plain numpy, so no scikit-learn is needed at run time; the
 tests check every number against scikit-learn.
 """
 
@@ -13,16 +13,24 @@ import warnings
 import numpy as np
 
 DATASETS = ("mosi", "mosei", "sims")
-MOSI_KEYS = ("Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_5", "Mult_acc_7",
-             "MAE", "Corr")
+MOSI_KEYS = (
+  "Has0_acc_2",
+  "Has0_F1_score",
+  "Non0_acc_2",
+  "Non0_F1_score",
+  "Mult_acc_5",
+  "Mult_acc_7",
+  "MAE",
+  "Corr",
+)
 SIMS_KEYS = ("Mult_acc_2", "Mult_acc_3", "Mult_acc_5", "F1_score", "MAE", "Corr")
 # Metrics where smaller is better; every other metric is better when larger.
 LOWER_IS_BETTER = frozenset({"MAE"})
 
 _SIMS_BINS = {
-    "Mult_acc_2": (-1.01, 0.0, 1.01),
-    "Mult_acc_3": (-1.01, -0.1, 0.1, 1.01),
-    "Mult_acc_5": (-1.01, -0.7, -0.1, 0.1, 0.7, 1.01),
+  "Mult_acc_2": (-1.01, 0.0, 1.01),
+  "Mult_acc_3": (-1.01, -0.1, 0.1, 1.01),
+  "Mult_acc_5": (-1.01, -0.7, -0.1, 0.1, 0.7, 1.01),
 }
 
 
@@ -95,21 +103,25 @@ def _mosi_metrics(pred: np.ndarray, label: np.ndarray) -> dict[str, float]:
   nz_true, nz_pred = label[non_zero] > 0, pred[non_zero] > 0
   has0_true, has0_pred = label >= 0, pred >= 0
   return {
-      "Has0_acc_2": accuracy(has0_pred, has0_true),
-      "Has0_F1_score": weighted_f1(has0_true, has0_pred),
-      "Non0_acc_2": accuracy(nz_pred, nz_true),
-      "Non0_F1_score": weighted_f1(nz_true, nz_pred),
-      "Mult_acc_5": _mult_acc(pred, label, 2.0),
-      "Mult_acc_7": _mult_acc(pred, label, 3.0),
-      "MAE": float(np.mean(np.abs(pred - label))),
-      "Corr": pearson(pred, label),
+    "Has0_acc_2": accuracy(has0_pred, has0_true),
+    "Has0_F1_score": weighted_f1(has0_true, has0_pred),
+    "Non0_acc_2": accuracy(nz_pred, nz_true),
+    "Non0_F1_score": weighted_f1(nz_true, nz_pred),
+    "Mult_acc_5": _mult_acc(pred, label, 2.0),
+    "Mult_acc_7": _mult_acc(pred, label, 3.0),
+    "MAE": float(np.mean(np.abs(pred - label))),
+    "Corr": pearson(pred, label),
   }
 
 
 def _sims_metrics(pred: np.ndarray, label: np.ndarray) -> dict[str, float]:
   pred, label = np.clip(pred, -1.0, 1.0), np.clip(label, -1.0, 1.0)
-  out = {name: accuracy(_bin(pred, edges), _bin(label, edges)) for name, edges in _SIMS_BINS.items()}
-  out["F1_score"] = weighted_f1(_bin(label, _SIMS_BINS["Mult_acc_2"]), _bin(pred, _SIMS_BINS["Mult_acc_2"]))
+  out = {
+    name: accuracy(_bin(pred, edges), _bin(label, edges)) for name, edges in _SIMS_BINS.items()
+  }
+  out["F1_score"] = weighted_f1(
+    _bin(label, _SIMS_BINS["Mult_acc_2"]), _bin(pred, _SIMS_BINS["Mult_acc_2"])
+  )
   out["MAE"] = float(np.mean(np.abs(pred - label)))
   out["Corr"] = pearson(pred, label)
   return {k: out[k] for k in SIMS_KEYS}

@@ -11,13 +11,17 @@ import os
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
 
 
-def maybe_initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
-                                 process_id: int | None = None) -> None:
+def maybe_initialize_distributed(
+  coordinator_address: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+) -> None:
   """Starts `jax.distributed` when several processes are asked for (flags or environment).
 
   Environment variables read when an argument is None: MSA_JAX_COORDINATOR, MSA_JAX_NUM_PROCESSES,
@@ -30,12 +34,15 @@ def maybe_initialize_distributed(coordinator_address: str | None = None, num_pro
   if num_processes <= 1:
     return
   if coordinator_address is None or process_id is None:
-    raise ValueError("several processes need a coordinator address and a process id "
-                     "(--coordinator_address / --process_id or MSA_JAX_COORDINATOR / MSA_JAX_PROCESS_ID)")
+    raise ValueError(
+      "several processes need a coordinator address and a process id "
+      "(--coordinator_address / --process_id or MSA_JAX_COORDINATOR / MSA_JAX_PROCESS_ID)"
+    )
   if jax.config.jax_platforms in (None, "", "cpu"):
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                             process_id=process_id)
+  jax.distributed.initialize(
+    coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
+  )
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -57,21 +64,29 @@ def check_batch_size(batch_size: int, mesh: Mesh, what: str = "batch_size") -> N
   """A global batch must split evenly over devices and processes; otherwise a clear error."""
   n = mesh.devices.size
   if batch_size % n:
-    raise ValueError(f"{what}={batch_size} is not divisible by the number of devices ({n}); "
-                     f"choose a multiple of {n}, e.g. {max(n, batch_size - batch_size % n)}")
+    raise ValueError(
+      f"{what}={batch_size} is not divisible by the number of devices ({n}); "
+      f"choose a multiple of {n}, e.g. {max(n, batch_size - batch_size % n)}"
+    )
   if batch_size % jax.process_count():
-    raise ValueError(f"{what}={batch_size} is not divisible by the process count {jax.process_count()}")
+    raise ValueError(
+      f"{what}={batch_size} is not divisible by the process count {jax.process_count()}"
+    )
 
 
 def put_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """This process's rows of the global batch -> global arrays sharded over the data axis."""
   sharding = batch_sharded(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local_batch.items()}
+  return {
+    k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+    for k, v in local_batch.items()
+  }
 
 
 def to_host(x: jax.Array) -> np.ndarray:
   """A fully addressable numpy copy of a (possibly multi-process) global array."""
   if jax.process_count() > 1 and not x.is_fully_addressable:
     from jax.experimental import multihost_utils
+
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
   return np.asarray(x)

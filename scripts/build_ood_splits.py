@@ -1,11 +1,13 @@
-"""Build GEAR's OOD test splits (K-means + simulated annealing, docs/methods.md §6) for one data set.
+"""Build GEAR's OOD test splits (K-means + simulated annealing, docs/methods.md §6) for one data
+set.
 
     python scripts/build_ood_splits.py --data MOSI/Processed/unaligned_50.pkl --dataset mosi
 
 Reads an MMSA feature pickle or a GEAR split directory (only its train and test splits are used) and
 writes the index lists of ood_text / ood_audio / ood_vision / ood_all into the test split, with the
-objectives, label shares and seed, to FILE.ood.json next to a pickle (e.g. unaligned_50.pkl.ood.json)
-or DIR/ood.json inside a directory. An existing output is kept unless --overwrite is given.
+objectives, label shares and seed, to FILE.ood.json next to a pickle (e.g.
+unaligned_50.pkl.ood.json) or DIR/ood.json inside a directory. An existing output is kept unless
+--overwrite is given.
 """
 
 from __future__ import annotations
@@ -22,8 +24,12 @@ from msa_jax.data import DataFormatError, load, ood  # noqa: E402
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--data", required=True, help="MMSA feature pickle or GEAR split directory")
-  p.add_argument("--dataset", choices=("mosi", "mosei", "sims"), default=None,
-                 help="label range / vocabulary checks on load (default: labels within [-3, 3])")
+  p.add_argument(
+    "--dataset",
+    choices=("mosi", "mosei", "sims"),
+    default=None,
+    help="label range / vocabulary checks on load (default: labels within [-3, 3])",
+  )
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--k", type=int, default=10, help="K-means clusters per modality")
   p.add_argument("--fraction", type=float, default=0.47, help="OOD subset size / test split size")
@@ -34,16 +40,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def summary(result: dict) -> str:
   """A plain-text table of objectives and label shares per OOD split."""
-  lines = ["corr(b, y) per modality:  " + "  ".join(
+  lines = [
+    "corr(b, y) per modality:  "
+    + "  ".join(
       f"{m}: train {result['corr_train'][m]:+.3f} test {result['corr_test'][m]:+.3f}"
-      for m in result["corr_train"])]
-  head = f"{'split':<11}{'size':>6}{'obj test':>10}{'obj start':>11}{'obj OOD':>9}   shares -/0/+ test -> OOD"
+      for m in result["corr_train"]
+    )
+  ]
+  head = (
+    f"{'split':<11}{'size':>6}{'obj test':>10}{'obj start':>11}{'obj OOD':>9}"
+    "   shares -/0/+ test -> OOD"
+  )
   lines += [head, "-" * len(head)]
   for name, s in result["splits"].items():
     shares = "/".join(f"{s['label_shares_test'][c]:.3f}" for c in ood.LABEL_CLASSES)
     split_shares = "/".join(f"{s['label_shares_split'][c]:.3f}" for c in ood.LABEL_CLASSES)
-    lines.append(f"{name:<11}{s['size']:>6}{s['objective_before']:>+10.3f}{s['objective_start']:>+11.3f}"
-                 f"{s['objective_after']:>+9.3f}   {shares} -> {split_shares}")
+    lines.append(
+      f"{name:<11}{s['size']:>6}{s['objective_before']:>+10.3f}{s['objective_start']:>+11.3f}"
+      f"{s['objective_after']:>+9.3f}   {shares} -> {split_shares}"
+    )
   return "\n".join(lines)
 
 
@@ -55,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     return 1
   try:
     splits = load(args.data, args.dataset)
-    result = ood.build_ood_splits(splits, seed=args.seed, k=args.k, fraction=args.fraction,
-                                  steps=args.steps)
+    result = ood.build_ood_splits(
+      splits, seed=args.seed, k=args.k, fraction=args.fraction, steps=args.steps
+    )
   except (DataFormatError, ValueError, OSError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

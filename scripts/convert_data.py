@@ -31,15 +31,28 @@ def _size(path: pathlib.Path) -> int:
 def main(argv: list[str] | None = None) -> int:
   """Parses flags, converts, prints what was written; a data or target problem exits with 1."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--data", type=pathlib.Path, required=True,
-                      help="MMSA .pkl file or GEAR split directory")
-  parser.add_argument("--out", type=pathlib.Path, required=True,
-                      help="directory to create (must not exist or be empty)")
-  parser.add_argument("--dataset", choices=["mosi", "mosei", "sims"], default=None,
-                      help="label range to validate against (default: |label| <= 3)")
-  parser.add_argument("--vocab-size", type=int, default=None,
-                      help=f"token ids must be below this (default {BERT_UNCASED_VOCAB_SIZE}; "
-                           f"{BERT_CHINESE_VOCAB_SIZE} for sims)")
+  parser.add_argument(
+    "--data", type=pathlib.Path, required=True, help="MMSA .pkl file or GEAR split directory"
+  )
+  parser.add_argument(
+    "--out",
+    type=pathlib.Path,
+    required=True,
+    help="directory to create (must not exist or be empty)",
+  )
+  parser.add_argument(
+    "--dataset",
+    choices=["mosi", "mosei", "sims"],
+    default=None,
+    help="label range to validate against (default: |label| <= 3)",
+  )
+  parser.add_argument(
+    "--vocab-size",
+    type=int,
+    default=None,
+    help=f"token ids must be below this (default {BERT_UNCASED_VOCAB_SIZE}; "
+    f"{BERT_CHINESE_VOCAB_SIZE} for sims)",
+  )
   args = parser.parse_args(argv)
   start = time.perf_counter()
   try:
@@ -50,9 +63,11 @@ def main(argv: list[str] | None = None) -> int:
   seconds = time.perf_counter() - start
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
   source_size = _size(args.data)
-  print(f"converted {args.data} ({source_size / 2**20:.1f} MiB) -> {out} "
-        f"({_size(out) / 2**20:.1f} MiB) in {seconds:.1f} s; peak RSS {peak / 2**20:.1f} MiB "
-        f"({peak / source_size:.2f}x the source)")
+  print(
+    f"converted {args.data} ({source_size / 2**20:.1f} MiB) -> {out} "
+    f"({_size(out) / 2**20:.1f} MiB) in {seconds:.1f} s; peak RSS {peak / 2**20:.1f} MiB "
+    f"({peak / source_size:.2f}x the source)"
+  )
   return 0
 
 

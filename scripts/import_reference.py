@@ -1,8 +1,8 @@
 """Convert a state_dict of the authors' PyTorch LNLN or GEAR model into msa_jax parameters.
 
     python scripts/import_reference.py --method lnln --weights lnln_mosi.safetensors --out lnln_mosi
-    python scripts/import_reference.py --method gear --weights gear_mosi.safetensors --out gear_mosi \
-        --text-heads 12
+    python scripts/import_reference.py --method gear --weights gear_mosi.safetensors \
+        --out gear_mosi --text-heads 12
 
 Input: a safetensors file holding the reference model's `state_dict()` under the reference's own
 parameter names (LNLN: github.com/Haoyu-ha/LNLN `models/lnln.py`; GEAR: github.com/Teng-Sun/GEAR
@@ -36,12 +36,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--method", required=True, choices=("lnln", "gear"))
   p.add_argument("--weights", required=True, type=pathlib.Path, help="state_dict as .safetensors")
-  p.add_argument("--out", required=True, type=pathlib.Path, help="output stem: OUT.msgpack + OUT.json")
-  p.add_argument("--bert-heads", type=int, default=None,
-                 help="LNLN: BERT attention heads (default hidden size // 64: bert-base, bert-base-chinese)")
+  p.add_argument(
+    "--out", required=True, type=pathlib.Path, help="output stem: OUT.msgpack + OUT.json"
+  )
+  p.add_argument(
+    "--bert-heads",
+    type=int,
+    default=None,
+    help="LNLN: BERT attention heads (default hidden size // 64: bert-base, bert-base-chinese)",
+  )
   p.add_argument("--hyper-heads", type=int, default=8, help="LNLN: HyperLayer heads (reference: 8)")
-  p.add_argument("--text-heads", type=int, default=12, help="GEAR: BERT attention heads (bert-base: 12)")
-  p.add_argument("--fusion-heads", type=int, default=4, help="GEAR: fusion Transformer heads (run.py: 4)")
+  p.add_argument(
+    "--text-heads", type=int, default=12, help="GEAR: BERT attention heads (bert-base: 12)"
+  )
+  p.add_argument(
+    "--fusion-heads", type=int, default=4, help="GEAR: fusion Transformer heads (run.py: 4)"
+  )
   p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
   return p.parse_args(argv)
 
@@ -52,18 +62,29 @@ def _write_bytes_atomic(path: pathlib.Path, data: bytes) -> None:
   tmp.replace(path)
 
 
-def convert_file(method: str, weights: pathlib.Path, *, bert_heads: int | None = None, hyper_heads: int = 8,
-                 text_heads: int = 12, fusion_heads: int = 4) -> tuple[dict[str, Any], Any]:
+def convert_file(
+  method: str,
+  weights: pathlib.Path,
+  *,
+  bert_heads: int | None = None,
+  hyper_heads: int = 8,
+  text_heads: int = 12,
+  fusion_heads: int = 4,
+) -> tuple[dict[str, Any], Any]:
   """(params, model config) from a reference safetensors file; ReferenceConversionError if it does
   not fill our model exactly."""
   from safetensors.numpy import load_file
+
   state = load_file(str(weights))
   if method == "lnln":
     from msa_jax.reference import lnln
+
     return lnln.convert(state, bert_heads=bert_heads, hyper_heads=hyper_heads, source=str(weights))
   from msa_jax.reference import gear
-  config = gear.config_from_state_dict(state, text_heads=text_heads, fusion_heads=fusion_heads,
-                                       source=str(weights))
+
+  config = gear.config_from_state_dict(
+    state, text_heads=text_heads, fusion_heads=fusion_heads, source=str(weights)
+  )
   return gear.convert(state, config, source=str(weights)), config
 
 
@@ -79,23 +100,37 @@ def main(argv: list[str] | None = None) -> int:
     print(f"error: {', '.join(existing)} exist(s); pass --overwrite to replace", file=sys.stderr)
     return 1
   try:
-    params, config = convert_file(args.method, args.weights, bert_heads=args.bert_heads,
-                                  hyper_heads=args.hyper_heads, text_heads=args.text_heads,
-                                  fusion_heads=args.fusion_heads)
+    params, config = convert_file(
+      args.method,
+      args.weights,
+      bert_heads=args.bert_heads,
+      hyper_heads=args.hyper_heads,
+      text_heads=args.text_heads,
+      fusion_heads=args.fusion_heads,
+    )
   except (ReferenceConversionError, ValueError, OSError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   import flax.serialization
   import jax
+
   msgpack_path.parent.mkdir(parents=True, exist_ok=True)
   _write_bytes_atomic(msgpack_path, flax.serialization.msgpack_serialize(params))
   leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-  write_json_atomic(json_path, {
-      "method": args.method, "source": str(args.weights.resolve()), "config": dataclasses.asdict(config),
+  write_json_atomic(
+    json_path,
+    {
+      "method": args.method,
+      "source": str(args.weights.resolve()),
+      "config": dataclasses.asdict(config),
       "parameters": {jax.tree_util.keystr(k): list(v.shape) for k, v in leaves},
-      "parameter_count": int(sum(v.size for _, v in leaves))})
-  print(f"wrote {msgpack_path} ({len(leaves)} tensors, {sum(v.size for _, v in leaves):,} parameters) "
-        f"and {json_path}")
+      "parameter_count": int(sum(v.size for _, v in leaves)),
+    },
+  )
+  print(
+    f"wrote {msgpack_path} ({len(leaves)} tensors, {sum(v.size for _, v in leaves):,} parameters) "
+    f"and {json_path}"
+  )
   return 0
 
 

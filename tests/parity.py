@@ -12,8 +12,9 @@ GRAD_RTOL = 2e-4
 GRAD_ATOL = 1e-7
 
 
-def gradient_errors(ours: dict[str, np.ndarray], reference: dict[str, np.ndarray]
-                    ) -> dict[str, str]:
+def gradient_errors(
+  ours: dict[str, np.ndarray], reference: dict[str, np.ndarray]
+) -> dict[str, str]:
   """name -> what is wrong, for every tensor of `reference` that `ours` misses, shapes differently
   or gets wrong beyond the criterion above; names in `ours` but not in `reference` too."""
   bad = {name: "not in the reference" for name in ours if name not in reference}

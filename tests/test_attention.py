@@ -14,8 +14,15 @@ import pytest
 
 from msa_jax.models import bert
 from msa_jax.models.gear import GEAR, GEARConfig
-from msa_jax.models.layers import (CHUNK_MIN_KEYS, Attention, TokenTransformer, attention,
-                                   blocked_attention, compute_dtype, multi_head_attend)
+from msa_jax.models.layers import (
+  CHUNK_MIN_KEYS,
+  Attention,
+  TokenTransformer,
+  attention,
+  blocked_attention,
+  compute_dtype,
+  multi_head_attend,
+)
 from msa_jax.models.lnln import LNLN, LNLNConfig
 
 TOL = dict(rtol=2e-5, atol=2e-5)
@@ -28,11 +35,18 @@ def _close(a, b, **tol):
 
 def _inputs(key, b, nq, nk, dim, inner, dim_out):
   ks = jax.random.split(key, 8)
-  x = (jax.random.normal(ks[0], (b, nq, dim)), jax.random.normal(ks[1], (b, nk, dim)),
-       jax.random.normal(ks[2], (b, nk, dim)))
-  w = (0.3 * jax.random.normal(ks[3], (dim, inner)), 0.3 * jax.random.normal(ks[4], (dim, inner)),
-       0.3 * jax.random.normal(ks[5], (dim, inner)), 0.3 * jax.random.normal(ks[6], (inner, dim_out)),
-       jax.random.normal(ks[7], (dim_out,)))
+  x = (
+    jax.random.normal(ks[0], (b, nq, dim)),
+    jax.random.normal(ks[1], (b, nk, dim)),
+    jax.random.normal(ks[2], (b, nk, dim)),
+  )
+  w = (
+    0.3 * jax.random.normal(ks[3], (dim, inner)),
+    0.3 * jax.random.normal(ks[4], (dim, inner)),
+    0.3 * jax.random.normal(ks[5], (dim, inner)),
+    0.3 * jax.random.normal(ks[6], (inner, dim_out)),
+    jax.random.normal(ks[7], (dim_out,)),
+  )
   return x, w
 
 
@@ -54,17 +68,24 @@ def test_multi_head_attend_is_softmax_attention(dh):
   heads = 3
   q = 4.0 * jax.random.normal(ks[0], (2, 5, heads * dh))  # large scores: the max shift matters
   k, v = (jax.random.normal(kk, (2, 9, heads * dh)) for kk in ks[1:3])
-  np.testing.assert_allclose(multi_head_attend(q, k, v, heads), _numpy_attention(q, k, v, heads),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    multi_head_attend(q, k, v, heads), _numpy_attention(q, k, v, heads), rtol=1e-5, atol=1e-5
+  )
+
   # Gradients: against the textbook softmax form differentiated by JAX.
   def softmax_form(q, k, v):
     split = lambda t: t.reshape(2, -1, heads, dh).transpose(0, 2, 1, 3)
     p = jax.nn.softmax(split(q) @ split(k).transpose(0, 1, 3, 2) / np.sqrt(dh), axis=-1)
     return (p @ split(v)).transpose(0, 2, 1, 3).reshape(2, -1, heads * dh)
+
   ct = jax.random.normal(ks[3], (2, 5, heads * dh))
   grad = lambda f: jax.grad(lambda *a: jnp.sum(f(*a) * ct), argnums=(0, 1, 2))(q, k, v)
-  _close(grad(lambda q, k, v: multi_head_attend(q, k, v, heads)), grad(softmax_form),
-         rtol=1e-5, atol=1e-5)
+  _close(
+    grad(lambda q, k, v: multi_head_attend(q, k, v, heads)),
+    grad(softmax_form),
+    rtol=1e-5,
+    atol=1e-5,
+  )
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 4, 9])
@@ -84,23 +105,26 @@ def test_attention_module_blocks_only_long_key_sequences_and_keeps_its_parameter
   plain = Attention(dim, heads=2, dim_head=4)
   blocked = Attention(dim, heads=2, dim_head=4, chunk=2)
   params = plain.init(jax.random.key(3), x, x, x)
-  assert jax.tree_util.tree_map(jnp.shape, blocked.init(jax.random.key(3), x, x, x)) == \
-      jax.tree_util.tree_map(jnp.shape, params)
+  assert jax.tree_util.tree_map(
+    jnp.shape, blocked.init(jax.random.key(3), x, x, x)
+  ) == jax.tree_util.tree_map(jnp.shape, params)
   _close(blocked.init(jax.random.key(3), x, x, x), params, rtol=0, atol=0)  # same initial values
   np.testing.assert_allclose(blocked.apply(params, x, x, x), plain.apply(params, x, x, x), **TOL)
   loops = lambda jaxpr: "scan[" in str(jaxpr) or "while[" in str(jaxpr)
   assert loops(jax.make_jaxpr(lambda p: blocked.apply(p, x, x, x))(params))
-  short = x[:, :n - 1]
+  short = x[:, : n - 1]
   assert not loops(jax.make_jaxpr(lambda p: blocked.apply(p, short, short, short))(params))
 
 
 def _token_transformer(**kw):
-  return TokenTransformer(num_frames=140, token_len=8, dim=16, depth=2, heads=2, dim_head=8,
-                          mlp_dim=32, **kw)
+  return TokenTransformer(
+    num_frames=140, token_len=8, dim=16, depth=2, heads=2, dim_head=8, mlp_dim=32, **kw
+  )
 
 
-@pytest.mark.parametrize("options", [dict(keep=8), dict(attention_chunk=2),
-                                     dict(attention_chunk=1, keep=8)])
+@pytest.mark.parametrize(
+  "options", [dict(keep=8), dict(attention_chunk=2), dict(attention_chunk=1, keep=8)]
+)
 def test_token_transformer_options_match_plain(options):
   x = jax.random.normal(jax.random.key(4), (3, 130, 16))  # 138 positions >= CHUNK_MIN_KEYS
   plain = _token_transformer()
@@ -115,18 +139,40 @@ def test_token_transformer_options_match_plain(options):
 
 def _lnln_batch(key, b=2, frames=(20, 130)):
   ka, kv = jax.random.split(key)
-  ids = jnp.concatenate([jnp.full((b, 1), 101), jnp.full((b, 8), 2000), jnp.full((b, 1), 102),
-                         jnp.zeros((b, 2), jnp.int32)], axis=1).astype(jnp.int32)
+  ids = jnp.concatenate(
+    [
+      jnp.full((b, 1), 101),
+      jnp.full((b, 8), 2000),
+      jnp.full((b, 1), 102),
+      jnp.zeros((b, 2), jnp.int32),
+    ],
+    axis=1,
+  ).astype(jnp.int32)
   mask = (ids > 0).astype(jnp.int32)
-  return {"text_bert": jnp.stack([ids, mask, jnp.zeros_like(ids)], axis=1),
-          "audio": jax.random.normal(ka, (b, frames[0], 5)),
-          "vision": jax.random.normal(kv, (b, frames[1], 20))}
+  return {
+    "text_bert": jnp.stack([ids, mask, jnp.zeros_like(ids)], axis=1),
+    "audio": jax.random.normal(ka, (b, frames[0], 5)),
+    "vision": jax.random.normal(kv, (b, frames[1], 20)),
+  }
 
 
 def _lnln_config(**kw):
-  return LNLNConfig(text_frames=12, audio_frames=20, vision_frames=130, audio_dim=5, vision_dim=20,
-                    bert=bert.BertConfig.tiny(), dim=16, heads=2, dim_head=8, mlp_dim=16, depth=1,
-                    num_hyper_layers=2, fusion_depth=1, **kw)
+  return LNLNConfig(
+    text_frames=12,
+    audio_frames=20,
+    vision_frames=130,
+    audio_dim=5,
+    vision_dim=20,
+    bert=bert.BertConfig.tiny(),
+    dim=16,
+    heads=2,
+    dim_head=8,
+    mlp_dim=16,
+    depth=1,
+    num_hyper_layers=2,
+    fusion_depth=1,
+    **kw,
+  )
 
 
 def test_lnln_blocked_attention_and_bfloat16():
@@ -139,8 +185,11 @@ def test_lnln_blocked_attention_and_bfloat16():
   def loss(model):
     def f(p):
       out = model.apply({"params": p}, batch, batch, deterministic=True)
-      total = jnp.sum(out["pred"] ** 2) + jnp.sum(out["rec"] ** 2) + jnp.sum(out["disc_logits"] ** 2)
+      total = (
+        jnp.sum(out["pred"] ** 2) + jnp.sum(out["rec"] ** 2) + jnp.sum(out["disc_logits"] ** 2)
+      )
       return total, out
+
     return jax.jit(jax.value_and_grad(f, has_aux=True))(params)
 
   (want, ref), want_grads = loss(plain)
@@ -185,13 +234,19 @@ def test_bert_remat_matches_plain():
   params = bert.init_params(cfg, jax.random.key(12))
   text = _lnln_batch(jax.random.key(13))["text_bert"]
   plain, remat = bert.BertModel(cfg), bert.BertModel(cfg, remat=True)
-  assert jax.tree_util.tree_structure(remat.init(jax.random.key(12), text, deterministic=True)) == \
-      jax.tree_util.tree_structure({"params": params})
+  assert jax.tree_util.tree_structure(
+    remat.init(jax.random.key(12), text, deterministic=True)
+  ) == jax.tree_util.tree_structure({"params": params})
 
   def loss(model, deterministic):
     rngs = {} if deterministic else {"rngs": {"dropout": jax.random.key(0)}}
-    return jax.jit(jax.value_and_grad(lambda p: jnp.sum(jnp.sin(model.apply(
-        {"params": p}, text, deterministic=deterministic, **rngs)))))(params)
+    return jax.jit(
+      jax.value_and_grad(
+        lambda p: jnp.sum(
+          jnp.sin(model.apply({"params": p}, text, deterministic=deterministic, **rngs))
+        )
+      )
+    )(params)
 
   _close(loss(remat, True), loss(plain, True), rtol=1e-5, atol=1e-5)
   value, grads = loss(remat, False)  # dropout: other masks, same shapes, finite
@@ -207,4 +262,6 @@ def test_gear_bfloat16_runs_in_mixed_precision():
   want = GEAR(base).apply({"params": params}, batch)["pred"]
   got = GEAR(dataclasses.replace(base, dtype="bfloat16")).apply({"params": params}, batch)["pred"]
   assert got.dtype == jnp.float32
-  np.testing.assert_allclose(got, want, atol=0.05 * (float(jnp.max(jnp.abs(want))) + 1e-3), rtol=0.05)
+  np.testing.assert_allclose(
+    got, want, atol=0.05 * (float(jnp.max(jnp.abs(want))) + 1e-3), rtol=0.05
+  )

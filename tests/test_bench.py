@@ -35,11 +35,42 @@ def _figures(node):
 
 def test_bench_writes_tagged_figures(tmp_path):
   out = tmp_path / "bench.json"
-  cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--method", "lnln", "--encoder", "tiny",
-         "--shape", "default", "--batch", "8", "--eval-batch", "8", "--sweep-samples", "8", "--steps", "2",
-         "--warmup", "0", "--sgemm-n", "128", "--json", str(out),
-         "--set", "model.depth=1", "--set", "model.num_hyper_layers=2", "--set", "model.fusion_depth=1",
-         "--set", "model.dim=32", "--set", "model.heads=2", "--set", "model.dim_head=16"]
+  cmd = [
+    sys.executable,
+    str(ROOT / "scripts" / "bench.py"),
+    "--method",
+    "lnln",
+    "--encoder",
+    "tiny",
+    "--shape",
+    "default",
+    "--batch",
+    "8",
+    "--eval-batch",
+    "8",
+    "--sweep-samples",
+    "8",
+    "--steps",
+    "2",
+    "--warmup",
+    "0",
+    "--sgemm-n",
+    "128",
+    "--json",
+    str(out),
+    "--set",
+    "model.depth=1",
+    "--set",
+    "model.num_hyper_layers=2",
+    "--set",
+    "model.fusion_depth=1",
+    "--set",
+    "model.dim=32",
+    "--set",
+    "model.heads=2",
+    "--set",
+    "model.dim_head=16",
+  ]
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "step s (med)" in proc.stdout
@@ -65,34 +96,74 @@ def test_quoted_reference_and_ratios():
   assert ref["train_step_s"] == {"value": 62.5, "unit": "s", "kind": "quoted", "note": QUOTED_NOTE}
   assert reference_figures("lnln", "bert-base", "paper", 32, "float32") is None
   assert reference_figures("lnln", "tiny", "paper", 64, "float32") is None
-  result = {"reference": ref,
-            "train": {"step_s": {"median": fig(25.0, "s", "measured")}},
-            "memory": {"peak_rss_gb": fig(7.05, "GB", "measured")},
-            "eval": {"s_per_sample_eval": fig(0.05, "s", "measured"),
-                     "full_sweep_h_msa_jax": fig(2.0, "h", "extrapolated")}}
+  result = {
+    "reference": ref,
+    "train": {"step_s": {"median": fig(25.0, "s", "measured")}},
+    "memory": {"peak_rss_gb": fig(7.05, "GB", "measured")},
+    "eval": {
+      "s_per_sample_eval": fig(0.05, "s", "measured"),
+      "full_sweep_h_msa_jax": fig(2.0, "h", "extrapolated"),
+    },
+  }
   r = ratios(result)
   assert r["train_step_speedup"]["value"] == 2.5 and r["train_step_speedup"]["kind"] == "measured"
   assert r["peak_rss_ratio"]["value"] == 2.0
-  assert r["full_sweep_speedup"]["value"] == 3.4 and r["full_sweep_speedup"]["kind"] == "extrapolated"
+  assert (
+    r["full_sweep_speedup"]["value"] == 3.4 and r["full_sweep_speedup"]["kind"] == "extrapolated"
+  )
 
 
-SMALL_LNLN = ["--method", "lnln", "--encoder", "tiny", "--shape", "default", "--batch", "8",
-              "--sgemm-n", "128", "--set", "model.depth=1", "--set", "model.num_hyper_layers=2",
-              "--set", "model.fusion_depth=1", "--set", "model.dim=32", "--set", "model.heads=2",
-              "--set", "model.dim_head=16"]
+SMALL_LNLN = [
+  "--method",
+  "lnln",
+  "--encoder",
+  "tiny",
+  "--shape",
+  "default",
+  "--batch",
+  "8",
+  "--sgemm-n",
+  "128",
+  "--set",
+  "model.depth=1",
+  "--set",
+  "model.num_hyper_layers=2",
+  "--set",
+  "model.fusion_depth=1",
+  "--set",
+  "model.dim=32",
+  "--set",
+  "model.heads=2",
+  "--set",
+  "model.dim_head=16",
+]
 
 
 def test_compare_interleaves_variants_and_reports_ratios(tmp_path):
   out = tmp_path / "ab.json"
-  cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), *SMALL_LNLN, "--steps", "3",
-         "--warmup", "1", "--json", str(out), "--compare", "", "model.dropout_impl=threefry,model.remat=True"]
+  cmd = [
+    sys.executable,
+    str(ROOT / "scripts" / "bench.py"),
+    *SMALL_LNLN,
+    "--steps",
+    "3",
+    "--warmup",
+    "1",
+    "--json",
+    str(out),
+    "--compare",
+    "",
+    "model.dropout_impl=threefry,model.remat=True",
+  ]
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "3 interleaved rounds" in proc.stdout and "(base)" in proc.stdout
   result = json.loads(out.read_text())
   assert result["config"]["steps"] == 3 and "model.dim=32" in result["config"]["set"]
   base, other = result["compare"]
-  assert base["variant"] == "" and other["variant"] == "model.dropout_impl=threefry,model.remat=True"
+  assert (
+    base["variant"] == "" and other["variant"] == "model.dropout_impl=threefry,model.remat=True"
+  )
   assert base["step_ratio"]["value"] == 1.0
   ratios = [t / b for t, b in zip(other["step_s"]["all_s"], base["step_s"]["all_s"])]
   assert other["step_ratio"]["value"] == pytest.approx(sorted(ratios)[1], rel=1e-3)
@@ -103,8 +174,14 @@ def test_compare_interleaves_variants_and_reports_ratios(tmp_path):
 
 
 def test_compare_refuses_a_malformed_variant_before_compiling():
-  cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), *SMALL_LNLN, "--compare", "",
-         "model.remat"]
+  cmd = [
+    sys.executable,
+    str(ROOT / "scripts" / "bench.py"),
+    *SMALL_LNLN,
+    "--compare",
+    "",
+    "model.remat",
+  ]
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode != 0
   assert "--compare variant 'model.remat': 'model.remat' is not KEY=VALUE" in proc.stderr
@@ -146,18 +223,23 @@ def _fake_worker(tmp_path, body=FAKE_WORKER):
   script = tmp_path / "fake_worker.py"
   script.write_text(body)
   exe = tmp_path / "python-with-torch"
-  exe.write_text(f"#!/bin/sh\nexec {sys.executable} {script} \"$@\"\n")
+  exe.write_text(f'#!/bin/sh\nexec {sys.executable} {script} "$@"\n')
   exe.chmod(0o755)
   return str(exe)
 
 
-@pytest.mark.parametrize("extra, message", [
+@pytest.mark.parametrize(
+  "extra, message",
+  [
     (["--reference-python", "/bin/sh"], "--reference-python and --reference-repo go together"),
     (["--reference-python", "/bin/sh", "--reference-repo", "."], "needs --compare"),
-    (["--reference-python", "/bin/sh", "--reference-repo", ".", "--compare", ""],
-     "runs one --method (lnln or gear) at --shape paper with --encoder minilm or bert-base, not "
-     "lnln / default / tiny"),
-])
+    (
+      ["--reference-python", "/bin/sh", "--reference-repo", ".", "--compare", ""],
+      "runs one --method (lnln or gear) at --shape paper with --encoder minilm or bert-base, not "
+      "lnln / default / tiny",
+    ),
+  ],
+)
 def test_reference_options_are_checked(extra, message, capsys):
   bench = _bench_module()
   with pytest.raises(SystemExit):
@@ -165,12 +247,25 @@ def test_reference_options_are_checked(extra, message, capsys):
   assert message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("method, marker", [("lnln", "configs/train_mosi.yaml"),
-                                             ("gear", "src/models/IFL_ES.py")])
+@pytest.mark.parametrize(
+  "method, marker", [("lnln", "configs/train_mosi.yaml"), ("gear", "src/models/IFL_ES.py")]
+)
 def test_reference_repo_must_be_a_checkout_of_the_method(method, marker, tmp_path, capsys):
   bench = _bench_module()
-  argv = ["--method", method, "--encoder", "minilm", "--shape", "paper", "--compare", "",
-          "--reference-python", _fake_worker(tmp_path), "--reference-repo", str(tmp_path)]
+  argv = [
+    "--method",
+    method,
+    "--encoder",
+    "minilm",
+    "--shape",
+    "paper",
+    "--compare",
+    "",
+    "--reference-python",
+    _fake_worker(tmp_path),
+    "--reference-repo",
+    str(tmp_path),
+  ]
   with pytest.raises(SystemExit):
     bench.parse_args(argv)
   assert f"--reference-repo {tmp_path}: no {marker} there" in capsys.readouterr().err
@@ -181,14 +276,24 @@ def test_reference_repo_must_be_a_checkout_of_the_method(method, marker, tmp_pat
 
 def test_reference_worker_protocol_and_failures(tmp_path):
   bench = _bench_module()
-  args = bench.parse_args(["--method", "lnln", "--encoder", "bert-base", "--shape", "paper",
-                           "--warmup", "1"])
+  args = bench.parse_args(
+    ["--method", "lnln", "--encoder", "bert-base", "--shape", "paper", "--warmup", "1"]
+  )
   args.reference_python, args.reference_repo = _fake_worker(tmp_path), "/ref/LNLN"
   worker = ReferenceWorker.start(args)  # ready, then one warm-up step (3.0 s)
   try:
     assert worker.info["torch"] == "fake"
-    assert worker.info["argv"][1:] == ["--worker", "--method", "lnln", "--ref", "/ref/LNLN",
-                                       "--encoder", "bert-base", "--batch", "64"]
+    assert worker.info["argv"][1:] == [
+      "--worker",
+      "--method",
+      "lnln",
+      "--ref",
+      "/ref/LNLN",
+      "--encoder",
+      "bert-base",
+      "--batch",
+      "64",
+    ]
     assert worker.info["argv"][0].endswith("scripts/reference/bench_reference.py")
     assert [worker.step(), worker.step()] == [6.0, 9.0]
     assert worker.peak_rss_gb() == 1.5

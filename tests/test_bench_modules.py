@@ -17,10 +17,17 @@ BENCH = ROOT / "msa_jax" / "bench"
 def test_timing_and_memory_import_only_the_standard_library():
   for name in ("timing", "memory"):
     tree = ast.parse((BENCH / f"{name}.py").read_text())
-    modules = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-               for alias in node.names}
-    modules |= {node.module.split(".")[0] for node in ast.walk(tree)
-                if isinstance(node, ast.ImportFrom) and node.level == 0}
+    modules = {
+      alias.name.split(".")[0]
+      for node in ast.walk(tree)
+      if isinstance(node, ast.Import)
+      for alias in node.names
+    }
+    modules |= {
+      node.module.split(".")[0]
+      for node in ast.walk(tree)
+      if isinstance(node, ast.ImportFrom) and node.level == 0
+    }
     assert modules <= sys.stdlib_module_names | {"__future__"}, (name, modules)
 
 
@@ -48,8 +55,13 @@ print("ok")
 
 def test_bench_reference_loads_the_probes_without_jax():
   script = ROOT / "scripts" / "reference" / "bench_reference.py"
-  proc = subprocess.run([sys.executable, "-c", STUBBED_REFERENCE, str(script)], cwd="/",
-                        capture_output=True, text=True, timeout=120)
+  proc = subprocess.run(
+    [sys.executable, "-c", STUBBED_REFERENCE, str(script)],
+    cwd="/",
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
 
 
@@ -81,9 +93,15 @@ def test_hlo_instructions_are_attributed_to_model_parts():
   assert hlo.instruction_op_name("fusion.1", instrs, comps) == dot_name  # the fusion's dot
   assert hlo.classify_op(dot_name) == ("backward", "text", "attention core")
   assert hlo.classify_op(hlo.instruction_op_name("tanh.2", instrs, comps)) == (
-      "forward", "fusion", "other")
+    "forward",
+    "fusion",
+    "other",
+  )
   assert hlo.classify_op("jit(step)/jvp(LNLN)/fusion/to_q/dot_general") == (
-      "forward", "fusion", "dense")
+    "forward",
+    "fusion",
+    "dense",
+  )
   assert hlo.classify_op(None) == ("?", "?", "other")
 
 

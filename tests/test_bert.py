@@ -15,33 +15,56 @@ from msa_jax.models.bert import BertConfig, BertModel, CheckpointMismatchError
 from msa_jax.text import minilm_dir
 
 SENTENCES = [
-    "A wonderful movie!",
-    "The plot was thin, but the acting saved it.",
-    "I would not watch this again.",
-    "An ordinary afternoon in a quiet town.",
+  "A wonderful movie!",
+  "The plot was thin, but the acting saved it.",
+  "I would not watch this again.",
+  "An ordinary afternoon in a quiet town.",
 ]
 
 # (anchor, paraphrase with few shared words, unrelated sentence sharing the anchor's words)
 TRIPLES = [
-    ("The movie was absolutely wonderful.", "I really loved this film.",
-     "The weather was absolutely terrible."),
-    ("A man is playing a guitar on stage.", "Someone performs music with a string instrument.",
-     "A man is eating a sandwich on the bus."),
-    ("The stock market fell sharply today.", "Share prices dropped a lot this afternoon.",
-     "The children fell asleep quickly today."),
-    ("How do I bake bread at home?", "What is a good recipe for homemade loaves?",
-     "How do I fix my car at home?"),
-    ("She is very happy with her new job.", "Her recent employment makes her glad.",
-     "She is very tired of her old car."),
+  (
+    "The movie was absolutely wonderful.",
+    "I really loved this film.",
+    "The weather was absolutely terrible.",
+  ),
+  (
+    "A man is playing a guitar on stage.",
+    "Someone performs music with a string instrument.",
+    "A man is eating a sandwich on the bus.",
+  ),
+  (
+    "The stock market fell sharply today.",
+    "Share prices dropped a lot this afternoon.",
+    "The children fell asleep quickly today.",
+  ),
+  (
+    "How do I bake bread at home?",
+    "What is a good recipe for homemade loaves?",
+    "How do I fix my car at home?",
+  ),
+  (
+    "She is very happy with her new job.",
+    "Her recent employment makes her glad.",
+    "She is very tired of her old car.",
+  ),
 ]
 
-SMALL = BertConfig(vocab_size=40, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
-                   intermediate_size=16, max_position_embeddings=16)
+SMALL = BertConfig(
+  vocab_size=40,
+  hidden_size=8,
+  num_hidden_layers=2,
+  num_attention_heads=2,
+  intermediate_size=16,
+  max_position_embeddings=16,
+)
 TEXT_LEN = 20
 
 
 def _hf_style_random_params(params, rng):
-  """Same shapes, BERT's initial distribution: N(0, 0.02) weights, zero biases, unit LayerNorm scales."""
+  """Same shapes, BERT's initial distribution: N(0, 0.02) weights, zero biases, unit LayerNorm
+  scales."""
+
   def draw(path, leaf):
     name = str(path[-1].key)
     if name == "scale":
@@ -49,6 +72,7 @@ def _hf_style_random_params(params, rng):
     if name == "bias":
       return np.zeros(leaf.shape, np.float32)
     return rng.normal(0.0, 0.02, leaf.shape).astype(np.float32)
+
   return jax.tree_util.tree_map_with_path(draw, params)
 
 
@@ -71,12 +95,16 @@ def _layer_norm(x, weight, bias, eps):
 def _numpy_bert(w, ids, mask, segments, heads, eps):
   """BERT forward from its equations, float64, on raw HF tensors (Linear: y = x W^T + b)."""
   g = lambda name: w[name].astype(np.float64)
-  lin = lambda x, name: (x.reshape(-1, x.shape[-1]) @ g(name + ".weight").T).reshape(
-      *x.shape[:-1], -1) + g(name + ".bias")
+  lin = lambda x, name: (
+    (x.reshape(-1, x.shape[-1]) @ g(name + ".weight").T).reshape(*x.shape[:-1], -1)
+    + g(name + ".bias")
+  )
   batch, length = ids.shape
-  x = (w["embeddings.word_embeddings.weight"][ids].astype(np.float64)
-       + g("embeddings.position_embeddings.weight")[np.arange(length)][None]
-       + g("embeddings.token_type_embeddings.weight")[segments])
+  x = (
+    w["embeddings.word_embeddings.weight"][ids].astype(np.float64)
+    + g("embeddings.position_embeddings.weight")[np.arange(length)][None]
+    + g("embeddings.token_type_embeddings.weight")[segments]
+  )
   x = _layer_norm(x, g("embeddings.LayerNorm.weight"), g("embeddings.LayerNorm.bias"), eps)
   hidden = x.shape[-1]
   d = hidden // heads
@@ -92,12 +120,20 @@ def _numpy_bert(w, ids, mask, segments, heads, eps):
     s = np.exp(s - s.max(-1, keepdims=True))
     a = (s / s.sum(-1, keepdims=True)) @ v
     a = a.transpose(0, 2, 1, 3).reshape(batch, length, hidden)
-    x = _layer_norm(lin(a, p + "attention.output.dense") + x,
-                    g(p + "attention.output.LayerNorm.weight"), g(p + "attention.output.LayerNorm.bias"), eps)
+    x = _layer_norm(
+      lin(a, p + "attention.output.dense") + x,
+      g(p + "attention.output.LayerNorm.weight"),
+      g(p + "attention.output.LayerNorm.bias"),
+      eps,
+    )
     h = lin(x, p + "intermediate.dense")
     h = 0.5 * h * (1.0 + erf(h / np.sqrt(2.0)))
-    x = _layer_norm(lin(h, p + "output.dense") + x,
-                    g(p + "output.LayerNorm.weight"), g(p + "output.LayerNorm.bias"), eps)
+    x = _layer_norm(
+      lin(h, p + "output.dense") + x,
+      g(p + "output.LayerNorm.weight"),
+      g(p + "output.LayerNorm.bias"),
+      eps,
+    )
   return x
 
 
@@ -114,20 +150,28 @@ def test_minilm_matches_numpy_bert(minilm):
   config, params, _, forward, text_bert = minilm
   ours = np.asarray(forward({k: v for k, v in params.items() if k != "pooler"}))
   w = load_file(minilm_dir() / "model.safetensors")
-  ref = _numpy_bert(w, text_bert[:, 0], text_bert[:, 1], text_bert[:, 2],
-                    config.num_attention_heads, config.layer_norm_eps)
+  ref = _numpy_bert(
+    w,
+    text_bert[:, 0],
+    text_bert[:, 1],
+    text_bert[:, 2],
+    config.num_attention_heads,
+    config.layer_norm_eps,
+  )
   valid = text_bert[:, 1].astype(bool)
   assert valid.sum() > 100 and (~valid).sum() > 50
   assert np.abs(ours - ref).max() < 1e-4
-  pooled = bert.BertPooler(config).apply({"params": params["pooler"]}, jnp.asarray(ref[:, :1], jnp.float32))
+  pooled = bert.BertPooler(config).apply(
+    {"params": params["pooler"]}, jnp.asarray(ref[:, :1], jnp.float32)
+  )
   ref_pooled = np.tanh(ref[:, 0] @ w["pooler.dense.weight"].T + w["pooler.dense.bias"])
   np.testing.assert_allclose(pooled, ref_pooled, atol=1e-5)
 
 
 def _triple_margins(forward, params, text_bert):
   """cos(anchor, paraphrase) - cos(anchor, unrelated) of mask-mean-pooled embeddings, per triple."""
-  h = np.asarray(forward(params), np.float64)[len(SENTENCES):]
-  m = text_bert[len(SENTENCES):, 1, :, None].astype(np.float64)
+  h = np.asarray(forward(params), np.float64)[len(SENTENCES) :]
+  m = text_bert[len(SENTENCES) :, 1, :, None].astype(np.float64)
   e = (h * m).sum(1) / m.sum(1)
   e = (e / np.linalg.norm(e, axis=1, keepdims=True)).reshape(len(TRIPLES), 3, -1)
   return np.einsum("td,td->t", e[:, 0], e[:, 1]) - np.einsum("td,td->t", e[:, 0], e[:, 2])
@@ -137,7 +181,9 @@ def test_pretrained_weights_rank_paraphrases_random_weights_do_not(minilm):
   config, params, _, forward, text_bert = minilm
   params = {k: v for k, v in params.items() if k != "pooler"}
   pretrained = _triple_margins(forward, params, text_bert)
-  random = _triple_margins(forward, _hf_style_random_params(params, np.random.default_rng(0)), text_bert)
+  random = _triple_margins(
+    forward, _hf_style_random_params(params, np.random.default_rng(0)), text_bert
+  )
   assert (pretrained > 0).all(), pretrained
   assert (random <= 0).any(), random
   assert pretrained.mean() > random.mean() + 0.1
@@ -154,18 +200,23 @@ def _small_checkpoint(rng, prefixed=False, legacy_norm=False, extras=True):
   norms = ["embeddings.LayerNorm"]
   for i in range(c.num_hidden_layers):
     p = f"encoder.layer.{i}."
-    for name, out, inp in [("attention.self.query", c.hidden_size, c.hidden_size),
-                           ("attention.self.key", c.hidden_size, c.hidden_size),
-                           ("attention.self.value", c.hidden_size, c.hidden_size),
-                           ("attention.output.dense", c.hidden_size, c.hidden_size),
-                           ("intermediate.dense", c.intermediate_size, c.hidden_size),
-                           ("output.dense", c.hidden_size, c.intermediate_size)]:
+    for name, out, inp in [
+      ("attention.self.query", c.hidden_size, c.hidden_size),
+      ("attention.self.key", c.hidden_size, c.hidden_size),
+      ("attention.self.value", c.hidden_size, c.hidden_size),
+      ("attention.output.dense", c.hidden_size, c.hidden_size),
+      ("intermediate.dense", c.intermediate_size, c.hidden_size),
+      ("output.dense", c.hidden_size, c.intermediate_size),
+    ]:
       w[p + name + ".weight"], w[p + name + ".bias"] = normal(out, inp), normal(out)
     norms += [p + "attention.output.LayerNorm", p + "output.LayerNorm"]
   for n in norms:
     w[f"{n}.{ln_w}"], w[f"{n}.{ln_b}"] = 1 + normal(c.hidden_size), normal(c.hidden_size)
   if extras:
-    w["pooler.dense.weight"], w["pooler.dense.bias"] = normal(c.hidden_size, c.hidden_size), normal(c.hidden_size)
+    w["pooler.dense.weight"], w["pooler.dense.bias"] = (
+      normal(c.hidden_size, c.hidden_size),
+      normal(c.hidden_size),
+    )
     w["embeddings.position_ids"] = np.arange(c.max_position_embeddings, dtype=np.int64)[None]
   if prefixed:
     w = {"bert." + k: v for k, v in w.items()}
@@ -177,7 +228,9 @@ def _small_checkpoint(rng, prefixed=False, legacy_norm=False, extras=True):
 def _write(tmp_path, tensors, config=SMALL):
   tmp_path.mkdir(parents=True, exist_ok=True)
   cfg = {f.name: getattr(config, f.name) for f in config.__dataclass_fields__.values()}
-  (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_act": "gelu", **cfg}))
+  (tmp_path / "config.json").write_text(
+    json.dumps({"model_type": "bert", "hidden_act": "gelu", **cfg})
+  )
   save_file(tensors, str(tmp_path / "model.safetensors"))
   return tmp_path
 
@@ -190,20 +243,28 @@ def test_load_small_checkpoint_maps_every_tensor(tmp_path, prefixed, legacy_norm
   pre = "bert." if prefixed else ""
   gamma = "gamma" if legacy_norm else "weight"
   layer = params["encoder"]["layer_1"]
-  np.testing.assert_array_equal(layer["intermediate"]["dense"]["kernel"],
-                                w[pre + "encoder.layer.1.intermediate.dense.weight"].T)
-  np.testing.assert_array_equal(layer["output"]["LayerNorm"]["scale"],
-                                w[pre + f"encoder.layer.1.output.LayerNorm.{gamma}"])
-  np.testing.assert_array_equal(params["embeddings"]["word_embeddings"]["embedding"],
-                                w[pre + "embeddings.word_embeddings.weight"])
+  np.testing.assert_array_equal(
+    layer["intermediate"]["dense"]["kernel"], w[pre + "encoder.layer.1.intermediate.dense.weight"].T
+  )
+  np.testing.assert_array_equal(
+    layer["output"]["LayerNorm"]["scale"], w[pre + f"encoder.layer.1.output.LayerNorm.{gamma}"]
+  )
+  np.testing.assert_array_equal(
+    params["embeddings"]["word_embeddings"]["embedding"],
+    w[pre + "embeddings.word_embeddings.weight"],
+  )
   assert "pooler" not in params
   _, with_pooler = bert.load_hf_bert(tmp_path, add_pooler=True)
-  np.testing.assert_array_equal(with_pooler["pooler"]["dense"]["kernel"], w[pre + "pooler.dense.weight"].T)
+  np.testing.assert_array_equal(
+    with_pooler["pooler"]["dense"]["kernel"], w[pre + "pooler.dense.weight"].T
+  )
 
 
 def test_checkpoint_errors_name_missing_unexpected_misshaped(tmp_path):
   w = _small_checkpoint(np.random.default_rng(1))
-  w["encoder.layer.0.attention.self.kee.weight"] = w.pop("encoder.layer.0.attention.self.key.weight")
+  w["encoder.layer.0.attention.self.kee.weight"] = w.pop(
+    "encoder.layer.0.attention.self.key.weight"
+  )
   del w["embeddings.LayerNorm.bias"]
   w["encoder.layer.1.output.dense.weight"] = w["encoder.layer.1.output.dense.weight"][:, :5]
   with pytest.raises(CheckpointMismatchError) as err:
@@ -213,9 +274,14 @@ def test_checkpoint_errors_name_missing_unexpected_misshaped(tmp_path):
   assert "embeddings.LayerNorm.bias" in err.value.missing
   assert err.value.unexpected == ["encoder.layer.0.attention.self.kee.weight"]
   assert [m[0] for m in err.value.mismatched] == ["encoder.layer.1.output.dense.weight"]
-  for name in ["encoder.layer.0.attention.self.key.weight", "embeddings.LayerNorm.bias",
-               "encoder.layer.0.attention.self.kee.weight", "encoder.layer.1.output.dense.weight",
-               "got (8, 5), expected (8, 16)", str(tmp_path)]:
+  for name in [
+    "encoder.layer.0.attention.self.key.weight",
+    "embeddings.LayerNorm.bias",
+    "encoder.layer.0.attention.self.kee.weight",
+    "encoder.layer.1.output.dense.weight",
+    "got (8, 5), expected (8, 16)",
+    str(tmp_path),
+  ]:
     assert name in msg
 
 
@@ -249,9 +315,11 @@ def tiny():
   """Tiny-config params and one compiled forward `(params, text_bert, key, deterministic)`."""
   config = BertConfig.tiny()
   forward = jax.jit(
-      lambda p, x, k, deterministic: BertModel(config).apply(
-          {"params": p}, x, deterministic=deterministic, rngs={"dropout": k}),
-      static_argnums=3)
+    lambda p, x, k, deterministic: BertModel(config).apply(
+      {"params": p}, x, deterministic=deterministic, rngs={"dropout": k}
+    ),
+    static_argnums=3,
+  )
   return _hf_style_random_params(bert.param_shapes(config), np.random.default_rng(0)), forward
 
 
@@ -262,7 +330,7 @@ def test_tiny_jit_grad_and_dropout_keys(tiny):
 
   def loss(p, k):
     hidden = forward(p, text_bert, k, False)
-    return jnp.mean(hidden ** 2), hidden
+    return jnp.mean(hidden**2), hidden
 
   step = jax.jit(jax.value_and_grad(loss, has_aux=True))
   (_, a), grads = step(params, key(1))
@@ -274,7 +342,9 @@ def test_tiny_jit_grad_and_dropout_keys(tiny):
   assert jax.tree_util.tree_structure(grads) == jax.tree_util.tree_structure(params)
   assert all(np.isfinite(g).all() for g in jax.tree_util.tree_leaves(grads))
   assert np.abs(grads["encoder"]["layer_0"]["attention"]["self"]["query"]["kernel"]).max() > 0
-  np.testing.assert_array_equal(forward(params, text_bert, key(1), True), forward(params, text_bert, key(2), True))
+  np.testing.assert_array_equal(
+    forward(params, text_bert, key(1), True), forward(params, text_bert, key(2), True)
+  )
   assert np.abs(np.asarray(forward(params, text_bert, key(1), True)) - np.asarray(a)).max() > 1e-3
 
 
@@ -322,10 +392,14 @@ def test_merge_pretrained_places_subtree_and_checks_shapes(tmp_path):
   params = {"text_encoder": fresh, "head": {"kernel": jnp.zeros((8, 1))}}
   merged = bert.merge_pretrained(params, enc, ("text_encoder",))
   assert merged["head"] is params["head"]
-  for x, y in zip(jax.tree_util.tree_leaves(merged["text_encoder"]), jax.tree_util.tree_leaves(enc)):
+  for x, y in zip(
+    jax.tree_util.tree_leaves(merged["text_encoder"]), jax.tree_util.tree_leaves(enc)
+  ):
     np.testing.assert_array_equal(x, y)
-  assert not np.array_equal(params["text_encoder"]["encoder"]["layer_0"]["output"]["dense"]["kernel"],
-                            enc["encoder"]["layer_0"]["output"]["dense"]["kernel"])
+  assert not np.array_equal(
+    params["text_encoder"]["encoder"]["layer_0"]["output"]["dense"]["kernel"],
+    enc["encoder"]["layer_0"]["output"]["dense"]["kernel"],
+  )
   with pytest.raises(KeyError, match="'text'.*text_encoder"):
     bert.merge_pretrained(params, enc, ("text",))
   wrong = bert.param_shapes(BertConfig.tiny())
@@ -353,7 +427,9 @@ def test_padding_row_gets_no_gradient_and_other_rows_the_plain_one():
   weights = jnp.asarray(rng.normal(size=(batch, length, SMALL.hidden_size)), jnp.float32)
 
   def grad_of_table(config, p, x):
-    loss = lambda q: jnp.sum(BertModel(config).apply({"params": q}, x, deterministic=True) * weights)
+    loss = lambda q: jnp.sum(
+      BertModel(config).apply({"params": q}, x, deterministic=True) * weights
+    )
     return np.asarray(jax.grad(loss)(p)["embeddings"]["word_embeddings"]["embedding"], np.float64)
 
   ours = grad_of_table(SMALL, params, text_bert)
@@ -361,8 +437,13 @@ def test_padding_row_gets_no_gradient_and_other_rows_the_plain_one():
 
   table = np.asarray(params["embeddings"]["word_embeddings"]["embedding"])
   per_position = dataclasses.replace(SMALL, vocab_size=batch * length, pad_token_id=None)
-  spread = {**params, "embeddings": {**params["embeddings"], "word_embeddings": {
-      "embedding": jnp.asarray(table[ids.reshape(-1)])}}}
+  spread = {
+    **params,
+    "embeddings": {
+      **params["embeddings"],
+      "word_embeddings": {"embedding": jnp.asarray(table[ids.reshape(-1)])},
+    },
+  }
   spread_text = text_bert.copy()
   spread_text[:, 0] = np.arange(batch * length).reshape(batch, length)
   upstream = grad_of_table(per_position, spread, spread_text)  # (B·L, H): d loss / d embedded word
@@ -374,14 +455,22 @@ def test_padding_row_gets_no_gradient_and_other_rows_the_plain_one():
   np.testing.assert_allclose(ours[1:], want[1:], rtol=1e-5, atol=1e-7)
   np.testing.assert_allclose(plain, want, rtol=1e-5, atol=1e-7)  # the plain lookup, row 0 included
   np.testing.assert_array_equal(  # the forward pass is unchanged
-      BertModel(SMALL).apply({"params": params}, text_bert, deterministic=True),
-      BertModel(dataclasses.replace(SMALL, pad_token_id=None)).apply(
-          {"params": params}, text_bert, deterministic=True))
+    BertModel(SMALL).apply({"params": params}, text_bert, deterministic=True),
+    BertModel(dataclasses.replace(SMALL, pad_token_id=None)).apply(
+      {"params": params}, text_bert, deterministic=True
+    ),
+  )
 
 
 def test_pad_token_id_is_read_from_config_json_and_checked(tmp_path):
-  raw = {"vocab_size": 40, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
-         "intermediate_size": 16, "pad_token_id": 3}
+  raw = {
+    "vocab_size": 40,
+    "hidden_size": 8,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "intermediate_size": 16,
+    "pad_token_id": 3,
+  }
   (tmp_path / "config.json").write_text(json.dumps(raw))
   assert BertConfig.from_hf_json(tmp_path).pad_token_id == 3
   del raw["pad_token_id"]

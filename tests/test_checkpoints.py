@@ -14,7 +14,9 @@ def _params(v):
 def test_latest_round_trip_with_iterator_state_and_meta(tmp_path):
   ck = Checkpoints(tmp_path, ("MAE",), keep=2)
   state = TrainState(step=jnp.int32(7), params=_params(1), opt_state=({"m": jnp.ones(3)},))
-  ck.save_latest(7, state, {"next_index": 7}, {"epoch": 1, "best": {"MAE": {"value": 0.5, "epoch": 1}}})
+  ck.save_latest(
+    7, state, {"next_index": 7}, {"epoch": 1, "best": {"MAE": {"value": 0.5, "epoch": 1}}}
+  )
   got, data, meta = ck.restore_latest(abstract(state))
   assert int(got.step) == 7 and data == {"next_index": 7} and meta["best"]["MAE"]["epoch"] == 1
   np.testing.assert_array_equal(got.params["b"]["c"], state.params["b"]["c"])

@@ -41,17 +41,23 @@ def _splits(frames=(32, 32), dims=(5, 20), text_len=50) -> dict[str, Split]:
   n = 8
   text = np.zeros((n, 3, text_len), np.int32)
   text[:, 0, 0], text[:, 1] = 101, 1
-  return {"train": Split(text_bert=text, audio=np.zeros((n, frames[0], dims[0]), np.float32),
-                         vision=np.zeros((n, frames[1], dims[1]), np.float32),
-                         audio_lengths=np.full(n, frames[0], np.int32),
-                         vision_lengths=np.full(n, frames[1], np.int32),
-                         labels=np.zeros(n, np.float32))}
+  return {
+    "train": Split(
+      text_bert=text,
+      audio=np.zeros((n, frames[0], dims[0]), np.float32),
+      vision=np.zeros((n, frames[1], dims[1]), np.float32),
+      audio_lengths=np.full(n, frames[0], np.int32),
+      vision_lengths=np.full(n, frames[1], np.int32),
+      labels=np.zeros(n, np.float32),
+    )
+  }
 
 
 def test_both_methods_start_from_the_common_keys_and_keep_only_keys_with_an_effect():
   varying = {"method", "seeds", "data.synthetic", "data.path", "batch_size", "max_epochs"}
-  base = _flat(common.get_config(method="m", seeds="1", synthetic="mosi", batch_size=1,
-                                 max_epochs=1))
+  base = _flat(
+    common.get_config(method="m", seeds="1", synthetic="mosi", batch_size=1, max_epochs=1)
+  )
   for module in (lnln_config, gear_config):
     flat = _flat(module.get_config())
     assert set(base) <= set(flat)
@@ -91,18 +97,37 @@ def test_settings_dataclasses_come_from_the_config_sections():
   assert (opt.lr, opt.weight_decay, opt.lr_schedule) == (1e-3, 1e-4, "per_step")
 
 
-@pytest.mark.parametrize("module, key, value, message", [
-    (lnln_config, "model.dims", 64,
-     r"^config.model.dims: not a setting of LNLNConfig \(expected one of"),
-    (lnln_config, "model.audio_dim", 5,
-     r"^config.model.audio_dim: LNLNConfig.audio_dim is set from the data"),
+@pytest.mark.parametrize(
+  "module, key, value, message",
+  [
+    (
+      lnln_config,
+      "model.dims",
+      64,
+      r"^config.model.dims: not a setting of LNLNConfig \(expected one of",
+    ),
+    (
+      lnln_config,
+      "model.audio_dim",
+      5,
+      r"^config.model.audio_dim: LNLNConfig.audio_dim is set from the data",
+    ),
     (lnln_config, "model.dim", 0, r"^config.model: LNLNConfig.dim=0, expected a positive int$"),
-    (lnln_config, "optim.lr_schedule", "cosine",
-     r"^config.optim: LNLNOptimizerConfig.lr_schedule='cosine'"),
+    (
+      lnln_config,
+      "optim.lr_schedule",
+      "cosine",
+      r"^config.optim: LNLNOptimizerConfig.lr_schedule='cosine'",
+    ),
     (gear_config, "model.swap_dim", 30, r"^config.model: GEARConfig: swap_dim=30 is not divisible"),
-    (gear_config, "optim.lr_text", 1e-3,
-     r"^config.optim.lr_text: not a setting of GEAROptimizerConfig"),
-])
+    (
+      gear_config,
+      "optim.lr_text",
+      1e-3,
+      r"^config.optim.lr_text: not a setting of GEAROptimizerConfig",
+    ),
+  ],
+)
 def test_unknown_derived_and_refused_settings_name_the_key(module, key, value, message):
   c = module.get_config()
   c.batch_size = 8
@@ -122,11 +147,17 @@ def test_a_missing_key_fails_naming_it():
 def test_train_py_loads_a_config_file_by_path():
   """`--config=configs/gear.py:mosei` (the file imports `configs.common`) from another directory;
   a removed key is refused by the flag parser."""
-  cmd = [sys.executable, str(ROOT / "train.py"), f"--config={ROOT / 'configs' / 'gear.py'}:mosei",
-         "--config.data.path=/nonexistent/mosei.pkl", "--workdir=/nonexistent/run"]
+  cmd = [
+    sys.executable,
+    str(ROOT / "train.py"),
+    f"--config={ROOT / 'configs' / 'gear.py'}:mosei",
+    "--config.data.path=/nonexistent/mosei.pkl",
+    "--workdir=/nonexistent/run",
+  ]
   proc = subprocess.run(cmd, cwd=ROOT.parent, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 1, proc.stderr
   assert "config.data.path='/nonexistent/mosei.pkl' does not exist" in proc.stderr, proc.stderr
-  proc = subprocess.run(cmd + ["--config.mask_seed=1"], cwd=ROOT.parent, capture_output=True,
-                        text=True, timeout=300)
+  proc = subprocess.run(
+    cmd + ["--config.mask_seed=1"], cwd=ROOT.parent, capture_output=True, text=True, timeout=300
+  )
   assert proc.returncode != 0 and "mask_seed" in proc.stderr

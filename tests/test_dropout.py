@@ -18,7 +18,7 @@ def _mask(seed: int, shape=(1000, 1000), keep=0.9) -> np.ndarray:
 
 
 def test_keep_fraction_is_binomial():
-  n = 10 ** 6
+  n = 10**6
   for keep in (0.9, 0.5, 0.1):
     m = _mask(1, keep=keep)
     z = (m.mean() - keep) / np.sqrt(keep * (1 - keep) / n)
@@ -34,8 +34,8 @@ def test_masks_are_deterministic_per_key_and_independent_across_keys():
   assert abs(agree - 0.82) < 5 * np.sqrt(0.82 * 0.18 / a.size)
   # Keys one fold_in apart, as a module's successive make_rng calls give.
   base = jax.random.key(7)
-  m0 = np.asarray(dropout_lib.hash_keep_mask(jax.random.fold_in(base, 0), (10 ** 6,), 0.9))
-  m1 = np.asarray(dropout_lib.hash_keep_mask(jax.random.fold_in(base, 1), (10 ** 6,), 0.9))
+  m0 = np.asarray(dropout_lib.hash_keep_mask(jax.random.fold_in(base, 0), (10**6,), 0.9))
+  m1 = np.asarray(dropout_lib.hash_keep_mask(jax.random.fold_in(base, 1), (10**6,), 0.9))
   assert abs(np.corrcoef(m0, m1)[0, 1]) < 5e-3
 
 
@@ -49,9 +49,9 @@ def test_neighbouring_elements_are_independent():
 def test_hash_bits_are_uniform():
   """The hashed words, bucketed on their top and their bottom 8 bits, pass a chi-square test."""
   seeds = jax.random.bits(jax.random.key(11), (2,), jnp.uint32)
-  index = jnp.arange(2 ** 20, dtype=jnp.uint32)
+  index = jnp.arange(2**20, dtype=jnp.uint32)
   words = np.asarray(dropout_lib._lowbias32(dropout_lib._lowbias32(index + seeds[0]) ^ seeds[1]))
-  assert len(np.unique(words)) > 2 ** 20 - 300  # a bijection of distinct inputs (birthday-free)
+  assert len(np.unique(words)) > 2**20 - 300  # a bijection of distinct inputs (birthday-free)
   for buckets in (words >> 24, words & 0xFF):
     counts = np.bincount(buckets.astype(np.int64), minlength=256)
     assert stats.chisquare(counts).pvalue > 1e-4
@@ -72,8 +72,9 @@ def test_vmap_over_keys_equals_one_key_at_a_time():
   x = jnp.ones((4, 5, 6))
   together = jax.jit(jax.vmap(lambda k: dropout_lib.hash_dropout(k, x, 0.5)))(keys)
   for i in range(3):
-    np.testing.assert_array_equal(np.asarray(together[i]),
-                                  np.asarray(dropout_lib.hash_dropout(keys[i], x, 0.5)))
+    np.testing.assert_array_equal(
+      np.asarray(together[i]), np.asarray(dropout_lib.hash_dropout(keys[i], x, 0.5))
+    )
 
 
 class _Block(nn.Module):
@@ -100,8 +101,10 @@ def test_module_dropout_threefry_equals_plain_nn_dropout_and_hash_differs():
   assert not np.array_equal(np.asarray(plain == 0), np.asarray(hashed == 0))
   # Both keep 70% in expectation and are identity when deterministic.
   for impl in (None, "threefry", "hash"):
-    np.testing.assert_array_equal(np.asarray(_Block(impl).apply(params, x, True)),
-                                  np.asarray(_Block(None).apply(params, x, True)))
+    np.testing.assert_array_equal(
+      np.asarray(_Block(impl).apply(params, x, True)),
+      np.asarray(_Block(None).apply(params, x, True)),
+    )
   # Two calls in one module draw different masks (the 'dropout' stream advances).
   h = _Block("hash").bind(params, rngs=rngs)
   first = dropout_lib.dropout(h, jnp.ones((1000,)), 0.5, False)
@@ -113,12 +116,24 @@ def test_rate_edges_and_bad_impl():
   x = jnp.ones((3, 4))
   params = _Block("hash").init(jax.random.key(1), x, True)
   bound = _Block("hash").bind(params, rngs={"dropout": jax.random.key(0)})
-  np.testing.assert_array_equal(np.asarray(dropout_lib.dropout(bound, x, 0.0, False)), np.ones((3, 4)))
-  np.testing.assert_array_equal(np.asarray(dropout_lib.dropout(bound, x, 1.0, False)), np.zeros((3, 4)))
-  with pytest.raises(ValueError, match=r"dropout_impl='philox': expected one of \('hash', 'threefry'\)"):
+  np.testing.assert_array_equal(
+    np.asarray(dropout_lib.dropout(bound, x, 0.0, False)), np.ones((3, 4))
+  )
+  np.testing.assert_array_equal(
+    np.asarray(dropout_lib.dropout(bound, x, 1.0, False)), np.zeros((3, 4))
+  )
+  with pytest.raises(
+    ValueError, match=r"dropout_impl='philox': expected one of \('hash', 'threefry'\)"
+  ):
     dropout_lib.dropout(bound, x, 0.1, False, "philox")
   with pytest.raises(ValueError, match="dropout_impl='fast'"):
-    BertConfig.tiny().__class__(vocab_size=10, hidden_size=4, num_hidden_layers=1,
-                                num_attention_heads=1, intermediate_size=4, dropout_impl="fast")
+    BertConfig.tiny().__class__(
+      vocab_size=10,
+      hidden_size=4,
+      num_hidden_layers=1,
+      num_attention_heads=1,
+      intermediate_size=4,
+      dropout_impl="fast",
+    )
   with pytest.raises(ValueError, match="dropout_impl='fast'"):
     GEARConfig(text=BertConfig.tiny(), audio_in=5, vision_in=20, dropout_impl="fast")

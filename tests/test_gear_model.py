@@ -1,4 +1,5 @@
-"""Tests of the GEAR model, its LSTM, the parameter groups and the optimizer (docs/methods.md §5)."""
+"""Tests of the GEAR model, its LSTM, the parameter groups and the optimizer
+(docs/methods.md §5)."""
 
 from __future__ import annotations
 
@@ -19,14 +20,29 @@ from msa_jax.models.lstm import TorchLSTM
 from msa_jax.train import optimizers
 
 # Tests compile with LLVM's cheap settings: the 2-core test machine spends most time compiling.
-_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0,
-                                                    "xla_llvm_disable_expensive_passes": True})
+_jit = functools.partial(
+  jax.jit,
+  compiler_options={"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True},
+)
 
 MODALITIES = ("text", "audio", "vision")
-ROBUST_TOP = ("bert_robust", "text_robust_proj", "audio_robust", "audio_robust_proj",
-              "vision_robust", "vision_robust_proj", "fusion")
-BIAS_TOP = ("bert_bias", "text_bias_proj", "audio_bias", "audio_bias_proj", "vision_bias",
-            "vision_bias_proj")
+ROBUST_TOP = (
+  "bert_robust",
+  "text_robust_proj",
+  "audio_robust",
+  "audio_robust_proj",
+  "vision_robust",
+  "vision_robust_proj",
+  "fusion",
+)
+BIAS_TOP = (
+  "bert_bias",
+  "text_bias_proj",
+  "audio_bias",
+  "audio_bias_proj",
+  "vision_bias",
+  "vision_bias_proj",
+)
 
 
 def _sigmoid(x):
@@ -52,8 +68,11 @@ def test_lstm_final_state_matches_numpy_at_each_length():
   lstm = TorchLSTM(hidden)
   params = _jit(lstm.init)(jax.random.key(0), jnp.asarray(x), jnp.asarray(lengths))["params"]
   assert {k: v.shape for k, v in params.items()} == {
-      "weight_ih": (4 * hidden, dim), "weight_hh": (4 * hidden, hidden),
-      "bias_ih": (4 * hidden,), "bias_hh": (4 * hidden,)}
+    "weight_ih": (4 * hidden, dim),
+    "weight_hh": (4 * hidden, hidden),
+    "bias_ih": (4 * hidden,),
+    "bias_hh": (4 * hidden,),
+  }
   bound = 1 / np.sqrt(hidden)
   assert all(np.all(np.abs(np.asarray(v)) <= bound) for v in params.values())
 
@@ -63,8 +82,12 @@ def test_lstm_final_state_matches_numpy_at_each_length():
   run = lambda pr, xs: lstm.apply({"params": pr}, xs, jnp.asarray(lengths))
   got = _jit(run)(params, jnp.asarray(garbage))
   p = {k: np.asarray(v, np.float64) for k, v in params.items()}
-  want = np.stack([_numpy_lstm_final(x[b], n, p["weight_ih"], p["weight_hh"], p["bias_ih"],
-                                     p["bias_hh"]) for b, n in enumerate(lengths)])
+  want = np.stack(
+    [
+      _numpy_lstm_final(x[b], n, p["weight_ih"], p["weight_hh"], p["bias_ih"], p["bias_hh"])
+      for b, n in enumerate(lengths)
+    ]
+  )
   np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
 
   grads = _jit(jax.grad(lambda pr, xs: run(pr, xs).sum()))(params, jnp.asarray(garbage))
@@ -109,7 +132,7 @@ def _numpy_fusion(h, p, heads):
   for n in range(enc["in_proj"]["kernel"].shape[0]):
     lp = jax.tree_util.tree_map(lambda a, n=n: np.asarray(a, np.float64)[n], enc)
     qkv = x @ lp["in_proj"]["kernel"] + lp["in_proj"]["bias"]
-    q, k, v = (qkv[..., i * d:(i + 1) * d].reshape(batch, length, heads, hd) for i in range(3))
+    q, k, v = (qkv[..., i * d : (i + 1) * d].reshape(batch, length, heads, hd) for i in range(3))
     scores = np.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(hd)
     probs = np.exp(scores - scores.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
@@ -142,10 +165,12 @@ def test_fusion_init_and_forward_match_pytorch_encoder():
   # Distinct layers and non-zero biases, so the numpy check sees every parameter in its place.
   rng = np.random.default_rng(5)
   params = jax.tree_util.tree_map(
-      lambda l: np.asarray(l) + 0.1 * rng.normal(size=l.shape).astype(np.float32), params)
+    lambda l: np.asarray(l) + 0.1 * rng.normal(size=l.shape).astype(np.float32), params
+  )
   got = _jit(lambda p, x: fusion.apply({"params": p}, x, True))(params, h)
-  np.testing.assert_allclose(np.asarray(got), _numpy_fusion(np.asarray(h), params, heads),
-                             atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(got), _numpy_fusion(np.asarray(h), params, heads), atol=1e-5
+  )
 
 
 # ---- the whole model: one init and one jitted train step serve every test below ---------------
@@ -161,12 +186,12 @@ def _batch():
   mask[1, 5:] = 0
   text = np.stack([ids * mask, mask, np.zeros_like(mask)], axis=1).astype(np.int32)
   return {
-      "text_bert": jnp.asarray(text),
-      "audio": jnp.asarray(rng.normal(size=(B, 8, 5)), jnp.float32),
-      "vision": jnp.asarray(rng.normal(size=(B, 6, 20)), jnp.float32),
-      "audio_lengths": jnp.asarray([8, 3, 1, 5, 8, 2], jnp.int32),
-      "vision_lengths": jnp.asarray([6, 1, 4, 2, 6, 3], jnp.int32),
-      "labels": jnp.asarray(rng.uniform(-3, 3, size=B), jnp.float32),
+    "text_bert": jnp.asarray(text),
+    "audio": jnp.asarray(rng.normal(size=(B, 8, 5)), jnp.float32),
+    "vision": jnp.asarray(rng.normal(size=(B, 6, 20)), jnp.float32),
+    "audio_lengths": jnp.asarray([8, 3, 1, 5, 8, 2], jnp.int32),
+    "vision_lengths": jnp.asarray([6, 1, 4, 2, 6, 3], jnp.int32),
+    "labels": jnp.asarray(rng.uniform(-3, 3, size=B), jnp.float32),
   }
 
 
@@ -180,10 +205,17 @@ def setup():
   tx = optimizers.gear_optimizer(optimizers.GEAROptimizerConfig.mosei())
 
   def loss_parts(params, batch, key, swap_active):
-    out, state = model.apply({"params": params}, batch, deterministic=True, swap_key=key,
-                             capture_intermediates=True, mutable=["intermediates"])
-    total, terms = losses.gear_loss(out, batch["labels"], gmae_kind="tanh", q=0.7,
-                                    ipw_kind="min", swap_active=swap_active)
+    out, state = model.apply(
+      {"params": params},
+      batch,
+      deterministic=True,
+      swap_key=key,
+      capture_intermediates=True,
+      mutable=["intermediates"],
+    )
+    total, terms = losses.gear_loss(
+      out, batch["labels"], gmae_kind="tanh", q=0.7, ipw_kind="min", swap_active=swap_active
+    )
     bias_total = total - terms["fusion_weighted"]
     return jnp.stack([bias_total, terms["fusion_weighted"]]), (total, terms, out, state)
 
@@ -191,18 +223,34 @@ def setup():
   def step(params, opt_state, batch, key, swap_active):
     """Gradients of [bias losses, weighted fusion loss] (rows of `jac`) and one optimizer step."""
     jac, (total, terms, out, state) = jax.jacrev(loss_parts, has_aux=True)(
-        params, batch, key, swap_active)
+      params, batch, key, swap_active
+    )
     grads = jax.tree_util.tree_map(lambda g: g[0] + g[1], jac)
     updates, opt_state = tx.update(grads, opt_state, params)
-    return dict(jac=jac, total=total, terms=terms, out=out, inter=state["intermediates"],
-                params=optax.apply_updates(params, updates), opt_state=opt_state,
-                updates=updates)
+    return dict(
+      jac=jac,
+      total=total,
+      terms=terms,
+      out=out,
+      inter=state["intermediates"],
+      params=optax.apply_updates(params, updates),
+      opt_state=opt_state,
+      updates=updates,
+    )
 
   opt_state = _jit(tx.init)(params)
   key = jax.random.key(7)
   first = step(params, opt_state, batch, key, True)
-  return dict(cfg=cfg, model=model, batch=batch, params=params, step=step, key=key,
-              opt_state=opt_state, first=first)
+  return dict(
+    cfg=cfg,
+    model=model,
+    batch=batch,
+    params=params,
+    step=step,
+    key=key,
+    opt_state=opt_state,
+    first=first,
+  )
 
 
 def test_outputs_and_swap_permutations(setup):
@@ -229,8 +277,9 @@ def test_outputs_and_swap_permutations(setup):
     np.testing.assert_allclose(out["bias_preds_swap"][m], y_b_swap, atol=1e-5)
     assert not np.allclose(y_b, y_b_swap)
 
-  no_swap = jax.eval_shape(lambda p, b: setup["model"].apply({"params": p}, b),
-                           setup["params"], setup["batch"])
+  no_swap = jax.eval_shape(
+    lambda p, b: setup["model"].apply({"params": p}, b), setup["params"], setup["batch"]
+  )
   assert sorted(no_swap) == ["bias_preds", "pred"]
 
 
@@ -278,8 +327,9 @@ def test_traced_swap_flag_selects_swap_terms(setup):
   labels = s["batch"]["labels"]
   plain = {k: out[k] for k in ("pred", "bias_preds")}
   want_off, _ = losses.gear_loss(plain, labels, gmae_kind="tanh", q=0.7, ipw_kind="min")
-  want_on, _ = losses.gear_loss(out, labels, gmae_kind="tanh", q=0.7, ipw_kind="min",
-                                swap_active=True)
+  want_on, _ = losses.gear_loss(
+    out, labels, gmae_kind="tanh", q=0.7, ipw_kind="min", swap_active=True
+  )
   off = s["step"](s["params"], s["opt_state"], s["batch"], s["key"], False)
   np.testing.assert_allclose(off["total"], want_off, rtol=1e-5)
   np.testing.assert_allclose(s["first"]["total"], want_on, rtol=1e-5)
@@ -294,20 +344,20 @@ def test_param_group_labels(setup):
   counts = collections.Counter(jax.tree_util.tree_leaves(labels))
   assert set(counts) == set(gear.PARAM_GROUPS)
   expected = {
-      ("bert_robust", "encoder", "layer_0", "attention", "self", "query", "kernel"): "bert",
-      ("bert_bias", "embeddings", "word_embeddings", "embedding"): "bert",
-      ("bert_robust", "encoder", "layer_0", "output", "dense", "bias"): "bert_no_decay",
-      ("bert_bias", "embeddings", "LayerNorm", "scale"): "bert_no_decay",
-      ("audio_robust", "lstm", "weight_ih"): "audio",
-      ("audio_bias", "dense", "kernel"): "audio",
-      ("vision_bias", "lstm", "bias_hh"): "vision",
-      ("vision_robust", "dense", "bias"): "vision",
-      ("text_robust_proj", "kernel"): "extractor_other",
-      ("audio_bias_proj", "bias"): "extractor_other",
-      ("vision_heads", "bias_final", "bias"): "extractor_other",
-      ("text_heads", "robust_feature", "kernel"): "extractor_other",
-      ("fusion", "encoder", "in_proj", "kernel"): "fusion",
-      ("fusion", "mlp_out", "bias"): "fusion",
+    ("bert_robust", "encoder", "layer_0", "attention", "self", "query", "kernel"): "bert",
+    ("bert_bias", "embeddings", "word_embeddings", "embedding"): "bert",
+    ("bert_robust", "encoder", "layer_0", "output", "dense", "bias"): "bert_no_decay",
+    ("bert_bias", "embeddings", "LayerNorm", "scale"): "bert_no_decay",
+    ("audio_robust", "lstm", "weight_ih"): "audio",
+    ("audio_bias", "dense", "kernel"): "audio",
+    ("vision_bias", "lstm", "bias_hh"): "vision",
+    ("vision_robust", "dense", "bias"): "vision",
+    ("text_robust_proj", "kernel"): "extractor_other",
+    ("audio_bias_proj", "bias"): "extractor_other",
+    ("vision_heads", "bias_final", "bias"): "extractor_other",
+    ("text_heads", "robust_feature", "kernel"): "extractor_other",
+    ("fusion", "encoder", "in_proj", "kernel"): "fusion",
+    ("fusion", "mlp_out", "bias"): "fusion",
   }
   for path, group in expected.items():
     node = labels
@@ -338,23 +388,36 @@ def test_train_steps_decrease_loss(setup):
 def _fake_params():
   full = lambda shape: np.full(shape, 0.5, np.float32)
   return {
-      "bert_robust": {"dense": {"kernel": full((2, 2)), "bias": full((2,))}},
-      "audio_robust": {"lstm": {"weight_ih": full((4, 1))}},
-      "vision_bias": {"dense": {"kernel": full((2,))}},
-      "text_heads": {"bias_final": {"kernel": full((3,))}},
-      "fusion": {"mlp_out": {"kernel": full((2,))}},
+    "bert_robust": {"dense": {"kernel": full((2, 2)), "bias": full((2,))}},
+    "audio_robust": {"lstm": {"weight_ih": full((4, 1))}},
+    "vision_bias": {"dense": {"kernel": full((2,))}},
+    "text_heads": {"bias_final": {"kernel": full((3,))}},
+    "fusion": {"mlp_out": {"kernel": full((2,))}},
   }
 
 
 def test_optimizer_group_learning_rates():
-  cfg = optimizers.GEAROptimizerConfig(lr_bert=1e-1, lr_audio=1e-2, lr_vision=1e-3, lr_other=1e-4,
-                                 lr_fusion=1e-5, wd_bert=0.0, wd_other=0.0, accumulate_steps=1)
+  cfg = optimizers.GEAROptimizerConfig(
+    lr_bert=1e-1,
+    lr_audio=1e-2,
+    lr_vision=1e-3,
+    lr_other=1e-4,
+    lr_fusion=1e-5,
+    wd_bert=0.0,
+    wd_other=0.0,
+    accumulate_steps=1,
+  )
   params = _fake_params()
   tx = optimizers.gear_optimizer(cfg)
   grads = jax.tree_util.tree_map(np.ones_like, params)
   updates, _ = _jit(tx.update)(grads, _jit(tx.init)(params), params)
-  lrs = {"bert_robust": 1e-1, "audio_robust": 1e-2, "vision_bias": 1e-3, "text_heads": 1e-4,
-         "fusion": 1e-5}
+  lrs = {
+    "bert_robust": 1e-1,
+    "audio_robust": 1e-2,
+    "vision_bias": 1e-3,
+    "text_heads": 1e-4,
+    "fusion": 1e-5,
+  }
   for top, lr in lrs.items():
     for u in jax.tree_util.tree_leaves(updates[top]):
       np.testing.assert_allclose(u, -lr, rtol=1e-4)
@@ -362,12 +425,15 @@ def test_optimizer_group_learning_rates():
 
 def test_multisteps_sums_two_micro_batches_and_adds_l2_once():
   cfg = optimizers.GEAROptimizerConfig(wd_bert=0.3, wd_other=0.2, accumulate_steps=2)
-  single = optimizers.gear_optimizer(optimizers.GEAROptimizerConfig(wd_bert=0.3, wd_other=0.2,
-                                                        accumulate_steps=1))
+  single = optimizers.gear_optimizer(
+    optimizers.GEAROptimizerConfig(wd_bert=0.3, wd_other=0.2, accumulate_steps=1)
+  )
   params = _fake_params()
   rng = np.random.default_rng(0)
-  g1, g2 = (jax.tree_util.tree_map(lambda l: rng.normal(size=l.shape).astype(np.float32), params)
-            for _ in range(2))
+  g1, g2 = (
+    jax.tree_util.tree_map(lambda l: rng.normal(size=l.shape).astype(np.float32), params)
+    for _ in range(2)
+  )
 
   tx = optimizers.gear_optimizer(cfg)
   update, single_update = _jit(tx.update), _jit(single.update)
@@ -390,8 +456,9 @@ def test_multisteps_sums_two_micro_batches_and_adds_l2_once():
 
 def test_config_and_batch_errors():
   with pytest.raises(ValueError, match="swap_dim=30 is not divisible by fusion_heads=4"):
-    gear.GEARConfig.tiny().__class__(text=gear.BertConfig.tiny(), audio_in=5, vision_in=20,
-                                     swap_dim=30)
+    gear.GEARConfig.tiny().__class__(
+      text=gear.BertConfig.tiny(), audio_in=5, vision_in=20, swap_dim=30
+    )
   cfg = gear.GEARConfig.tiny()
   batch = _batch()
   batch["audio"] = batch["audio"][..., :4]

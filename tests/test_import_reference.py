@@ -1,4 +1,5 @@
-"""scripts/import_reference.py on the committed reference fixtures: msgpack + JSON outputs, refusals."""
+"""scripts/import_reference.py on the committed reference fixtures: msgpack + JSON outputs,
+refusals."""
 
 import json
 import pathlib
@@ -27,13 +28,19 @@ def test_lnln_and_gear_write_params_and_config(tmp_path, capsys):
   for method, heads in (("lnln", ["--bert-heads", "2"]), ("gear", ["--text-heads", "2"])):
     weights = FIXTURES / f"{method}_reference.safetensors"
     out = tmp_path / method
-    assert import_reference.main(["--method", method, "--weights", str(weights), "--out", str(out), *heads]) == 0
+    assert (
+      import_reference.main(
+        ["--method", method, "--weights", str(weights), "--out", str(out), *heads]
+      )
+      == 0
+    )
     params = flax.serialization.msgpack_restore((tmp_path / f"{method}.msgpack").read_bytes())
     expected, _ = import_reference.convert_file(method, weights, bert_heads=2, text_heads=2)
     _same_tree(params, expected)
     meta = json.loads((tmp_path / f"{method}.json").read_text())
     assert meta["method"] == method and meta["parameter_count"] == sum(
-        v.size for v in jax.tree.leaves(expected))
+      v.size for v in jax.tree.leaves(expected)
+    )
     # every tensor of the state_dict is used or listed as unused: counts match the parameters
     assert len(meta["parameters"]) == len(jax.tree.leaves(expected))
   assert "wrote" in capsys.readouterr().out
@@ -44,8 +51,18 @@ def test_existing_output_is_kept_and_bad_weights_are_one_line_errors(tmp_path):
   weights = FIXTURES / "gear_reference.safetensors"
   out = tmp_path / "gear"
   (tmp_path / "gear.msgpack").write_bytes(b"users file")
-  cmd = [sys.executable, "scripts/import_reference.py", "--method", "gear", "--weights", str(weights),
-         "--out", str(out), "--text-heads", "2"]
+  cmd = [
+    sys.executable,
+    "scripts/import_reference.py",
+    "--method",
+    "gear",
+    "--weights",
+    str(weights),
+    "--out",
+    str(out),
+    "--text-heads",
+    "2",
+  ]
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
   assert proc.returncode == 1 and "gear.msgpack exist(s); pass --overwrite" in proc.stderr
   assert (tmp_path / "gear.msgpack").read_bytes() == b"users file"
@@ -54,9 +71,23 @@ def test_existing_output_is_kept_and_bad_weights_are_one_line_errors(tmp_path):
   del state[name]
   broken = tmp_path / "broken.safetensors"
   save_file(state, str(broken))
-  code = import_reference.main(["--method", "gear", "--weights", str(broken), "--out", str(tmp_path / "b"),
-                                "--text-heads", "2"])
+  code = import_reference.main(
+    [
+      "--method",
+      "gear",
+      "--weights",
+      str(broken),
+      "--out",
+      str(tmp_path / "b"),
+      "--text-heads",
+      "2",
+    ]
+  )
   assert code == 1 and not (tmp_path / "b.msgpack").exists()
-  proc = subprocess.run(cmd[:5] + [str(broken), "--out", str(tmp_path / "c"), "--text-heads", "2"], cwd=ROOT,
-                        capture_output=True, text=True)
+  proc = subprocess.run(
+    cmd[:5] + [str(broken), "--out", str(tmp_path / "c"), "--text-heads", "2"],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+  )
   assert proc.returncode == 1 and name in proc.stderr and "Traceback" not in proc.stderr

@@ -26,17 +26,17 @@ LAYERS = ("data", "models", "train", "evaluate", "report", "reference", "bench")
 ALL = frozenset(LAYERS) | {"utility", "metrics", "losses"}
 # Layer -> the layers it must not import.
 FORBIDDEN = {
-    "utility": ALL - {"utility"},
-    "metrics": ALL,
-    "losses": ALL,
-    "data": frozenset({"models", "train", "evaluate", "report", "reference", "bench"}),
-    "models": frozenset({"data", "train", "evaluate", "report", "bench"}),
-    "evaluate": frozenset({"train", "report", "bench"}),
-    "report": frozenset({"train", "bench"}),
-    "reference": frozenset({"data", "train", "evaluate", "report", "bench"}),
-    "train": frozenset({"bench"}),
-    "bench": frozenset(),
-    "package": frozenset({"bench"}),
+  "utility": ALL - {"utility"},
+  "metrics": ALL,
+  "losses": ALL,
+  "data": frozenset({"models", "train", "evaluate", "report", "reference", "bench"}),
+  "models": frozenset({"data", "train", "evaluate", "report", "bench"}),
+  "evaluate": frozenset({"train", "report", "bench"}),
+  "report": frozenset({"train", "bench"}),
+  "reference": frozenset({"data", "train", "evaluate", "report", "bench"}),
+  "train": frozenset({"bench"}),
+  "bench": frozenset(),
+  "package": frozenset({"bench"}),
 }
 # What metrics (plain numpy) and losses (pure JAX) may import besides the standard library.
 THIRD_PARTY_ALLOWED = {"metrics": {"numpy"}, "losses": {"jax"}}
@@ -56,12 +56,13 @@ def _absolute(node: ast.ImportFrom, module: str, is_package: bool) -> str:
   if not node.level:
     return node.module or ""
   base = module.split(".") if is_package else module.split(".")[:-1]
-  base = base[:len(base) - node.level + 1]
+  base = base[: len(base) - node.level + 1]
   return ".".join(base + ([node.module] if node.module else []))
 
 
-def imports_of(source: str, module: str, is_package: bool,
-               modules: set[str]) -> tuple[set[str], set[str]]:
+def imports_of(
+  source: str, module: str, is_package: bool, modules: set[str]
+) -> tuple[set[str], set[str]]:
   """(the package modules `source` imports, the top-level names of everything it imports).
 
   `from a.b import c` is an import of module `a.b.c` when that is a module of the package, else of
@@ -90,8 +91,9 @@ def import_graph(root: pathlib.Path = ROOT) -> tuple[dict[str, set[str]], dict[s
   files = package_modules(root)
   graph, tops = {}, {}
   for name, path in files.items():
-    graph[name], tops[name] = imports_of(path.read_text(encoding="utf-8"), name,
-                                         path.name == "__init__.py", set(files))
+    graph[name], tops[name] = imports_of(
+      path.read_text(encoding="utf-8"), name, path.name == "__init__.py", set(files)
+    )
     graph[name].discard(name)
   return graph, tops
 
@@ -116,8 +118,11 @@ def layer_violations(graph: dict[str, set[str]], tops: dict[str, set[str]]) -> l
     allowed = THIRD_PARTY_ALLOWED.get(layer(module))
     if allowed is not None:
       others = names - set(sys.stdlib_module_names) - {"__future__", PACKAGE} - allowed
-      out += [f"{module} -> {n} ({layer(module)} may import only {sorted(allowed)} besides the "
-              "standard library)" for n in sorted(others)]
+      out += [
+        f"{module} -> {n} ({layer(module)} may import only {sorted(allowed)} besides the "
+        "standard library)"
+        for n in sorted(others)
+      ]
   return out
 
 
@@ -167,16 +172,26 @@ def test_no_import_cycles():
   assert cycles(import_graph()[0]) == []
 
 
-@pytest.mark.parametrize("module, source, violation", [
+@pytest.mark.parametrize(
+  "module, source, violation",
+  [
     ("msa_jax.data.x", "def f():\n  from msa_jax.models import bert\n", "-> msa_jax.models.bert"),
     ("msa_jax.models.x", "from msa_jax.data.split import Split\n", "-> msa_jax.data.split"),
     ("msa_jax.evaluate.x", "import msa_jax.train.loop\n", "-> msa_jax.train.loop"),
     ("msa_jax.metrics", "import jax.numpy as jnp\n", "-> jax"),
     ("msa_jax.io", "from msa_jax import metrics\n", "-> msa_jax.metrics"),
-])
+  ],
+)
 def test_the_checks_catch_a_planted_violation(module, source, violation):
-  modules = {"msa_jax", "msa_jax.metrics", "msa_jax.io", "msa_jax.models.bert",
-             "msa_jax.data.split", "msa_jax.train.loop", module}
+  modules = {
+    "msa_jax",
+    "msa_jax.metrics",
+    "msa_jax.io",
+    "msa_jax.models.bert",
+    "msa_jax.data.split",
+    "msa_jax.train.loop",
+    module,
+  }
   internal, top = imports_of(source, module, False, modules)
   found = layer_violations({module: internal}, {module: top})
   assert len(found) == 1 and found[0].startswith(f"{module} {violation}"), found
@@ -184,7 +199,9 @@ def test_the_checks_catch_a_planted_violation(module, source, violation):
 
 def test_the_checks_catch_a_planted_cycle():
   modules = {"msa_jax.data", "msa_jax.data.a", "msa_jax.data.b"}
-  sources = {"msa_jax.data.a": "from msa_jax.data import b\n",
-             "msa_jax.data.b": "def f():\n  from . import a\n"}
+  sources = {
+    "msa_jax.data.a": "from msa_jax.data import b\n",
+    "msa_jax.data.b": "def f():\n  from . import a\n",
+  }
   graph = {m: imports_of(src, m, False, modules)[0] for m, src in sources.items()}
   assert cycles(graph) == [["msa_jax.data.a", "msa_jax.data.b"]]

@@ -1,4 +1,5 @@
-"""The generic training loop on a tiny linear method: non-finite stop, early stopping, exact resume."""
+"""The generic training loop on a tiny linear method: non-finite stop, early stopping, exact
+resume."""
 
 import dataclasses
 import json
@@ -25,9 +26,14 @@ def _splits(n=40, seed=0):
   for name, size in (("train", n), ("valid", 16), ("test", 16)):
     audio = rng.normal(size=(size, 4, 3)).astype(np.float32)
     labels = (audio.mean(1) @ np.array([1.0, -2.0, 0.5])).astype(np.float32)
-    out[name] = Split(text_bert=np.ones((size, 3, 5), np.int32), audio=audio,
-                      vision=np.zeros((size, 2, 2), np.float32), audio_lengths=np.full(size, 4, np.int32),
-                      vision_lengths=np.full(size, 2, np.int32), labels=labels)
+    out[name] = Split(
+      text_bert=np.ones((size, 3, 5), np.int32),
+      audio=audio,
+      vision=np.zeros((size, 2, 2), np.float32),
+      audio_lengths=np.full(size, 4, np.int32),
+      vision_lengths=np.full(size, 2, np.int32),
+      labels=labels,
+    )
   return out
 
 
@@ -47,9 +53,17 @@ def _method(lr=0.1, nan_from_step=None, patience=None, grad_noise=0.0, random_in
   def init(key, batch):
     return {"w": jax.random.normal(key, (3,)) if random_init else jnp.zeros(3), "b": jnp.zeros(())}
 
-  return Method(name="linear", init_params=init,
-                loss_fn=loss_fn, predict_fn=predict, optimizer=optax.adam(lr), selection_metrics=("MAE", "Corr"),
-                valid_rate=None, final_evals=(EvalSet("test"),), patience=patience)
+  return Method(
+    name="linear",
+    init_params=init,
+    loss_fn=loss_fn,
+    predict_fn=predict,
+    optimizer=optax.adam(lr),
+    selection_metrics=("MAE", "Corr"),
+    valid_rate=None,
+    final_evals=(EvalSet("test"),),
+    patience=patience,
+  )
 
 
 def _config(max_epochs, seeds="0"):
@@ -63,7 +77,9 @@ def _config(max_epochs, seeds="0"):
 
 def _latest(seed_dir, method):
   ck = checkpoints.Checkpoints(seed_dir / "checkpoints", method.selection_metrics)
-  state = jax.jit(lambda: loop.create_state(method.init_params(jax.random.key(0), None), method.optimizer))()
+  state = jax.jit(
+    lambda: loop.create_state(method.init_params(jax.random.key(0), None), method.optimizer)
+  )()
   restored, data, meta = ck.restore_latest(checkpoints.abstract(state))
   ck.close()
   return restored, data, meta
@@ -78,27 +94,37 @@ def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path):
   a, data_a, meta_a = _latest(tmp_path / "straight" / "seed_7", method)
   b, data_b, meta_b = _latest(tmp_path / "resumed" / "seed_7", method)
   assert int(a.step) == int(b.step) == 20 and data_a == data_b
-  for x, y in zip(jax.tree.leaves((a.params, a.opt_state)), jax.tree.leaves((b.params, b.opt_state))):
+  for x, y in zip(
+    jax.tree.leaves((a.params, a.opt_state)), jax.tree.leaves((b.params, b.opt_state))
+  ):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   assert meta_a["epochs"] == meta_b["epochs"]
 
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
-  with pytest.raises(errors.NonFiniteLossError, match=r"non-finite loss nan at step 12 .*epoch 3.*last good "
-                     r"checkpoint is step 10"):
-    loop.train_seeds(_config(5), _method(nan_from_step=12), _splits(), sharding.make_mesh(), (0,), tmp_path)
+  with pytest.raises(
+    errors.NonFiniteLossError,
+    match=r"non-finite loss nan at step 12 .*epoch 3.*last good "
+    r"checkpoint is step 10",
+  ):
+    loop.train_seeds(
+      _config(5), _method(nan_from_step=12), _splits(), sharding.make_mesh(), (0,), tmp_path
+    )
   state, _, meta = _latest(tmp_path / "seed_0", _method())
   assert int(state.step) == 10 and meta["epoch"] == 2
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
 
 
 def test_early_stopping_counts_epochs_without_improvement(tmp_path):
-  record = loop.train_seeds(_config(10), _method(lr=0.0, patience=2), _splits(), sharding.make_mesh(), (0,),
-                            tmp_path)["0"]
-  # lr 0: epoch 1 sets the best MAE, epochs 2 and 3 do not improve it, patience 2 stops after epoch 3.
+  record = loop.train_seeds(
+    _config(10), _method(lr=0.0, patience=2), _splits(), sharding.make_mesh(), (0,), tmp_path
+  )["0"]
+  # lr 0: epoch 1 sets the best MAE, epochs 2 and 3 do not improve it, patience 2 stops after
+  # epoch 3.
   assert record["epochs_trained"] == 3 and record["stopped_early"]
   assert record["best"]["MAE"]["epoch"] == 1
-  # A constant prediction has Corr NaN at every epoch: the first epoch still serves as its checkpoint.
+  # A constant prediction has Corr NaN at every epoch: the first epoch still serves as its
+  # checkpoint.
   assert record["best"]["Corr"]["epoch"] == 1 and set(record["results"]) == {"MAE", "Corr"}
 
 
@@ -106,8 +132,12 @@ def test_rates_in_sequential_passes_equal_all_rates_at_once():
   """`make_predict(rates_per_pass=k)` (lax.map over chunks of rates, bounded memory) gives the same
   (R, B) predictions as vmapping every rate at once, including a last, partial pass."""
   method = _method()
-  rate_dependent = dataclasses.replace(method, predict_fn=lambda p, b, k, r: (
-      b["audio"].mean(1) @ p["w"] + p["b"] + r * jnp.sin(b["audio"][:, 0, 0])))
+  rate_dependent = dataclasses.replace(
+    method,
+    predict_fn=lambda p, b, k, r: (
+      b["audio"].mean(1) @ p["w"] + p["b"] + r * jnp.sin(b["audio"][:, 0, 0])
+    ),
+  )
   mesh = sharding.make_mesh()
   split = _splits()["test"]
   params = {"w": jnp.array([0.5, -1.0, 2.0]), "b": jnp.array(0.1)}
@@ -115,9 +145,12 @@ def test_rates_in_sequential_passes_equal_all_rates_at_once():
   key = jax.random.key(0)
   all_rates = predict_lib.make_predict(rate_dependent.predict_fn, mesh)
   three_rates = predict_lib.make_predict(rate_dependent.predict_fn, mesh, 3)
-  together = predict_lib.predict_split(predict_lib.bind(all_rates, params, mesh, key, rates), split, 8)
-  passes = predict_lib.predict_split(predict_lib.bind(three_rates, params, mesh, key, rates), split, 8,
-                                     desc="sweep")  # with a progress bar over the batches
+  together = predict_lib.predict_split(
+    predict_lib.bind(all_rates, params, mesh, key, rates), split, 8
+  )
+  passes = predict_lib.predict_split(
+    predict_lib.bind(three_rates, params, mesh, key, rates), split, 8, desc="sweep"
+  )  # with a progress bar over the batches
   assert together.shape == (7, 16)
   np.testing.assert_allclose(passes, together, rtol=1e-6, atol=1e-6)
   assert not np.allclose(together[0], together[-1])
@@ -129,20 +162,32 @@ def _epochs(seed_dir):
 
 def _assert_same_seed_runs(a_dir, b_dir, method, exact):
   """Two seed directories: same validation history, selections, results and latest state."""
-  a, b = json.loads((a_dir / "results.json").read_text()), json.loads((b_dir / "results.json").read_text())
+  a, b = (
+    json.loads((a_dir / "results.json").read_text()),
+    json.loads((b_dir / "results.json").read_text()),
+  )
   assert (a["epochs_trained"], a["stopped_early"]) == (b["epochs_trained"], b["stopped_early"])
-  assert {m: v["epoch"] for m, v in a["best"].items()} == {m: v["epoch"] for m, v in b["best"].items()}
-  close = np.testing.assert_array_equal if exact else (
-      lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6))
+  assert {m: v["epoch"] for m, v in a["best"].items()} == {
+    m: v["epoch"] for m, v in b["best"].items()
+  }
+  close = (
+    np.testing.assert_array_equal
+    if exact
+    else (lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6))
+  )
   for ea, eb in zip(_epochs(a_dir), _epochs(b_dir), strict=True):
     assert ea["step"] == eb["step"]
-    close(np.array([ea["train/loss"], ea["valid/MAE"]]), np.array([eb["train/loss"], eb["valid/MAE"]]))
+    close(
+      np.array([ea["train/loss"], ea["valid/MAE"]]), np.array([eb["train/loss"], eb["valid/MAE"]])
+    )
   for m in a["results"]:
     close(np.array(a["results"][m]["test"]["MAE"]), np.array(b["results"][m]["test"]["MAE"]))
   sa, da, ma = _latest(a_dir, method)
   sb, db, mb = _latest(b_dir, method)
   assert int(sa.step) == int(sb.step) and da == db and ma["epoch"] == mb["epoch"]
-  for x, y in zip(jax.tree.leaves((sa.params, sa.opt_state)), jax.tree.leaves((sb.params, sb.opt_state))):
+  for x, y in zip(
+    jax.tree.leaves((sa.params, sa.opt_state)), jax.tree.leaves((sb.params, sb.opt_state))
+  ):
     close(np.asarray(x), np.asarray(y))
 
 
@@ -163,7 +208,9 @@ def together_and_separate(tmp_path_factory):
   for seed in SEEDS:
     c = _config(12, str(seed))
     c.data_seed = SEEDS[0]
-    separate[seed] = loop.train_seeds(c, method, splits, mesh, (seed,), root / "separate")[str(seed)]
+    separate[seed] = loop.train_seeds(c, method, splits, mesh, (seed,), root / "separate")[
+      str(seed)
+    ]
   return root, method, splits, together, separate
 
 
@@ -173,8 +220,9 @@ def test_seeds_trained_together_equal_separate_runs_on_the_same_data_order(toget
   assert len(set(stops)) > 1 and min(stops) < 12, stops  # a frozen seed while others train on
   for seed in SEEDS:
     assert together[str(seed)]["epochs_trained"] == separate[seed]["epochs_trained"]
-    _assert_same_seed_runs(root / "together" / f"seed_{seed}", root / "separate" / f"seed_{seed}", method,
-                           exact=False)
+    _assert_same_seed_runs(
+      root / "together" / f"seed_{seed}", root / "separate" / f"seed_{seed}", method, exact=False
+    )
   # The seeds differ (initialisation and keys), and the data order is the first seed's.
   finals = [together[str(s)]["results"]["MAE"]["test"]["MAE"] for s in SEEDS]
   assert len(set(finals)) == len(SEEDS)
@@ -184,7 +232,9 @@ def test_seeds_trained_together_equal_separate_runs_on_the_same_data_order(toget
   assert loop.data_order_seed(vm, 8) == 5
 
 
-def test_seeds_trained_together_resume_exactly_even_after_a_kill_between_seed_saves(together_and_separate):
+def test_seeds_trained_together_resume_exactly_even_after_a_kill_between_seed_saves(
+  together_and_separate,
+):
   root, method, splits, _, _ = together_and_separate
   mesh = sharding.make_mesh()
   config = _config(12, ",".join(map(str, SEEDS)))
@@ -207,7 +257,9 @@ def test_seeds_trained_together_resume_exactly_even_after_a_kill_between_seed_sa
     assert history["epochs"] == straight["epochs"]
     a, _, _ = _latest(work / f"seed_{seed}", method)
     b, _, _ = _latest(root / "together" / f"seed_{seed}", method)
-    for x, y in zip(jax.tree.leaves((a.params, a.opt_state)), jax.tree.leaves((b.params, b.opt_state))):
+    for x, y in zip(
+      jax.tree.leaves((a.params, a.opt_state)), jax.tree.leaves((b.params, b.opt_state))
+    ):
       np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
@@ -219,7 +271,9 @@ def test_workdir_whose_config_lacks_a_key_is_refused(tmp_path):
   loop.check_workdir(tmp_path, config)  # the same config: accepted
   del saved["model"]["remat"]
   (tmp_path / "config.json").write_text(json.dumps(saved))
-  with pytest.raises(errors.RunConfigError, match=r"different config \(model.remat: None -> False\)"):
+  with pytest.raises(
+    errors.RunConfigError, match=r"different config \(model.remat: None -> False\)"
+  ):
     loop.check_workdir(tmp_path, config)
 
 
@@ -230,6 +284,9 @@ def test_load_data_generates_the_configured_synthetic_version_and_refuses_anothe
   splits = loop.load_data(config)
   assert "ood_valid_all" in splits and splits["train"].cue_signs is not None
   config.data.synthetic_version = "v1"  # the file at data.path holds synth-v2: refused
-  with pytest.raises(errors.RunConfigError, match=r"holds synth-v2, but "
-                     r"config.data.synthetic_version='v1': give each version its own data.path"):
+  with pytest.raises(
+    errors.RunConfigError,
+    match=r"holds synth-v2, but "
+    r"config.data.synthetic_version='v1': give each version its own data.path",
+  ):
     loop.load_data(config)

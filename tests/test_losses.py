@@ -1,4 +1,5 @@
-"""Tests of GEAR's losses: GMAE, inverse-probability weights and the total objective (docs/methods.md §5)."""
+"""Tests of GEAR's losses: GMAE, inverse-probability weights and the total objective
+(docs/methods.md §5)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import pytest
 from msa_jax import losses
 
 # Cheap LLVM settings: on the 2-core test machine compiling dominates these tests.
-_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0,
-                                                    "xla_llvm_disable_expensive_passes": True})
+_jit = functools.partial(
+  jax.jit,
+  compiler_options={"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True},
+)
 
 KINDS = ("tanh", "sigmoid", "none", "off")
 PRED = np.array([0.5, -1.0, 2.0, 1.0], np.float32)
@@ -45,7 +48,7 @@ def test_gmae_values_and_gradient(kind):
 
 def test_gmae_tanh_hand_value_and_zero_error_guard():
   got = losses.gmae(jnp.array([0.5, 3.0]), jnp.array([0.0, 3.0]), "tanh", 0.7)
-  np.testing.assert_allclose(got, [0.5 * math.tanh(2.0 ** 0.7), 0.0], rtol=1e-6)
+  np.testing.assert_allclose(got, [0.5 * math.tanh(2.0**0.7), 0.0], rtol=1e-6)
   np.testing.assert_allclose(losses.gmae_weight(jnp.zeros(2), "tanh", 1.0), [1.0, 1.0])
   second = jax.grad(jax.grad(lambda p: losses.gmae(p, jnp.zeros(()), "tanh", 0.7)))(0.0)
   assert np.isfinite(second)
@@ -58,16 +61,22 @@ def test_gmae_rejects_bad_kind_and_shapes():
     losses.gmae(jnp.zeros((2, 1)), jnp.zeros(2))
 
 
-BIAS_ERRORS = {"text": np.array([1.0, 0.2], np.float32), "audio": np.array([0.5, 0.4], np.float32),
-               "vision": np.array([2.0, 0.1], np.float32)}
+BIAS_ERRORS = {
+  "text": np.array([1.0, 0.2], np.float32),
+  "audio": np.array([0.5, 0.4], np.float32),
+  "vision": np.array([2.0, 0.1], np.float32),
+}
 FUSION = np.array([1.0, 0.3], np.float32)
 
 
-@pytest.mark.parametrize("kind,want", [
+@pytest.mark.parametrize(
+  "kind,want",
+  [
     ("min", [0.5 / 1.5, 0.1 / 0.4]),
     ("avg", [(3.5 / 3) / (3.5 / 3 + 1.0), (0.7 / 3) / (0.7 / 3 + 0.3)]),
     ("none", [1.0, 1.0]),
-])
+  ],
+)
 def test_ipw_weights_hand_values_and_no_gradient(kind, want):
   stacked = np.stack(list(BIAS_ERRORS.values()))
 
@@ -84,16 +93,23 @@ def test_ipw_weights_hand_values_and_no_gradient(kind, want):
 
 def _outputs():
   return {
-      "pred": np.array([0.5, -1.0, 2.0], np.float32),
-      "bias_preds": {"text": np.array([0.0, 1.0, 1.5], np.float32),
-                     "audio": np.array([1.0, -2.0, 0.0], np.float32),
-                     "vision": np.array([0.2, 0.3, 3.0], np.float32)},
-      "pred_swap": np.array([0.0, 0.0, 1.0], np.float32),
-      "bias_preds_swap": {"text": np.array([1.0, 1.0, 1.0], np.float32),
-                          "audio": np.array([-1.0, 0.5, 2.0], np.float32),
-                          "vision": np.array([0.0, 0.0, 0.0], np.float32)},
-      "perms": {"text": np.array([2, 0, 1]), "audio": np.array([1, 2, 0]),
-                "vision": np.array([0, 2, 1])},
+    "pred": np.array([0.5, -1.0, 2.0], np.float32),
+    "bias_preds": {
+      "text": np.array([0.0, 1.0, 1.5], np.float32),
+      "audio": np.array([1.0, -2.0, 0.0], np.float32),
+      "vision": np.array([0.2, 0.3, 3.0], np.float32),
+    },
+    "pred_swap": np.array([0.0, 0.0, 1.0], np.float32),
+    "bias_preds_swap": {
+      "text": np.array([1.0, 1.0, 1.0], np.float32),
+      "audio": np.array([-1.0, 0.5, 2.0], np.float32),
+      "vision": np.array([0.0, 0.0, 0.0], np.float32),
+    },
+    "perms": {
+      "text": np.array([2, 0, 1]),
+      "audio": np.array([1, 2, 0]),
+      "vision": np.array([0, 2, 1]),
+    },
   }
 
 
@@ -120,12 +136,22 @@ def _numpy_gear_loss(out, kind, q, ipw, lambda_dis, lambda_swap, swap):
   return total + (weights * fusion).mean()
 
 
-@pytest.mark.parametrize("kind,ipw,swap", [("tanh", "min", True), ("sigmoid", "avg", False),
-                                           ("off", "none", True), ("none", "min", False)])
+@pytest.mark.parametrize(
+  "kind,ipw,swap",
+  [("tanh", "min", True), ("sigmoid", "avg", False), ("off", "none", True), ("none", "min", False)],
+)
 def test_gear_loss_matches_numpy(kind, ipw, swap):
   out = _outputs()
-  total, terms = losses.gear_loss(out, LABELS, gmae_kind=kind, q=0.7, ipw_kind=ipw,
-                                  lambda_dis=15.0, lambda_swap=0.5, swap_active=swap)
+  total, terms = losses.gear_loss(
+    out,
+    LABELS,
+    gmae_kind=kind,
+    q=0.7,
+    ipw_kind=ipw,
+    lambda_dis=15.0,
+    lambda_swap=0.5,
+    swap_active=swap,
+  )
   want = _numpy_gear_loss(out, kind, 0.7, ipw, 15.0, 0.5, swap)
   np.testing.assert_allclose(total, want, rtol=1e-5)
   np.testing.assert_allclose(terms["mae"], np.abs(out["pred"] - LABELS).mean(), rtol=1e-6)
@@ -139,13 +165,15 @@ def test_gear_loss_traced_swap_flag_and_gradients():
 
   @_jit
   def loss_and_grad(out, flag):
-    return jax.value_and_grad(lambda o: losses.gear_loss(o, LABELS, swap_active=flag, **kw)[0],
-                              allow_int=True)(out)
+    return jax.value_and_grad(
+      lambda o: losses.gear_loss(o, LABELS, swap_active=flag, **kw)[0], allow_int=True
+    )(out)
 
   for flag in (False, True):
     value, grad = loss_and_grad(out, flag)
-    np.testing.assert_allclose(value, _numpy_gear_loss(out, "tanh", 0.7, "min", 15.0, 1.0, flag),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+      value, _numpy_gear_loss(out, "tanh", 0.7, "min", 15.0, 1.0, flag), rtol=1e-5
+    )
     # IPW weights carry no gradient: d/dpred = W·sign(e)/B.
     err = out["pred"] - LABELS
     fusion = np.abs(err) + (np.abs(out["pred_swap"] - LABELS) if flag else 0.0)
@@ -155,8 +183,10 @@ def test_gear_loss_traced_swap_flag_and_gradients():
     # Bias predictions get only their GMAE gradient, λ_dis·g(|e|)·sign(e)/B.
     e_text = out["bias_preds"]["text"] - LABELS
     np.testing.assert_allclose(
-        grad["bias_preds"]["text"],
-        [15.0 * _g(abs(e), "tanh", 0.7) * np.sign(e) / 3 for e in e_text], rtol=1e-5)
+      grad["bias_preds"]["text"],
+      [15.0 * _g(abs(e), "tanh", 0.7) * np.sign(e) / 3 for e in e_text],
+      rtol=1e-5,
+    )
     if not flag:
       assert np.all(np.asarray(grad["pred_swap"]) == 0)
 

@@ -22,9 +22,15 @@ def _batch(b=64, L=40, Ta=60, Tv=50, seed=0):
   vision = rng.normal(size=(b, Tv, 7)).astype(np.float32) + 3.0
   audio[np.arange(Ta)[None] >= a_len[:, None]] = 0.0
   vision[np.arange(Tv)[None] >= v_len[:, None]] = 7.0  # non-zero padding: must stay untouched
-  return {"text_bert": jnp.asarray(text_bert), "audio": jnp.asarray(audio), "vision": jnp.asarray(vision),
-          "audio_lengths": jnp.asarray(a_len, jnp.int32), "vision_lengths": jnp.asarray(v_len, jnp.int32),
-          "labels": jnp.zeros(b), "index": jnp.arange(b, dtype=jnp.int32)}
+  return {
+    "text_bert": jnp.asarray(text_bert),
+    "audio": jnp.asarray(audio),
+    "vision": jnp.asarray(vision),
+    "audio_lengths": jnp.asarray(a_len, jnp.int32),
+    "vision_lengths": jnp.asarray(v_len, jnp.int32),
+    "labels": jnp.zeros(b),
+    "index": jnp.arange(b, dtype=jnp.int32),
+  }
 
 
 def _kept_fractions(batch, out):
@@ -119,7 +125,9 @@ def test_mask_train_returns_nominal_text_rate_and_is_jittable_and_vmappable():
   assert r_text.shape == (32,)
   # Samples with nominal rate 0 keep everything.
   zero = np.asarray(r_text) == 0
-  np.testing.assert_array_equal(np.asarray(out["text_bert"])[zero], np.asarray(batch["text_bert"])[zero])
+  np.testing.assert_array_equal(
+    np.asarray(out["text_bert"])[zero], np.asarray(batch["text_bert"])[zero]
+  )
   # vmap over keys gives independent masks, equal to the per-key calls.
   keys = jax.random.split(jax.random.key(0), 3)
   vout, vrates = jax.vmap(masking.mask_train, in_axes=(None, 0))(batch, keys)
@@ -128,7 +136,8 @@ def test_mask_train_returns_nominal_text_rate_and_is_jittable_and_vmappable():
   # vmap over rates (one compiled sweep) matches separate calls.
   rates = jnp.array([0.0, 0.4, 0.8])
   sweep, _ = jax.jit(jax.vmap(masking.mask_eval, in_axes=(None, None, 0, None)))(
-      batch, jax.random.key(2), rates, batch["index"])
+    batch, jax.random.key(2), rates, batch["index"]
+  )
   one, _ = masking.mask_eval(batch, jax.random.key(2), 0.4, batch["index"])
   np.testing.assert_array_equal(sweep["vision"][1], one["vision"])
   np.testing.assert_array_equal(sweep["text_bert"][0], batch["text_bert"])  # r = 0 drops nothing

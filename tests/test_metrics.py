@@ -12,22 +12,25 @@ from msa_jax import metrics
 def _sklearn_mosi(pred, label):
   nz = label != 0
   return {
-      "Has0_acc_2": accuracy_score(label >= 0, pred >= 0),
-      "Has0_F1_score": f1_score(label >= 0, pred >= 0, average="weighted"),
-      "Non0_acc_2": accuracy_score(label[nz] > 0, pred[nz] > 0),
-      "Non0_F1_score": f1_score(label[nz] > 0, pred[nz] > 0, average="weighted"),
-      "Mult_acc_5": accuracy_score(np.round(np.clip(label, -2, 2)), np.round(np.clip(pred, -2, 2))),
-      "Mult_acc_7": accuracy_score(np.round(np.clip(label, -3, 3)), np.round(np.clip(pred, -3, 3))),
-      "MAE": np.mean(np.abs(pred - label)),
-      "Corr": np.corrcoef(pred, label)[0, 1],
+    "Has0_acc_2": accuracy_score(label >= 0, pred >= 0),
+    "Has0_F1_score": f1_score(label >= 0, pred >= 0, average="weighted"),
+    "Non0_acc_2": accuracy_score(label[nz] > 0, pred[nz] > 0),
+    "Non0_F1_score": f1_score(label[nz] > 0, pred[nz] > 0, average="weighted"),
+    "Mult_acc_5": accuracy_score(np.round(np.clip(label, -2, 2)), np.round(np.clip(pred, -2, 2))),
+    "Mult_acc_7": accuracy_score(np.round(np.clip(label, -3, 3)), np.round(np.clip(pred, -3, 3))),
+    "MAE": np.mean(np.abs(pred - label)),
+    "Corr": np.corrcoef(pred, label)[0, 1],
   }
 
 
 def _sklearn_sims(pred, label):
   pred, label = np.clip(pred, -1, 1), np.clip(label, -1, 1)
   out = {}
-  for name, edges in (("Mult_acc_2", [-1.01, 0.0, 1.01]), ("Mult_acc_3", [-1.01, -0.1, 0.1, 1.01]),
-                      ("Mult_acc_5", [-1.01, -0.7, -0.1, 0.1, 0.7, 1.01])):
+  for name, edges in (
+    ("Mult_acc_2", [-1.01, 0.0, 1.01]),
+    ("Mult_acc_3", [-1.01, -0.1, 0.1, 1.01]),
+    ("Mult_acc_5", [-1.01, -0.7, -0.1, 0.1, 0.7, 1.01]),
+  ):
     # np.digitize with right=True puts x in bin i when edges[i-1] < x <= edges[i].
     p, t = np.digitize(pred, edges, right=True), np.digitize(label, edges, right=True)
     out[name] = accuracy_score(t, p)
@@ -71,7 +74,9 @@ def test_hand_worked_example():
   pred = np.array([1.6, 0.4, 0.0, -2.6])
   m = metrics.mmsa_metrics(pred, label, "mosi")
   assert m["Has0_acc_2"] == pytest.approx(2 / 4)  # label>=0 [T,F,T,T], pred>=0 [T,T,T,F]
-  assert m["Non0_acc_2"] == pytest.approx(1 / 3)  # non-zero: (2.4, 1.6) right, (-0.6, 0.4) wrong, (1, -2.6) wrong
+  assert m["Non0_acc_2"] == pytest.approx(
+    1 / 3
+  )  # non-zero: (2.4, 1.6) right, (-0.6, 0.4) wrong, (1, -2.6) wrong
   # Mult_acc_7: round(clip) -> label [2, -1, 0, 1], pred [2, 0, 0, -3]: 2 of 4.
   assert m["Mult_acc_7"] == pytest.approx(0.5)
   # Mult_acc_5: label [2, -1, 0, 1], pred [2, 0, 0, -2]: 2 of 4.
@@ -98,7 +103,9 @@ def test_all_labels_zero():
   m = metrics.mmsa_metrics(np.array([0.3, -0.2, 0.0]), np.zeros(3), "mosei")
   assert np.isnan(m["Non0_acc_2"]) and np.isnan(m["Non0_F1_score"]) and np.isnan(m["Corr"])
   assert m["Has0_acc_2"] == pytest.approx(2 / 3)
-  assert m["Has0_F1_score"] == pytest.approx(f1_score([True] * 3, [True, False, True], average="weighted"))
+  assert m["Has0_F1_score"] == pytest.approx(
+    f1_score([True] * 3, [True, False, True], average="weighted")
+  )
 
 
 @pytest.mark.parametrize("sign", [1.0, -1.0])
@@ -119,7 +126,9 @@ def test_valid_mask_drops_padding_rows():
   valid[33:] = False
   padded_pred = pred.copy()
   padded_pred[33:] = 99.0  # filler rows must not count
-  assert metrics.mmsa_metrics(padded_pred, label, "mosi", valid) == metrics.mmsa_metrics(pred[:33], label[:33], "mosi")
+  assert metrics.mmsa_metrics(padded_pred, label, "mosi", valid) == metrics.mmsa_metrics(
+    pred[:33], label[:33], "mosi"
+  )
 
 
 def test_bad_inputs_raise_clear_errors():

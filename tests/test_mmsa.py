@@ -31,15 +31,15 @@ def _raw_split(seed: int, n: int, *, aligned: bool = False, sims: bool = False) 
   bound = 1.0 if sims else 3.0
   labels = np.round(rng.uniform(-bound, bound, size=n) * 5) / 5
   raw = {
-      "text_bert": text_bert,
-      "text": rng.normal(size=(n, L, DT)).astype(np.float32),
-      "audio": audio,
-      "vision": vision,
-      "regression_labels": labels.astype(np.float32),
-      "classification_labels": (labels > 0).astype(np.float32),
-      "id": np.array([f"vid{i}$_${i % 3}" for i in range(n)], dtype=object),
-      "raw_text": np.array([f"words of sample {i}" for i in range(n)], dtype=object),
-      "annotations": np.array(["Positive"] * n, dtype=object),
+    "text_bert": text_bert,
+    "text": rng.normal(size=(n, L, DT)).astype(np.float32),
+    "audio": audio,
+    "vision": vision,
+    "regression_labels": labels.astype(np.float32),
+    "classification_labels": (labels > 0).astype(np.float32),
+    "id": np.array([f"vid{i}$_${i % 3}" for i in range(n)], dtype=object),
+    "raw_text": np.array([f"words of sample {i}" for i in range(n)], dtype=object),
+    "annotations": np.array(["Positive"] * n, dtype=object),
   }
   if not aligned:
     raw["audio_lengths"] = [int(x) for x in rng.integers(1, ta + 1, size=n)]
@@ -51,8 +51,10 @@ def _raw_split(seed: int, n: int, *, aligned: bool = False, sims: bool = False) 
 
 
 def _raw_file(aligned: bool = False, sims: bool = False) -> dict:
-  return {name: _raw_split(seed, n, aligned=aligned, sims=sims)
-          for seed, (name, n) in enumerate([("train", 12), ("valid", 5), ("test", 6)])}
+  return {
+    name: _raw_split(seed, n, aligned=aligned, sims=sims)
+    for seed, (name, n) in enumerate([("train", 12), ("valid", 5), ("test", 6)])
+  }
 
 
 def _write(path: Path, obj, protocol: int = 4) -> Path:
@@ -113,15 +115,28 @@ def test_aligned_round_trip_with_ood_splits_and_metadata(tmp_path):
 
 
 def test_gear_directory_layout(tmp_path):
-  files = {"train.pkl": 0, "valid.pkl": 1, "test_iid.pkl": 2, "test_nn_text.pkl": 3,
-           "test_nn_audio.pkl": 4, "test_nn_vision.pkl": 5, "test_nn_tav.pkl": 6}
+  files = {
+    "train.pkl": 0,
+    "valid.pkl": 1,
+    "test_iid.pkl": 2,
+    "test_nn_text.pkl": 3,
+    "test_nn_audio.pkl": 4,
+    "test_nn_vision.pkl": 5,
+    "test_nn_tav.pkl": 6,
+  }
   raws = {f: _raw_split(seed, 4 + seed) for f, seed in files.items()}
   for f, raw in raws.items():
     _write(tmp_path / f, raw)
   splits, metadata = load_with_metadata(tmp_path, "mosei")
-  expected = {"train": "train.pkl", "valid": "valid.pkl", "test": "test_iid.pkl",
-              "ood_text": "test_nn_text.pkl", "ood_audio": "test_nn_audio.pkl",
-              "ood_vision": "test_nn_vision.pkl", "ood_all": "test_nn_tav.pkl"}
+  expected = {
+    "train": "train.pkl",
+    "valid": "valid.pkl",
+    "test": "test_iid.pkl",
+    "ood_text": "test_nn_text.pkl",
+    "ood_audio": "test_nn_audio.pkl",
+    "ood_vision": "test_nn_vision.pkl",
+    "ood_all": "test_nn_tav.pkl",
+  }
   assert set(splits) == set(expected) and metadata == {}
   for name, f in expected.items():
     _assert_matches(splits[name], raws[f])
@@ -150,9 +165,13 @@ def test_infinities_become_zero_and_are_counted_per_modality(tmp_path):
   assert np.isfinite(train.audio).all() and np.isfinite(train.vision).all()
   assert train.audio.dtype == np.float32
   np.testing.assert_array_equal(train.audio[0, 1], np.zeros(DA, np.float32))
-  assert train.audio[-1, 0, 2] == 0.0 and train.vision[2, 3, 1] == 0.0 and train.vision[3, 0, 0] == 0.0
+  assert (
+    train.audio[-1, 0, 2] == 0.0 and train.vision[2, 3, 1] == 0.0 and train.vision[3, 0, 0] == 0.0
+  )
   finite = np.isfinite(raw["train"]["audio"])
-  np.testing.assert_array_equal(train.audio[finite], raw["train"]["audio"][finite].astype(np.float32))
+  np.testing.assert_array_equal(
+    train.audio[finite], raw["train"]["audio"][finite].astype(np.float32)
+  )
 
 
 def test_float32_features_are_cleaned_in_place_and_read_only_ones_copied():
@@ -178,8 +197,10 @@ def test_sims_unimodal_labels_and_vocab(tmp_path):
   path = _write(tmp_path / "unaligned_39.pkl", raw)
   splits = load(path, "sims", vocab_size=30522)
   for m in "TAV":
-    np.testing.assert_array_equal(getattr(splits["valid"], f"labels_{m}"),
-                                  raw["valid"][f"regression_labels_{m}"].astype(np.float32))
+    np.testing.assert_array_equal(
+      getattr(splits["valid"], f"labels_{m}"),
+      raw["valid"][f"regression_labels_{m}"].astype(np.float32),
+    )
   raw["train"]["text_bert"][1, 0, 1] = 25000.0
   path = _write(tmp_path / "unaligned_39.pkl", raw)
   with pytest.raises(DataFormatError, match=r"\[0, 21128\), got 25000 at sample 1, position 1"):
@@ -193,7 +214,9 @@ def test_label_range_depends_on_dataset(tmp_path):
   path = _write(tmp_path / "f.pkl", raw)
   assert load(path)["valid"].labels[2] == 1.5
   assert load(path, "MOSI")["valid"].labels[2] == 1.5
-  with pytest.raises(DataFormatError, match=r"split 'valid', key 'regression_labels'.*\[-1, 1\], got 1.5"):
+  with pytest.raises(
+    DataFormatError, match=r"split 'valid', key 'regression_labels'.*\[-1, 1\], got 1.5"
+  ):
     load(path, "sims", vocab_size=30522)
   raw["valid"]["regression_labels"][2] = -3.25
   with pytest.raises(DataFormatError, match=r"\[-3, 3\], got -3.25 at sample 2"):
@@ -232,12 +255,14 @@ def test_lists_and_float_lengths_are_accepted(tmp_path):
 def _set(split: str, key: str, fn):
   def mutate(raw):
     raw[split][key] = fn(raw[split][key])
+
   return mutate
 
 
 def _delete(split: str, key: str):
   def mutate(raw):
     del raw[split][key]
+
   return mutate
 
 
@@ -246,69 +271,162 @@ def _item(split: str, key: str, index, value):
     a = np.array(a, dtype=np.float64 if np.asarray(a).dtype.kind in "iuf" else None)
     a[index] = value
     return a
+
   return _set(split, key, fn)
 
 
 ERROR_CASES = {
-    "missing_key": (_delete("valid", "audio"), "valid", "audio", "expected key to be present"),
-    "missing_labels": (_delete("test", "regression_labels"), "test", "regression_labels",
-                       "expected key to be present"),
-    "wrong_rank": (_set("train", "vision", lambda a: a[:, 0]), "train", "vision",
-                   "expected rank 3"),
-    "text_bert_rows": (_set("train", "text_bert", lambda a: a[:, :2]), "train", "text_bert",
-                       "size 3 on axis 1"),
-    "inconsistent_n": (_set("valid", "audio", lambda a: a[:-1]), "valid", "audio",
-                       "expected N=5 samples"),
-    "inconsistent_n_lengths": (_set("train", "audio_lengths", lambda a: a[:-2]), "train",
-                               "audio_lengths", "expected N=12"),
-    "inconsistent_n_ids": (_set("test", "id", lambda a: a[1:]), "test", "id", "expected N=6"),
-    "text_features_len": (_set("train", "text", lambda a: a[:, :-1]), "train", "text",
-                          "size 8 on axis 1"),
-    "length_zero": (_item("train", "audio_lengths", 4, 0), "train", "audio_lengths",
-                    "in [1, 6], got 0 at sample 4"),
-    "length_too_long": (_item("valid", "vision_lengths", 1, TV + 1), "valid", "vision_lengths",
-                        "in [1, 5], got 6 at sample 1"),
-    "length_fraction": (_item("valid", "vision_lengths", 2, 2.5), "valid", "vision_lengths",
-                        "got 2.5 at sample 2"),
-    "labels_nan": (_item("test", "regression_labels", 3, np.nan), "test", "regression_labels",
-                   "got nan at sample 3"),
-    "labels_range": (_item("train", "regression_labels", 0, 3.5), "train", "regression_labels",
-                     "[-3, 3], got 3.5 at sample 0"),
-    "labels_rank": (_set("train", "regression_labels", lambda a: np.stack([a, a], 1)), "train",
-                    "regression_labels", "expected rank 1"),
-    "nan_audio": (_item("valid", "audio", (2, 1, 0), np.nan), "valid", "audio",
-                  "NaN at sample 2, index (1, 0)"),
-    "nan_vision": (_item("train", "vision", (7, 0, 3), np.nan), "train", "vision",
-                   "NaN at sample 7"),
-    "id_out_of_vocab": (_item("train", "text_bert", (5, 0, 1), 30522), "train", "text_bert",
-                        "token ids (row 0) to be integers in [0, 30522), got 30522 at sample 5"),
-    "id_negative": (_item("test", "text_bert", (0, 0, 2), -1), "test", "text_bert",
-                    "got -1 at sample 0, position 2"),
-    "id_fraction": (_item("valid", "text_bert", (1, 0, 1), 101.5), "valid", "text_bert",
-                    "got 101.5 at sample 1, position 1"),
-    "id_nan": (_item("valid", "text_bert", (1, 0, 1), np.nan), "valid", "text_bert", "got nan"),
-    "mask_value": (_item("train", "text_bert", (2, 1, 0), 2), "train", "text_bert",
-                   "attention mask (row 1) to be 0 or 1, got 2 at sample 2, position 0"),
-    "segment_value": (_item("train", "text_bert", (2, 2, 0), 3), "train", "text_bert",
-                      "segment ids (row 2) to be 0 or 1, got 3 at sample 2, position 0"),
-    "unimodal_labels": (
-        lambda raw: raw["train"].update(regression_labels_A=np.zeros(11, np.float32)),
-        "train", "regression_labels_A", "expected N=12"),
-    "features_not_numeric": (_set("test", "vision", lambda a: a.astype(str)), "test", "vision",
-                             "expected a numeric array"),
-    "cue_signs_value": (
-        lambda raw: raw["train"].update(cue_signs=np.ones((12, 3), np.int8) * [1, 1, 0]),
-        "train", "cue_signs", "expected cue signs -1 or +1, got 0 at sample 0, column 2"),
-    "cue_signs_shape": (lambda raw: raw["valid"].update(cue_signs=np.ones((5, 2), np.int8)),
-                        "valid", "cue_signs", "(N, 3) cue_signs with size 3 on axis 1"),
-    "cross_split_audio": (_set("valid", "audio", lambda a: a[:, :, :2]), "valid", "audio",
-                          "expected (Ta, Da) = (6, 3) as in split 'train', got (6, 2)"),
-    "cross_split_text_dim": (_set("ood_text", "text", lambda a: a[:, :, :5]), "ood_text", "text",
-                             "expected Dt = 7 as in split 'train', got 5"),
-    "cross_split_text_len": (
-        lambda raw: raw["test"].update(text_bert=raw["test"]["text_bert"][:, :, :-1],
-                                       text=raw["test"]["text"][:, :-1]),
-        "test", "text_bert", "expected L = 8 as in split 'train', got 7"),
+  "missing_key": (_delete("valid", "audio"), "valid", "audio", "expected key to be present"),
+  "missing_labels": (
+    _delete("test", "regression_labels"),
+    "test",
+    "regression_labels",
+    "expected key to be present",
+  ),
+  "wrong_rank": (_set("train", "vision", lambda a: a[:, 0]), "train", "vision", "expected rank 3"),
+  "text_bert_rows": (
+    _set("train", "text_bert", lambda a: a[:, :2]),
+    "train",
+    "text_bert",
+    "size 3 on axis 1",
+  ),
+  "inconsistent_n": (
+    _set("valid", "audio", lambda a: a[:-1]),
+    "valid",
+    "audio",
+    "expected N=5 samples",
+  ),
+  "inconsistent_n_lengths": (
+    _set("train", "audio_lengths", lambda a: a[:-2]),
+    "train",
+    "audio_lengths",
+    "expected N=12",
+  ),
+  "inconsistent_n_ids": (_set("test", "id", lambda a: a[1:]), "test", "id", "expected N=6"),
+  "text_features_len": (
+    _set("train", "text", lambda a: a[:, :-1]),
+    "train",
+    "text",
+    "size 8 on axis 1",
+  ),
+  "length_zero": (
+    _item("train", "audio_lengths", 4, 0),
+    "train",
+    "audio_lengths",
+    "in [1, 6], got 0 at sample 4",
+  ),
+  "length_too_long": (
+    _item("valid", "vision_lengths", 1, TV + 1),
+    "valid",
+    "vision_lengths",
+    "in [1, 5], got 6 at sample 1",
+  ),
+  "length_fraction": (
+    _item("valid", "vision_lengths", 2, 2.5),
+    "valid",
+    "vision_lengths",
+    "got 2.5 at sample 2",
+  ),
+  "labels_nan": (
+    _item("test", "regression_labels", 3, np.nan),
+    "test",
+    "regression_labels",
+    "got nan at sample 3",
+  ),
+  "labels_range": (
+    _item("train", "regression_labels", 0, 3.5),
+    "train",
+    "regression_labels",
+    "[-3, 3], got 3.5 at sample 0",
+  ),
+  "labels_rank": (
+    _set("train", "regression_labels", lambda a: np.stack([a, a], 1)),
+    "train",
+    "regression_labels",
+    "expected rank 1",
+  ),
+  "nan_audio": (
+    _item("valid", "audio", (2, 1, 0), np.nan),
+    "valid",
+    "audio",
+    "NaN at sample 2, index (1, 0)",
+  ),
+  "nan_vision": (_item("train", "vision", (7, 0, 3), np.nan), "train", "vision", "NaN at sample 7"),
+  "id_out_of_vocab": (
+    _item("train", "text_bert", (5, 0, 1), 30522),
+    "train",
+    "text_bert",
+    "token ids (row 0) to be integers in [0, 30522), got 30522 at sample 5",
+  ),
+  "id_negative": (
+    _item("test", "text_bert", (0, 0, 2), -1),
+    "test",
+    "text_bert",
+    "got -1 at sample 0, position 2",
+  ),
+  "id_fraction": (
+    _item("valid", "text_bert", (1, 0, 1), 101.5),
+    "valid",
+    "text_bert",
+    "got 101.5 at sample 1, position 1",
+  ),
+  "id_nan": (_item("valid", "text_bert", (1, 0, 1), np.nan), "valid", "text_bert", "got nan"),
+  "mask_value": (
+    _item("train", "text_bert", (2, 1, 0), 2),
+    "train",
+    "text_bert",
+    "attention mask (row 1) to be 0 or 1, got 2 at sample 2, position 0",
+  ),
+  "segment_value": (
+    _item("train", "text_bert", (2, 2, 0), 3),
+    "train",
+    "text_bert",
+    "segment ids (row 2) to be 0 or 1, got 3 at sample 2, position 0",
+  ),
+  "unimodal_labels": (
+    lambda raw: raw["train"].update(regression_labels_A=np.zeros(11, np.float32)),
+    "train",
+    "regression_labels_A",
+    "expected N=12",
+  ),
+  "features_not_numeric": (
+    _set("test", "vision", lambda a: a.astype(str)),
+    "test",
+    "vision",
+    "expected a numeric array",
+  ),
+  "cue_signs_value": (
+    lambda raw: raw["train"].update(cue_signs=np.ones((12, 3), np.int8) * [1, 1, 0]),
+    "train",
+    "cue_signs",
+    "expected cue signs -1 or +1, got 0 at sample 0, column 2",
+  ),
+  "cue_signs_shape": (
+    lambda raw: raw["valid"].update(cue_signs=np.ones((5, 2), np.int8)),
+    "valid",
+    "cue_signs",
+    "(N, 3) cue_signs with size 3 on axis 1",
+  ),
+  "cross_split_audio": (
+    _set("valid", "audio", lambda a: a[:, :, :2]),
+    "valid",
+    "audio",
+    "expected (Ta, Da) = (6, 3) as in split 'train', got (6, 2)",
+  ),
+  "cross_split_text_dim": (
+    _set("ood_text", "text", lambda a: a[:, :, :5]),
+    "ood_text",
+    "text",
+    "expected Dt = 7 as in split 'train', got 5",
+  ),
+  "cross_split_text_len": (
+    lambda raw: raw["test"].update(
+      text_bert=raw["test"]["text_bert"][:, :, :-1], text=raw["test"]["text"][:, :-1]
+    ),
+    "test",
+    "text_bert",
+    "expected L = 8 as in split 'train', got 7",
+  ),
 }
 
 
@@ -339,7 +457,9 @@ def test_missing_split(tmp_path):
 def test_split_not_a_dict_and_top_level_not_a_dict(tmp_path):
   raw = _raw_file()
   raw["valid"] = [1, 2]
-  with pytest.raises(DataFormatError, match=r"f\.pkl: split 'valid': expected a dict of arrays, got list"):
+  with pytest.raises(
+    DataFormatError, match=r"f\.pkl: split 'valid': expected a dict of arrays, got list"
+  ):
     load(_write(tmp_path / "f.pkl", raw))
   with pytest.raises(DataFormatError, match=r"g\.pkl: expected a dict of splits"):
     load(_write(tmp_path / "g.pkl", [raw["train"]]))
@@ -400,8 +520,9 @@ class _Eval:
 
 
 @pytest.mark.parametrize("where", ["top", "in_split", "in_object_array", "in_metadata"])
-@pytest.mark.parametrize("payload,name", [(_OpenFile, "open"), (_System, "system"),
-                                          (_Eval, "eval")])
+@pytest.mark.parametrize(
+  "payload,name", [(_OpenFile, "open"), (_System, "system"), (_Eval, "eval")]
+)
 def test_forbidden_global_is_refused_before_it_runs(tmp_path, payload, name, where):
   target = tmp_path / "pwned.txt"
   evil = payload(str(target))
@@ -438,7 +559,9 @@ def test_forbidden_numpy_and_builtin_globals(tmp_path):
 
   for i, obj in enumerate([_NpLoad(), _GetAttr()]):
     path = _write(tmp_path / f"g{i}.pkl", {"train": obj})
-    with pytest.raises(DataFormatError, match="refused to load global '(numpy.*load|builtins.getattr)'"):
+    with pytest.raises(
+      DataFormatError, match="refused to load global '(numpy.*load|builtins.getattr)'"
+    ):
       load(path)
 
 

@@ -1,4 +1,5 @@
-"""GEAR's OOD split builder (docs/methods.md §6): features, K-means, bias predictor, annealing, files, script."""
+"""GEAR's OOD split builder (docs/methods.md §6): features, K-means, bias predictor, annealing,
+files, script."""
 
 import json
 import os
@@ -30,8 +31,11 @@ def make_split(rng: np.random.Generator, n: int, *, with_text: bool = False) -> 
   y[rng.random(n) < 0.08] = 0.0
   cue = np.where(rng.random(n) < 0.8, np.sign(y), -np.sign(y))
   ids = rng.integers(1000, 1100, (n, L))
-  ids[:, 1:4] = np.where(cue[:, None] > 0, rng.integers(2000, 2010, (n, 3)),
-                         np.where(cue[:, None] < 0, rng.integers(3000, 3010, (n, 3)), ids[:, 1:4]))
+  ids[:, 1:4] = np.where(
+    cue[:, None] > 0,
+    rng.integers(2000, 2010, (n, 3)),
+    np.where(cue[:, None] < 0, rng.integers(3000, 3010, (n, 3)), ids[:, 1:4]),
+  )
   lens = rng.integers(5, L + 1, n)
   mask = (np.arange(L)[None] < lens[:, None]).astype(np.int32)
   ids[:, 0] = 101
@@ -45,16 +49,24 @@ def make_split(rng: np.random.Generator, n: int, *, with_text: bool = False) -> 
   if with_text:
     text = rng.normal(size=(n, L, 6)).astype(np.float32)
     text[:, :, 2] += (y / 3)[:, None]
-  return Split(text_bert=text_bert, audio=audio, vision=vision,
-               audio_lengths=rng.integers(1, ta + 1, n).astype(np.int32),
-               vision_lengths=rng.integers(1, tv + 1, n).astype(np.int32),
-               labels=y.astype(np.float32), text=text)
+  return Split(
+    text_bert=text_bert,
+    audio=audio,
+    vision=vision,
+    audio_lengths=rng.integers(1, ta + 1, n).astype(np.int32),
+    vision_lengths=rng.integers(1, tv + 1, n).astype(np.int32),
+    labels=y.astype(np.float32),
+    text=text,
+  )
 
 
 def make_family(seed: int = 0, n_train: int = 500, n_test: int = 300, **kw) -> dict[str, Split]:
   rng = np.random.default_rng(seed)
-  return {"train": make_split(rng, n_train, **kw), "valid": make_split(rng, 60, **kw),
-          "test": make_split(rng, n_test, **kw)}
+  return {
+    "train": make_split(rng, n_train, **kw),
+    "valid": make_split(rng, 60, **kw),
+    "test": make_split(rng, n_test, **kw),
+  }
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -111,11 +123,14 @@ def test_token_vocab_tie_and_specials():
 
 def test_surface_features_standardised_with_train_stats(family):
   train, test = family["train"], family["test"]
-  for modality, frames, lengths in (("audio", "audio", "audio_lengths"),
-                                    ("vision", "vision", "vision_lengths")):
+  for modality, frames, lengths in (
+    ("audio", "audio", "audio_lengths"),
+    ("vision", "vision", "vision_lengths"),
+  ):
     f_train, f_test, desc = ood.surface_features(train, test, modality)
-    raw = lambda s: np.stack([getattr(s, frames)[i, :getattr(s, lengths)[i]].mean(0)
-                              for i in range(len(s))])
+    raw = lambda s: np.stack(
+      [getattr(s, frames)[i, : getattr(s, lengths)[i]].mean(0) for i in range(len(s))]
+    )
     r_train, r_test = raw(train), raw(test)
     want = (r_test - r_train.mean(0)) / r_train.std(0)
     np.testing.assert_allclose(f_test, want, rtol=1e-4, atol=1e-5)
@@ -142,6 +157,7 @@ def test_kmeans_matches_sklearn_inertia_on_blobs():
   sklearn_cluster = pytest.importorskip("sklearn.cluster")
   from sklearn.datasets import make_blobs
   from sklearn.metrics import adjusted_rand_score
+
   x, _ = make_blobs(n_samples=600, centers=6, n_features=5, cluster_std=1.0, random_state=3)
   ours = ood.kmeans(x, 6, seed=0, n_init=4)
   ref = sklearn_cluster.KMeans(n_clusters=6, n_init=4, random_state=0).fit(x)
@@ -188,14 +204,18 @@ def test_stratified_counts_sum_and_shares():
 def test_incremental_objective_matches_brute_force(m):
   rng = np.random.default_rng(m)
   y = np.round(rng.normal(size=400) * 3) / 3
-  x = np.stack([np.repeat(rng.normal(size=10), 40)[rng.permutation(400)] + 0.5 * y for _ in range(m)])
+  x = np.stack(
+    [np.repeat(rng.normal(size=10), 40)[rng.permutation(400)] + 0.5 * y for _ in range(m)]
+  )
   res = ood.anneal_subset(x, y, 190, rng=np.random.default_rng(0), steps=5000)
   brute = sum(np.corrcoef(row[res.indices], y[res.indices])[0, 1] for row in x)
   assert res.objective == pytest.approx(brute, abs=1e-9)
   assert res.objective < res.objective_start
   assert res.n_accepted > 0
-  np.testing.assert_array_equal(np.bincount(ood.label_classes(y[res.indices]), minlength=3),
-                                ood.stratified_counts(ood.label_classes(y), 190))
+  np.testing.assert_array_equal(
+    np.bincount(ood.label_classes(y[res.indices]), minlength=3),
+    ood.stratified_counts(ood.label_classes(y), 190),
+  )
 
 
 def test_zero_steps_returns_stratified_start():
@@ -216,7 +236,7 @@ def test_builder_breaks_the_shortcut(built, family):
   for modality in MODALITIES:
     assert built["corr_train"][modality] > 0.3
     assert built["corr_test"][modality] > 0.3
-  for name, s in built["splits"].items():
+  for s in built["splits"].values():
     idx = np.asarray(s["indices"])
     assert s["size"] == len(idx) == size
     assert len(np.unique(idx)) == size and idx.min() >= 0 and idx.max() < len(test)
@@ -239,11 +259,13 @@ def test_builder_objective_independently_recomputed(built, family):
     f_train, f_test, _ = ood.surface_features(train, test, modality)
     km = ood.kmeans(f_train, 10, seed=np.random.SeedSequence([0, 0, m_index]), n_init=4)
     b_test = np.array([train.labels.astype(np.float64)[km.labels == c].mean() for c in range(10)])[
-        np.argmin(((f_test[:, None] - km.centers[None]) ** 2).sum(-1), axis=1)]
+      np.argmin(((f_test[:, None] - km.centers[None]) ** 2).sum(-1), axis=1)
+    ]
     assert built["corr_test"][modality] == pytest.approx(np.corrcoef(b_test, test.labels)[0, 1])
     idx = np.asarray(built["splits"][f"ood_{modality}"]["indices"])
     assert built["splits"][f"ood_{modality}"]["objective_after"] == pytest.approx(
-        np.corrcoef(b_test[idx], test.labels[idx])[0, 1], abs=1e-9)
+      np.corrcoef(b_test[idx], test.labels[idx])[0, 1], abs=1e-9
+    )
 
 
 def test_builder_deterministic_and_seed_dependent(family):
@@ -296,12 +318,15 @@ def _write(path: pathlib.Path, splits: dict, n_test=None) -> pathlib.Path:
   return path
 
 
-@pytest.mark.parametrize("indices, message", [
+@pytest.mark.parametrize(
+  "indices, message",
+  [
     ([0, 5, 10], "index 10 out of range"),
     ([0, -1], "index -1 out of range"),
     ([3, 4, 3], "duplicate index 3"),
     ([1, 2.5], "list of integers"),
-])
+  ],
+)
 def test_load_ood_json_rejects_bad_indices(tmp_path, indices, message):
   path = _write(tmp_path / "bad.json", {"ood_text": indices})
   with pytest.raises(ValueError, match=message) as info:
@@ -323,7 +348,9 @@ def test_load_ood_json_rejects_bad_files(tmp_path):
 
 
 def test_default_ood_path(tmp_path):
-  assert ood.default_ood_path(tmp_path / "unaligned_50.pkl") == tmp_path / "unaligned_50.pkl.ood.json"
+  assert (
+    ood.default_ood_path(tmp_path / "unaligned_50.pkl") == tmp_path / "unaligned_50.pkl.ood.json"
+  )
   assert ood.default_ood_path(tmp_path) == tmp_path / "ood.json"
 
 
@@ -332,9 +359,14 @@ def test_default_ood_path(tmp_path):
 
 
 def _raw(split: Split) -> dict:
-  return {"text_bert": split.text_bert.astype(np.float32), "audio": split.audio,
-          "vision": split.vision, "audio_lengths": split.audio_lengths,
-          "vision_lengths": split.vision_lengths, "regression_labels": split.labels}
+  return {
+    "text_bert": split.text_bert.astype(np.float32),
+    "audio": split.audio,
+    "vision": split.vision,
+    "audio_lengths": split.audio_lengths,
+    "vision_lengths": split.vision_lengths,
+    "regression_labels": split.labels,
+  }
 
 
 def test_script_end_to_end(tmp_path):
@@ -343,8 +375,18 @@ def test_script_end_to_end(tmp_path):
   data = tmp_path / "tiny.pkl"
   with open(data, "wb") as f:
     pickle.dump({name: _raw(s) for name, s in fam.items()}, f)
-  cmd = [sys.executable, str(ROOT / "scripts" / "build_ood_splits.py"), "--data", str(data),
-         "--dataset", "mosi", "--seed", "2", "--steps", "3000"]
+  cmd = [
+    sys.executable,
+    str(ROOT / "scripts" / "build_ood_splits.py"),
+    "--data",
+    str(data),
+    "--dataset",
+    "mosi",
+    "--seed",
+    "2",
+    "--steps",
+    "3000",
+  ]
   env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
   run = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
   assert run.returncode == 0, run.stderr
@@ -357,7 +399,10 @@ def test_script_end_to_end(tmp_path):
   for name in OOD_SPLITS:
     np.testing.assert_array_equal(loaded[name], want["splits"][name]["indices"])
   again = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
-  assert again.returncode == 1 and "already exists" in again.stderr and "--overwrite" in again.stderr
-  forced = subprocess.run(cmd + ["--overwrite"], capture_output=True, text=True, timeout=120,
-                          env=env)
+  assert (
+    again.returncode == 1 and "already exists" in again.stderr and "--overwrite" in again.stderr
+  )
+  forced = subprocess.run(
+    cmd + ["--overwrite"], capture_output=True, text=True, timeout=120, env=env
+  )
   assert forced.returncode == 0, forced.stderr

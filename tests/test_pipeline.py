@@ -11,12 +11,13 @@ from msa_jax.data.split import Split
 def _split(n=23, L=6, Ta=5, Tv=4):
   rng = np.random.default_rng(0)
   return Split(
-      text_bert=np.tile(np.arange(L, dtype=np.int32), (n, 3, 1)),
-      audio=rng.normal(size=(n, Ta, 3)).astype(np.float32),
-      vision=rng.normal(size=(n, Tv, 2)).astype(np.float32),
-      audio_lengths=rng.integers(1, Ta + 1, n).astype(np.int32),
-      vision_lengths=rng.integers(1, Tv + 1, n).astype(np.int32),
-      labels=rng.uniform(-3, 3, n).astype(np.float32))
+    text_bert=np.tile(np.arange(L, dtype=np.int32), (n, 3, 1)),
+    audio=rng.normal(size=(n, Ta, 3)).astype(np.float32),
+    vision=rng.normal(size=(n, Tv, 2)).astype(np.float32),
+    audio_lengths=rng.integers(1, Ta + 1, n).astype(np.int32),
+    vision_lengths=rng.integers(1, Tv + 1, n).astype(np.int32),
+    labels=rng.uniform(-3, 3, n).astype(np.float32),
+  )
 
 
 def test_train_batches_fixed_shape_each_epoch_a_permutation_reshuffled():
@@ -68,10 +69,14 @@ def test_eval_visits_every_sample_once_and_metrics_honour_valid():
 def test_process_blocks_partition_the_global_batch():
   split = _split()
   full = pipeline.train_dataset(split, 8, seed=3)[2]
-  parts = [pipeline.train_dataset(split, 8, seed=3, process_index=p, process_count=2)[2] for p in range(2)]
+  parts = [
+    pipeline.train_dataset(split, 8, seed=3, process_index=p, process_count=2)[2] for p in range(2)
+  ]
   np.testing.assert_array_equal(np.concatenate([p["index"] for p in parts]), full["index"])
   ev = [pipeline.eval_dataset(split, 8, process_index=p, process_count=2)[2] for p in range(2)]
-  np.testing.assert_array_equal(np.concatenate([e["valid"] for e in ev]), pipeline.eval_dataset(split, 8)[2]["valid"])
+  np.testing.assert_array_equal(
+    np.concatenate([e["valid"] for e in ev]), pipeline.eval_dataset(split, 8)[2]["valid"]
+  )
 
 
 def test_bad_batch_sizes():

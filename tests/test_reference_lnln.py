@@ -25,14 +25,24 @@ from msa_jax.losses import LNLN_LOSS_WEIGHTS, lnln_loss
 from msa_jax.models.bert import BertConfig, _hf_name
 from msa_jax.models.lnln import LNLN, LNLNConfig
 from msa_jax.reference import ReferenceConversionError
-from msa_jax.reference.lnln import (LINEAR, NAME_TABLE, UNUSED, config_from_state_dict, convert,
-                                    expected_shapes, reference_name)
+from msa_jax.reference.lnln import (
+  LINEAR,
+  NAME_TABLE,
+  UNUSED,
+  config_from_state_dict,
+  convert,
+  expected_shapes,
+  reference_name,
+)
 from tests.parity import gradient_errors
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 TOL = 1e-4
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True,
-                "xla_cpu_use_fusion_emitters": False}
+FAST_COMPILE = {
+  "xla_backend_optimization_level": 0,
+  "xla_llvm_disable_expensive_passes": True,
+  "xla_cpu_use_fusion_emitters": False,
+}
 CAPTURED = {"bert", "proj_l", "proj_a", "proj_v", "proxy_generator", "language_encoder", "fusion"}
 
 
@@ -62,12 +72,20 @@ def ours(converted, io) -> dict[str, np.ndarray]:
   masked = {"text_bert": io["text_bert_m"], "audio": io["audio_m"], "vision": io["vision_m"]}
   complete = {"text_bert": io["text_bert"], "audio": io["audio"], "vision": io["vision"]}
   weights = json.loads(str(io["loss_weights"]))
-  capture = lambda module, method: method == "__call__" and (
-      (module.name or "") in CAPTURED or (module.name or "").startswith("hyper_"))
+  capture = lambda module, method: (
+    method == "__call__"
+    and ((module.name or "") in CAPTURED or (module.name or "").startswith("hyper_"))
+  )
 
   def loss_fn(p):
-    out, state = model.apply({"params": p}, masked, complete, deterministic=True,
-                             capture_intermediates=capture, mutable=["intermediates"])
+    out, state = model.apply(
+      {"params": p},
+      masked,
+      complete,
+      deterministic=True,
+      capture_intermediates=capture,
+      mutable=["intermediates"],
+    )
     total, terms = lnln_loss(out, io["labels"], io["missing_rate_l"], weights)
     return total, (out, terms, state["intermediates"])
 
@@ -76,21 +94,30 @@ def ours(converted, io) -> dict[str, np.ndarray]:
     first = lambda name: inter[name]["__call__"][0]  # the masked-input call
     t = config.token_len
     results = {
-        "train/pred": out["pred"], "train/w": out["w"], "train/rec": out["rec"],
-        "train/full": out["full"], "train/disc_logits": out["disc_logits"],
-        "disc_labels": out["disc_labels"],
-        "train/bert_m": first("bert"), "train/bert_full": inter["bert"]["__call__"][1],
-        "train/h_l": first("proj_l"), "train/h_a": first("proj_a"), "train/h_v": first("proj_v"),
-        "train/h_p": first("proxy_generator")[:, :t],
-        "train/h_hyper": first(f"hyper_{config.num_hyper_layers - 1}"),
-        "train/fusion": first("fusion"),
-        "loss/loss": total, **{f"loss/{k}": v for k, v in terms.items()}, "grads": grads,
+      "train/pred": out["pred"],
+      "train/w": out["w"],
+      "train/rec": out["rec"],
+      "train/full": out["full"],
+      "train/disc_logits": out["disc_logits"],
+      "disc_labels": out["disc_labels"],
+      "train/bert_m": first("bert"),
+      "train/bert_full": inter["bert"]["__call__"][1],
+      "train/h_l": first("proj_l"),
+      "train/h_a": first("proj_a"),
+      "train/h_v": first("proj_v"),
+      "train/h_p": first("proxy_generator")[:, :t],
+      "train/h_hyper": first(f"hyper_{config.num_hyper_layers - 1}"),
+      "train/fusion": first("fusion"),
+      "loss/loss": total,
+      **{f"loss/{k}": v for k, v in terms.items()},
+      "grads": grads,
     }
     for i, h in enumerate(first("language_encoder")):
       results[f"train/language_hidden_{i}"] = h
     evaluated = model.apply({"params": p}, masked, deterministic=True)
-    results.update({"eval/pred": evaluated["pred"], "eval/w": evaluated["w"],
-                    "eval/keys": len(evaluated)})
+    results.update(
+      {"eval/pred": evaluated["pred"], "eval/w": evaluated["w"], "eval/keys": len(evaluated)}
+    )
     return results
 
   results = jax.jit(program, compiler_options=FAST_COMPILE)(params)
@@ -106,28 +133,54 @@ def assert_close(name: str, got, want, tol: float = TOL) -> None:
 
 # ---- the conversion ------------------------------------------------------------------------------
 
+
 def test_config_from_state_dict_reads_the_fixture_sizes(converted, io):
   _, config = converted
-  for field in ("text_frames", "audio_frames", "vision_frames", "audio_dim", "vision_dim", "dim",
-                "token_len", "heads", "dim_head", "mlp_dim", "depth", "fusion_depth",
-                "num_hyper_layers", "hyper_heads", "hyper_dim_head"):
+  for field in (
+    "text_frames",
+    "audio_frames",
+    "vision_frames",
+    "audio_dim",
+    "vision_dim",
+    "dim",
+    "token_len",
+    "heads",
+    "dim_head",
+    "mlp_dim",
+    "depth",
+    "fusion_depth",
+    "num_hyper_layers",
+    "hyper_heads",
+    "hyper_dim_head",
+  ):
     assert getattr(config, field) == int(io[field]), field
   bert = json.loads(str(io["bert_config"]))
-  for field in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+  for field in (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+  ):
     assert getattr(config.bert, field) == bert[field], field
   assert (config.completeness_hidden, config.discriminator_hidden) == (64, 64)
 
 
 def test_every_tensor_is_used_and_every_leaf_filled(state_dict, converted):
   params, config = converted
-  flat = {"/".join(str(k.key) for k in path): leaf
-          for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+  flat = {
+    "/".join(str(k.key) for k in path): leaf
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
+  }
   assert {p: v.shape for p, v in flat.items()} == expected_shapes(config)
   used = {reference_name(p)[0] for p in flat}
   assert used | (set(state_dict) & set(UNUSED)) == set(state_dict)
-  assert set(state_dict) - used == {"bertmodel.model.pooler.dense.weight",
-                                    "bertmodel.model.pooler.dense.bias"}
+  assert set(state_dict) - used == {
+    "bertmodel.model.pooler.dense.weight",
+    "bertmodel.model.pooler.dense.bias",
+  }
   for path, leaf in flat.items():
     name, transform = reference_name(path)
     want = state_dict[name].T if transform == LINEAR else state_dict[name]
@@ -152,8 +205,8 @@ def test_params_round_trip_through_msgpack(converted):
 
 
 def test_real_sizes_round_trip():
-  """A state_dict in reference names with LNLN's real MOSEI sizes (docs/methods.md §4: d 128, 8 heads of 64,
-  depth 2, 3 hyper layers, fusion depth 4) gives back that config, and converts."""
+  """A state_dict in reference names with LNLN's real MOSEI sizes (docs/methods.md §4: d 128, 8
+  heads of 64, depth 2, 3 hyper layers, fusion depth 4) gives back that config, and converts."""
   config = LNLNConfig.mosei(BertConfig.tiny())
   shapes = expected_shapes(config)
   state_dict = {}
@@ -165,7 +218,8 @@ def test_real_sizes_round_trip():
   assert config_from_state_dict(state_dict, bert_heads=2) == config
   params, got = convert(state_dict, bert_heads=2)
   assert got == config and sum(x.size for x in jax.tree.leaves(params)) == sum(
-      int(np.prod(s)) for s in shapes.values())
+    int(np.prod(s)) for s in shapes.values()
+  )
 
 
 def _expect_error(state_dict, config=None, **kwargs) -> ReferenceConversionError:
@@ -176,8 +230,11 @@ def _expect_error(state_dict, config=None, **kwargs) -> ReferenceConversionError
 
 def test_missing_key_is_named(state_dict, converted):
   _, config = converted
-  for name in ("dmml.1.layers.1.0.norm4.bias", "bertmodel.model.encoder.layer.1.output.dense.bias",
-               "h_hyper"):
+  for name in (
+    "dmml.1.layers.1.0.norm4.bias",
+    "bertmodel.model.encoder.layer.1.output.dense.bias",
+    "h_hyper",
+  ):
     broken = {k: v for k, v in state_dict.items() if k != name}
     error = _expect_error(broken, config)
     assert error.missing == [name] and not error.unexpected and not error.mismatched
@@ -188,8 +245,11 @@ def test_missing_key_is_named(state_dict, converted):
 
 def test_extra_key_is_named(state_dict, converted):
   _, config = converted
-  broken = {**state_dict, "dmml.4.weight": np.zeros((1, 128), np.float32),
-            "proj_l.1.encoder.layers.5.0.fn.to_q.weight": np.zeros((64, 128), np.float32)}
+  broken = {
+    **state_dict,
+    "dmml.4.weight": np.zeros((1, 128), np.float32),
+    "proj_l.1.encoder.layers.5.0.fn.to_q.weight": np.zeros((64, 128), np.float32),
+  }
   error = _expect_error(broken, config, source="ckpt.safetensors")
   assert error.unexpected == ["dmml.4.weight", "proj_l.1.encoder.layers.5.0.fn.to_q.weight"]
   assert "dmml.4.weight" in str(error) and "ckpt.safetensors" in str(error)
@@ -197,15 +257,21 @@ def test_extra_key_is_named(state_dict, converted):
 
 def test_wrong_shape_is_named(state_dict, converted):
   _, config = converted
-  broken = {**state_dict, "dmml.3.weight": state_dict["dmml.3.weight"].T,
-            "proj_l.1.extra_token": np.zeros((1, 7, 128), np.float32)}
+  broken = {
+    **state_dict,
+    "dmml.3.weight": state_dict["dmml.3.weight"].T,
+    "proj_l.1.extra_token": np.zeros((1, 7, 128), np.float32),
+  }
   error = _expect_error(broken, config)
-  assert error.mismatched == [("dmml.3.weight", (128, 1), (1, 128)),
-                              ("proj_l.1.extra_token", (1, 7, 128), (1, 8, 128))]
+  assert error.mismatched == [
+    ("dmml.3.weight", (128, 1), (1, 128)),
+    ("proj_l.1.extra_token", (1, 7, 128), (1, 8, 128)),
+  ]
   assert "dmml.3.weight: got (128, 1), expected (1, 128)" in str(error)
 
 
 # ---- parity --------------------------------------------------------------------------------------
+
 
 def test_fixture_provenance(io):
   assert str(io["lnln_commit"]) == "80a052c62b7b3b7a6cb6956846e9d9c121f56eda"
@@ -223,8 +289,12 @@ def test_train_forward_matches_reference(ours, io):
 
 
 def test_intermediate_features_match_reference(ours, io):
-  keys = [k for k in io if k.startswith("train/") and k.split("/")[1] not in
-          ("pred", "w", "rec", "full", "disc_logits", "h_d")]
+  keys = [
+    k
+    for k in io
+    if k.startswith("train/")
+    and k.split("/")[1] not in ("pred", "w", "rec", "full", "disc_logits", "h_d")
+  ]
   assert len(keys) >= 10
   for key in keys:
     assert_close(key, ours[key], io[key])
@@ -250,9 +320,11 @@ def test_every_gradient_matches_reference(ours, io):
   for path, leaf in jax.tree_util.tree_flatten_with_path(ours["grads"])[0]:
     name, transform = reference_name("/".join(str(k.key) for k in path))
     grads[name] = leaf.T if transform == LINEAR else leaf
-  reference = {k[len("grad/"):]: v for k, v in io.items() if k.startswith("grad/")}
-  assert set(io["no_grad"]) == {"bertmodel.model.pooler.dense.weight",
-                                "bertmodel.model.pooler.dense.bias"}  # not converted: unused
+  reference = {k[len("grad/") :]: v for k, v in io.items() if k.startswith("grad/")}
+  assert set(io["no_grad"]) == {
+    "bertmodel.model.pooler.dense.weight",
+    "bertmodel.model.pooler.dense.bias",
+  }  # not converted: unused
   assert len(reference) == len(grads) > 250
   bad = gradient_errors(grads, reference)
   assert not bad, bad

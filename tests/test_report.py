@@ -35,7 +35,9 @@ def _value(rng: np.random.Generator, metric: str) -> float:
   return float(rng.uniform(0.2, 0.95))
 
 
-def _write_run(path: pathlib.Path, config: ml_collections.ConfigDict, module, selection, per_seed) -> None:
+def _write_run(
+  path: pathlib.Path, config: ml_collections.ConfigDict, module, selection, per_seed
+) -> None:
   """Writes config.json / results.json / results.md exactly as msa_jax.train.loop.run does."""
   method = types.SimpleNamespace(selection_metrics=tuple(selection))
   summary = module.summarise(config, method, per_seed)
@@ -45,47 +47,86 @@ def _write_run(path: pathlib.Path, config: ml_collections.ConfigDict, module, se
   write_text_atomic(path / "results.md", module.markdown(config, method, summary))
 
 
-def make_lnln_run(path: pathlib.Path, seed: int, dataset: str = "mosi", synthetic: str = "mosi_small",
-                  seeds=(1111, 1112, 1113), use_dmc: bool = True) -> dict:
+def make_lnln_run(
+  path: pathlib.Path,
+  seed: int,
+  dataset: str = "mosi",
+  synthetic: str = "mosi_small",
+  seeds=(1111, 1112, 1113),
+  use_dmc: bool = True,
+) -> dict:
   """An LNLN run directory with random results; returns {seed: {selection: {eval: {metric: v}}}}."""
   rng = np.random.default_rng(seed)
   keys = metric_keys(dataset)
   per_seed = {}
   for s in seeds:
-    results = {sel: {f"test@{r:.1f}": {m: _value(rng, m) for m in keys} for r in RATES}
-               for sel in lnln.SELECTION[dataset]}
-    per_seed[str(s)] = {"results": results, "epochs_trained": 3,
-                        "best": {m: {"value": 0.5, "epoch": 2} for m in lnln.SELECTION[dataset]}}
-  config = ml_collections.ConfigDict({
-      "method": "lnln", "seeds": ",".join(map(str, seeds)), "mask_seed": 0, "progress": False,
-      "data": {"path": f"data/{dataset}.pkl", "dataset": dataset, "synthetic": synthetic, "ood": ""},
+    results = {
+      sel: {f"test@{r:.1f}": {m: _value(rng, m) for m in keys} for r in RATES}
+      for sel in lnln.SELECTION[dataset]
+    }
+    per_seed[str(s)] = {
+      "results": results,
+      "epochs_trained": 3,
+      "best": {m: {"value": 0.5, "epoch": 2} for m in lnln.SELECTION[dataset]},
+    }
+  config = ml_collections.ConfigDict(
+    {
+      "method": "lnln",
+      "seeds": ",".join(map(str, seeds)),
+      "mask_seed": 0,
+      "progress": False,
+      "data": {
+        "path": f"data/{dataset}.pkl",
+        "dataset": dataset,
+        "synthetic": synthetic,
+        "ood": "",
+      },
       "model": {"use_dmc": use_dmc},
-      "lnln": {"valid_missing_rate": 0.5, "sweep_rates": ",".join(f"{r:.1f}" for r in RATES)}})
+      "lnln": {"valid_missing_rate": 0.5, "sweep_rates": ",".join(f"{r:.1f}" for r in RATES)},
+    }
+  )
   _write_run(path, config, lnln, lnln.SELECTION[dataset], per_seed)
   return {s: r["results"] for s, r in per_seed.items()}
 
 
-def make_gear_run(path: pathlib.Path, seed: int, seeds=(1003, 1006, 1008), synthetic: str = "mosi",
-                  ipw: str = "min") -> dict:
+def make_gear_run(
+  path: pathlib.Path, seed: int, seeds=(1003, 1006, 1008), synthetic: str = "mosi", ipw: str = "min"
+) -> dict:
   """A GEAR run directory with random results (IID test + 4 OOD splits)."""
   rng = np.random.default_rng(seed)
   keys = (*metric_keys("mosi"), "Acc_2_mean")
   per_seed = {}
   for s in seeds:
     results = {"Acc_2_mean": {ev: {m: _value(rng, m) for m in keys} for ev in ("test", *OOD)}}
-    per_seed[str(s)] = {"results": results, "epochs_trained": 4,
-                        "best": {"Acc_2_mean": {"value": 0.5, "epoch": 3}}}
-  config = ml_collections.ConfigDict({
-      "method": "gear", "seeds": ",".join(map(str, seeds)),
-      "data": {"path": "data/mosi.pkl", "dataset": "mosi", "synthetic": synthetic, "ood": "planted"},
-      "gear": {"criterion": "Acc_2_mean", "ipw": ipw}})
+    per_seed[str(s)] = {
+      "results": results,
+      "epochs_trained": 4,
+      "best": {"Acc_2_mean": {"value": 0.5, "epoch": 3}},
+    }
+  config = ml_collections.ConfigDict(
+    {
+      "method": "gear",
+      "seeds": ",".join(map(str, seeds)),
+      "data": {
+        "path": "data/mosi.pkl",
+        "dataset": "mosi",
+        "synthetic": synthetic,
+        "ood": "planted",
+      },
+      "gear": {"criterion": "Acc_2_mean", "ipw": ipw},
+    }
+  )
   _write_run(path, config, gear, ("Acc_2_mean",), per_seed)
   return {s: r["results"] for s, r in per_seed.items()}
 
 
 # ---- independent expectations and a markdown reader ----------------------------------------------
 
-LNLN_READ_FROM = {"Non0_F1_score": "Non0_acc_2", "Has0_F1_score": "Has0_acc_2", "F1_score": "Mult_acc_2"}
+LNLN_READ_FROM = {
+  "Non0_F1_score": "Non0_acc_2",
+  "Has0_F1_score": "Has0_acc_2",
+  "F1_score": "Mult_acc_2",
+}
 
 
 def lnln_expected(raw: dict, metric: str, rate: str = "mean") -> tuple[float, float]:
@@ -103,13 +144,14 @@ def gear_expected(raw: dict, metric: str, split: str) -> tuple[float, float]:
 
 
 def table_after(markdown: str, heading: str) -> tuple[list[str], dict[str, list[str]]]:
-  """The first markdown table after the line starting with `heading`: (header, {row label: cells})."""
+  """The first markdown table after the line starting with `heading`: (header,
+  {row label: cells})."""
   lines = markdown.splitlines()
   start = next(i for i, line in enumerate(lines) if line.startswith(heading))
   i = next(j for j in range(start + 1, len(lines)) if lines[j].startswith("|"))
   header = [c.strip() for c in lines[i].strip("|").split("|")]
   rows = {}
-  for line in lines[i + 2:]:
+  for line in lines[i + 2 :]:
     if not line.startswith("|"):
       break
     cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
@@ -118,7 +160,8 @@ def table_after(markdown: str, heading: str) -> tuple[list[str], dict[str, list[
 
 
 def check_cell(cell: str, metric: str, mean: float, std: float | None = None) -> None:
-  """A `mean ± std` cell (accuracies in % with 2 decimals, MAE/Corr raw with 4) equals the expectation."""
+  """A `mean ± std` cell (accuracies in % with 2 decimals, MAE/Corr raw with 4) equals the
+  expectation."""
   scale, tol = (1.0, 6e-5) if metric in ("MAE", "Corr") else (100.0, 6e-3)
   parts = [float(p) for p in cell.split(" ± ")]
   assert parts[0] == pytest.approx(scale * mean, abs=tol), (cell, metric)
@@ -135,6 +178,7 @@ def check_png(path: pathlib.Path) -> None:
 
 
 # ---- tests ---------------------------------------------------------------------------------------
+
 
 def test_lnln_tables_side_by_side_and_plot(tmp_path):
   raw_a = make_lnln_run(tmp_path / "lnln_full", seed=0)
@@ -164,11 +208,15 @@ def test_lnln_tables_side_by_side_and_plot(tmp_path):
 
 
 def test_gear_tables_and_bars(tmp_path):
-  raw = {name: make_gear_run(tmp_path / name, seed=i, ipw=ipw)
-         for i, (name, ipw) in enumerate((("full", "min"), ("ipw_none", "none")))}
+  raw = {
+    name: make_gear_run(tmp_path / name, seed=i, ipw=ipw)
+    for i, (name, ipw) in enumerate((("full", "min"), ("ipw_none", "none")))
+  }
   single = make_gear_run(tmp_path / "one_seed", seed=5, seeds=(1003,))
   out = tmp_path / "out"
-  result = compare.build_report([tmp_path / "full", tmp_path / "ipw_none", tmp_path / "one_seed"], out=out)
+  result = compare.build_report(
+    [tmp_path / "full", tmp_path / "ipw_none", tmp_path / "one_seed"], out=out
+  )
   md = result["markdown"]
   for metric in ("Has0_acc_2", "Non0_acc_2", "MAE"):
     header, rows = table_after(md, f"### {metric} ")
@@ -194,11 +242,27 @@ def test_published_rows_beside_a_real_data_run(tmp_path):
   assert header[3:5] == ["Non0_acc_2", "Has0_acc_2"]
   # lnln_results.csv, Table 2, MOSI, LNLN: Acc-7 34.26, Acc-5 38.27, Acc-2 72.55 / 70.94 (neg/pos =
   # Non0, then neg/non-neg = Has0), F1 72.73 / 71.25, MAE 1.046, Corr 0.527.
-  assert rows["paper: LNLN (Table 2)"] == ["34.26", "38.27", "72.55", "70.94", "72.73", "71.25", "1.0460",
-                                           "0.5270"]
+  assert rows["paper: LNLN (Table 2)"] == [
+    "34.26",
+    "38.27",
+    "72.55",
+    "70.94",
+    "72.73",
+    "71.25",
+    "1.0460",
+    "0.5270",
+  ]
   # ALMT, Table 2, MOSI: 30.30, 33.42, 70.40 / 68.39, 72.57 / 71.80, 1.083, 0.498 (hand-copied).
-  assert rows["paper: ALMT (Table 2)"] == ["30.30", "33.42", "70.40", "68.39", "72.57", "71.80", "1.0830",
-                                           "0.4980"]
+  assert rows["paper: ALMT (Table 2)"] == [
+    "30.30",
+    "33.42",
+    "70.40",
+    "68.39",
+    "72.57",
+    "71.80",
+    "1.0830",
+    "0.4980",
+  ]
   # Table 9, MOSI, LNLN, r = 0: 44.56, 49.76, 84.25 / 81.24, 84.61 / 81.79, 0.751, 0.778.
   _, rows = table_after(md, "### Paper: LNLN on MOSI per missing rate")
   assert rows["0.0"] == ["44.56", "49.76", "84.25", "81.24", "84.61", "81.79", "0.7510", "0.7780"]
@@ -210,8 +274,16 @@ def test_published_loader_units_and_sims():
   rows = published.lnln_average("sims")
   # Table 3 (as printed) and the README corrigendum's reader-reproduced row (corrected F1).
   assert [r.source for r in rows] == ["Table 3", "README Corrigendum item 2 (corrects Table 3)"]
-  assert rows[0].metrics == pytest.approx({"Mult_acc_5": 0.3464, "Mult_acc_3": 0.5714, "Mult_acc_2": 0.7273,
-                                           "F1_score": 0.7943, "MAE": 0.514, "Corr": 0.397})
+  assert rows[0].metrics == pytest.approx(
+    {
+      "Mult_acc_5": 0.3464,
+      "Mult_acc_3": 0.5714,
+      "Mult_acc_2": 0.7273,
+      "F1_score": 0.7943,
+      "MAE": 0.514,
+      "Corr": 0.397,
+    }
+  )
   assert set(rows[0].metrics) <= set(sweep.PAPER_COLUMNS["sims"])
   per_rate = published.lnln_per_rate("mosi")
   assert list(per_rate)[:10] == [f"{r:.1f}" for r in RATES]
@@ -224,11 +296,24 @@ def test_published_loader_units_and_sims():
 
 def test_published_gear_loader_maps_splits(tmp_path):
   header = (published.data_dir() / "gear_results.csv").read_text().splitlines()[0]
-  row = "GEAR,2307.10511,Table 1,MOSI,test_nn_text,GEAR,80.10,80.00,82.00,81.50,45.0,40.0,0.800,0.700,"
+  row = (
+    "GEAR,2307.10511,Table 1,MOSI,test_nn_text,GEAR,80.10,80.00,82.00,81.50,45.0,40.0,0.800,0.700,"
+  )
   (tmp_path / "gear_results.csv").write_text(header + "\n" + row + "\n")
-  assert published.gear_splits("mosi", directory=tmp_path) == {"ood_text": pytest.approx({
-      "Has0_acc_2": 0.801, "Has0_F1_score": 0.80, "Non0_acc_2": 0.82, "Non0_F1_score": 0.815,
-      "Mult_acc_5": 0.45, "Mult_acc_7": 0.40, "MAE": 0.8, "Corr": 0.7})}
+  assert published.gear_splits("mosi", directory=tmp_path) == {
+    "ood_text": pytest.approx(
+      {
+        "Has0_acc_2": 0.801,
+        "Has0_F1_score": 0.80,
+        "Non0_acc_2": 0.82,
+        "Non0_F1_score": 0.815,
+        "Mult_acc_5": 0.45,
+        "Mult_acc_7": 0.40,
+        "MAE": 0.8,
+        "Corr": 0.7,
+      }
+    )
+  }
 
 
 def test_mixed_methods_labels_and_default_out(tmp_path):
@@ -258,21 +343,32 @@ def test_bad_inputs_one_line_errors(tmp_path):
   (tmp_path / "broken" / "results.json").write_text("{not json")
   (tmp_path / "old").mkdir()
   (tmp_path / "old" / "config.json").write_text('{"method": "gear", "data": {"dataset": "mosi"}}')
-  (tmp_path / "old" / "results.json").write_text(json.dumps(
-      {"method": "gear", "dataset": "mosi", "seeds": [1], "selection": ["MAE"], "summary": {"MAE": {"test": {}}}}))
+  (tmp_path / "old" / "results.json").write_text(
+    json.dumps(
+      {
+        "method": "gear",
+        "dataset": "mosi",
+        "seeds": [1],
+        "selection": ["MAE"],
+        "summary": {"MAE": {"test": {}}},
+      }
+    )
+  )
   cases = {
-      (tmp_path / "missing",): "no such directory",
-      (tmp_path / "old",): "unexpected layout",
-      (tmp_path / "unfinished",): "no results.json",
-      (tmp_path / "other",): "method 'mult' is not supported",
-      (tmp_path / "broken",): "not valid JSON",
-      (tmp_path / "good", tmp_path / "good"): "given twice",
+    (tmp_path / "missing",): "no such directory",
+    (tmp_path / "old",): "unexpected layout",
+    (tmp_path / "unfinished",): "no results.json",
+    (tmp_path / "other",): "method 'mult' is not supported",
+    (tmp_path / "broken",): "not valid JSON",
+    (tmp_path / "good", tmp_path / "good"): "given twice",
   }
   for paths, message in cases.items():
     with pytest.raises(compare.ReportError, match=message):
       compare.build_report(paths, out=tmp_path / "o", plots_enabled=False)
   with pytest.raises(compare.ReportError, match="--metrics: Acc_9"):
-    compare.build_report([tmp_path / "good"], out=tmp_path / "o", metrics=["Acc_9"], plots_enabled=False)
+    compare.build_report(
+      [tmp_path / "good"], out=tmp_path / "o", metrics=["Acc_9"], plots_enabled=False
+    )
   # A report.md that no report wrote is kept unless --force; our own is regenerated.
   foreign = tmp_path / "mine"
   foreign.mkdir()
@@ -290,15 +386,34 @@ def test_script_end_to_end_and_error_exit(tmp_path):
   make_gear_run(tmp_path / "g", seed=8)
   out = tmp_path / "report"
   script = str(ROOT / "scripts" / "report.py")
-  proc = subprocess.run([sys.executable, script, str(tmp_path / "x"), str(tmp_path / "g"), "--out", str(out),
-                         "--metrics", "MAE,Corr"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+  proc = subprocess.run(
+    [
+      sys.executable,
+      script,
+      str(tmp_path / "x"),
+      str(tmp_path / "g"),
+      "--out",
+      str(out),
+      "--metrics",
+      "MAE,Corr",
+    ],
+    capture_output=True,
+    text=True,
+    cwd=tmp_path,
+    timeout=120,
+  )
   assert proc.returncode == 0, proc.stderr
   assert f"wrote {out / 'report.md'}" in proc.stdout
   _, rows = table_after(proc.stdout, "### Mean over missing rates")
   check_cell(rows["x"][-1], "Corr", *lnln_expected(raw, "Corr"))
   for name in ("lnln_mosi_rates.png", "gear_mosi_ood.png"):
     check_png(out / name)
-  proc = subprocess.run([sys.executable, script, str(tmp_path / "nope")], capture_output=True, text=True,
-                        cwd=tmp_path, timeout=120)
+  proc = subprocess.run(
+    [sys.executable, script, str(tmp_path / "nope")],
+    capture_output=True,
+    text=True,
+    cwd=tmp_path,
+    timeout=120,
+  )
   assert proc.returncode == 1 and "Traceback" not in proc.stderr
   assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'nope'}: no such directory"]

@@ -1,6 +1,6 @@
-"""Exact resume after SIGKILL: a `train.py` process killed between two checkpoints and restarted with
-the same command ends with parameters, optimizer state and data-iterator state bit-identical to an
-uninterrupted run, and the same results."""
+"""Exact resume after SIGKILL: a `train.py` process killed between two checkpoints and restarted
+with the same command ends with parameters, optimizer state and data-iterator state bit-identical to
+an uninterrupted run, and the same results."""
 
 import json
 import os
@@ -10,21 +10,31 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-import jax
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TRAIN_SAMPLES, BATCH, EPOCHS = 76, 8, 3  # mosi_small at scale 0.2: 9 steps per epoch
 STEPS_PER_EPOCH = TRAIN_SAMPLES // BATCH
 
 TINY_LNLN = [
-    "--config=configs/lnln.py", "--config.data.synthetic_scale=0.2", f"--config.batch_size={BATCH}",
-    "--config.eval_batch_size=16", f"--config.max_epochs={EPOCHS}", "--config.model.dim=32",
-    "--config.model.heads=2", "--config.model.dim_head=16", "--config.model.mlp_dim=32",
-    "--config.model.hyper_heads=2", "--config.model.hyper_dim_head=8", "--config.lnln.sweep_rates=0.0,0.5",
-    "--config.progress=False", "--config.tensorboard=False", "--config.log_every_steps=1",
+  "--config=configs/lnln.py",
+  "--config.data.synthetic_scale=0.2",
+  f"--config.batch_size={BATCH}",
+  "--config.eval_batch_size=16",
+  f"--config.max_epochs={EPOCHS}",
+  "--config.model.dim=32",
+  "--config.model.heads=2",
+  "--config.model.dim_head=16",
+  "--config.model.mlp_dim=32",
+  "--config.model.hyper_heads=2",
+  "--config.model.hyper_dim_head=8",
+  "--config.lnln.sweep_rates=0.0,0.5",
+  "--config.progress=False",
+  "--config.tensorboard=False",
+  "--config.log_every_steps=1",
 ]
 
 
@@ -36,40 +46,67 @@ def _env():
 
 
 def _cmd(workdir, data):
-  return [sys.executable, "train.py", *TINY_LNLN, f"--config.data.path={data}", f"--workdir={workdir}"]
+  return [
+    sys.executable,
+    "train.py",
+    *TINY_LNLN,
+    f"--config.data.path={data}",
+    f"--workdir={workdir}",
+  ]
 
 
 def _latest_steps(seed_dir):
-  return sorted(int(p.name) for p in (seed_dir / "checkpoints" / "latest").iterdir() if p.name.isdigit())
+  return sorted(
+    int(p.name) for p in (seed_dir / "checkpoints" / "latest").iterdir() if p.name.isdigit()
+  )
 
 
 def _final_state(seed_dir):
   step = _latest_steps(seed_dir)[-1]
   ckpt = seed_dir / "checkpoints" / "latest" / str(step)
   state = ocp.StandardCheckpointer().restore(ckpt / "state")
-  data = json.loads((ckpt / "data" / "metadata").read_text()) if (ckpt / "data" / "metadata").exists() else None
+  data = (
+    json.loads((ckpt / "data" / "metadata").read_text())
+    if (ckpt / "data" / "metadata").exists()
+    else None
+  )
   return step, state, data
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
   from msa_jax.data import synthetic
+
   path = tmp_path_factory.mktemp("data") / "small.pkl"
   synthetic.write_synthetic(path, "mosi_small", seed=0, scale=0.2)
   return path
 
 
 def test_sigkill_between_checkpoints_then_same_command_resumes_bit_identically(tmp_path, data):
-  straight = subprocess.run(_cmd(tmp_path / "straight", data), cwd=ROOT, env=_env(), capture_output=True,
-                            text=True, timeout=900)
+  straight = subprocess.run(
+    _cmd(tmp_path / "straight", data),
+    cwd=ROOT,
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
   assert straight.returncode == 0, straight.stderr[-3000:]
 
   # The kill step: seeded, inside epoch 2, at least two steps away from either checkpoint.
-  kill_at = int(np.random.default_rng(20261125).integers(STEPS_PER_EPOCH + 2, 2 * STEPS_PER_EPOCH - 2))
+  kill_at = int(
+    np.random.default_rng(20261125).integers(STEPS_PER_EPOCH + 2, 2 * STEPS_PER_EPOCH - 2)
+  )
   workdir = tmp_path / "killed"
   seed_dir = workdir / "seed_1111"
-  proc = subprocess.Popen(_cmd(workdir, data), cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
+  proc = subprocess.Popen(
+    _cmd(workdir, data),
+    cwd=ROOT,
+    env=_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+  )
   steps_log = seed_dir / "steps.jsonl"
   deadline = time.monotonic() + 900
   logged = []
@@ -91,8 +128,9 @@ def test_sigkill_between_checkpoints_then_same_command_resumes_bit_identically(t
   assert saved[-1] < killed_after < saved[-1] + STEPS_PER_EPOCH, (saved, killed_after)
   assert not (workdir / "results.json").exists()
 
-  resumed = subprocess.run(_cmd(workdir, data), cwd=ROOT, env=_env(), capture_output=True, text=True,
-                           timeout=900)
+  resumed = subprocess.run(
+    _cmd(workdir, data), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900
+  )
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f"resumed from step {saved[-1]}" in resumed.stdout
 
@@ -108,7 +146,11 @@ def test_sigkill_between_checkpoints_then_same_command_resumes_bit_identically(t
   res_b = json.loads((workdir / "results.json").read_text())
   assert res_a["table"] == res_b["table"]
   # The per-step log of the resumed run repeats the lost steps with the same losses.
-  log_a = {l["step"]: l["train/loss"] for l in map(json.loads, (tmp_path / "straight" / "seed_1111" /
-                                                                "steps.jsonl").read_text().splitlines())}
+  log_a = {
+    l["step"]: l["train/loss"]
+    for l in map(
+      json.loads, (tmp_path / "straight" / "seed_1111" / "steps.jsonl").read_text().splitlines()
+    )
+  }
   for l in map(json.loads, steps_log.read_text().splitlines()):
     assert l["train/loss"] == log_a[l["step"]]

@@ -1,4 +1,5 @@
-"""Tests of the synthetic benchmark generator (docs/methods.md §7, §1): format, determinism, structure."""
+"""Tests of the synthetic benchmark generator (docs/methods.md §7, §1): format, determinism,
+structure."""
 
 import dataclasses
 import hashlib
@@ -18,9 +19,9 @@ from msa_jax.text import BERT_UNCASED_VOCAB_SIZE, load_vocab
 
 ALL_SPLITS = IID_SPLITS + OOD_SPLITS
 SHAPES = {  # preset: (L, Ta, Da, Tv, Dv, n_train, n_valid, n_test, label_max)
-    "mosi": (50, 375, 5, 500, 20, 1284, 229, 686, 3.0),
-    "mosei": (50, 500, 74, 500, 35, 16326, 1871, 4659, 3.0),
-    "sims": (39, 400, 33, 55, 709, 1368, 456, 457, 1.0),
+  "mosi": (50, 375, 5, 500, 20, 1284, 229, 686, 3.0),
+  "mosei": (50, 500, 74, 500, 35, 16326, 1871, 4659, 3.0),
+  "sims": (39, 400, 33, 55, 709, 1368, 456, 457, 1.0),
 }
 SCALES = {"mosi": 1.0, "mosei": 0.02, "sims": 0.25}
 
@@ -64,8 +65,16 @@ def test_shapes_sizes_dtypes(preset, mosi, small):
   assert set(data) == set(ALL_SPLITS) | {"metadata"}
   for name in ALL_SPLITS:
     split, n = data[name], want_n[name]
-    keys = {"text_bert", "audio", "vision", "audio_lengths", "vision_lengths",
-            "regression_labels", "raw_text", "id"}
+    keys = {
+      "text_bert",
+      "audio",
+      "vision",
+      "audio_lengths",
+      "vision_lengths",
+      "regression_labels",
+      "raw_text",
+      "id",
+    }
     if preset == "sims":
       keys |= {"regression_labels_T", "regression_labels_A", "regression_labels_V"}
     assert set(split) == keys, name
@@ -91,8 +100,11 @@ def test_labels_range_granularity_and_zeros(preset, mosi, small):
   data = _preset_data(preset, mosi, small)
   label_max = SHAPES[preset][-1]
   step = {"mosi": 1 / 5, "mosei": 1 / 3, "sims": 1 / 5}[preset]
-  keys = ["regression_labels"] + (["regression_labels_T", "regression_labels_A",
-                                   "regression_labels_V"] if preset == "sims" else [])
+  keys = ["regression_labels"] + (
+    ["regression_labels_T", "regression_labels_A", "regression_labels_V"]
+    if preset == "sims"
+    else []
+  )
   for name in IID_SPLITS:
     for key in keys:
       y = data[name][key].astype(np.float64)
@@ -129,7 +141,7 @@ def test_text_bert_layout(preset, mosi, small):
     assert not np.isin(inner, [0, 100, 101, 102, 103]).any()
     assert n_valid.min() >= 3 and np.unique(n_valid).size > 10
     for i in range(0, tb.shape[0], 37):
-      words = [vocab[int(t)] for t in ids[i, 1:n_valid[i] - 1]]
+      words = [vocab[int(t)] for t in ids[i, 1 : n_valid[i] - 1]]
       assert data[name]["raw_text"][i] == " ".join(words)
 
 
@@ -191,8 +203,15 @@ def test_metadata_plain_and_complete(mosi):
   assert meta["benchmark_version"] == synthetic.BENCHMARK_VERSION
   assert (meta["preset"], meta["seed"], meta["scale"]) == ("mosi", 0, 1.0)
   assert meta["config"] == dataclasses.asdict(synthetic.PRESETS["mosi"])
-  assert meta["sizes"] == {"train": 1284, "valid": 229, "test": 686, "ood_text": 686,
-                           "ood_audio": 686, "ood_vision": 686, "ood_all": 686}
+  assert meta["sizes"] == {
+    "train": 1284,
+    "valid": 229,
+    "test": 686,
+    "ood_text": 686,
+    "ood_audio": 686,
+    "ood_vision": 686,
+    "ood_all": 686,
+  }
   for m, dim in (("audio", 5), ("vision", 20)):
     st = meta["structure"][m]
     sent, cue = set(st["sentiment_dims"]), set(st["cue_dims"])
@@ -210,7 +229,6 @@ def test_metadata_plain_and_complete(mosi):
 def test_sentiment_words_follow_vader_and_filler_is_neutral(mosi):
   """Sentiment tokens carry VADER valence of the label's sign; every other word is outside VADER."""
   vader = _vader()
-  vocab = load_vocab()
   text = mosi["metadata"]["structure"]["text"]
   for sign, key in ((1, "positive_sentiment_words"), (-1, "negative_sentiment_words")):
     assert len(text[key]) == synthetic.PRESETS["mosi"].sentiment_words_per_polarity
@@ -221,7 +239,7 @@ def test_sentiment_words_follow_vader_and_filler_is_neutral(mosi):
   mean_valence, counts = [], []
   for i in range(len(y)):
     words = split["raw_text"][i].split()
-    ids = split["text_bert"][i, 0, 1:len(words) + 1].astype(int)
+    ids = split["text_bert"][i, 0, 1 : len(words) + 1].astype(int)
     sentiment = [vader[w] for w, t in zip(words, ids) if t in sent_ids]
     assert all(w not in vader for w, t in zip(words, ids) if t not in sent_ids), words
     mean_valence.append(np.mean(sentiment) if sentiment else 0.0)
@@ -279,18 +297,21 @@ def _features(data, split, modality, part):
 
 def _probe(data, modality, part):
   """Accuracy of a logistic regression fit on train predicting sign(label), per split (y != 0)."""
+
   def xy(split):
     y = data[split]["regression_labels"]
     keep = y != 0
     return _features(data, split, modality, part)[keep], y[keep] > 0
+
   clf = LogisticRegression(max_iter=2000).fit(*xy("train"))
   return {split: clf.score(*xy(split)) for split in ALL_SPLITS}
 
 
 @pytest.fixture(scope="module")
 def probes(mosi):
-  return {(m, p): _probe(mosi, m, p) for m in ("text", "audio", "vision")
-          for p in ("cue", "sentiment")}
+  return {
+    (m, p): _probe(mosi, m, p) for m in ("text", "audio", "vision") for p in ("cue", "sentiment")
+  }
 
 
 @pytest.mark.parametrize("modality", ["text", "audio", "vision"])
@@ -304,8 +325,9 @@ def test_cue_probe_reverses_on_its_ood_split(modality, probes):
       assert acc[split] == acc["test"]
 
 
-@pytest.mark.parametrize("modality,low,high", [("text", 0.85, 1.0), ("audio", 0.58, 0.8),
-                                               ("vision", 0.58, 0.8)])
+@pytest.mark.parametrize(
+  "modality,low,high", [("text", 0.85, 1.0), ("audio", 0.58, 0.8), ("vision", 0.58, 0.8)]
+)
 def test_sentiment_probe_holds_on_every_split(modality, low, high, probes):
   acc = probes[(modality, "sentiment")]
   for split in ("valid",) + ("test",) + OOD_SPLITS:
@@ -341,6 +363,7 @@ def test_write_and_ensure(tmp_path):
 
 def test_file_loads_through_restricted_loader(tmp_path):
   from msa_jax import data
+
   path = synthetic.write_synthetic(tmp_path / "s.pkl", "sims", seed=0, scale=0.05)
   splits, meta = data.load_with_metadata(path, vocab_size=BERT_UNCASED_VOCAB_SIZE)
   expected = synthetic.generate("sims", seed=0, scale=0.05)
@@ -349,8 +372,9 @@ def test_file_loads_through_restricted_loader(tmp_path):
   for name in ALL_SPLITS:
     want = expected[name]
     np.testing.assert_array_equal(splits[name].text_bert, want["text_bert"].astype(np.int32))
-    np.testing.assert_array_equal(splits[name].audio, np.where(np.isinf(want["audio"]), 0,
-                                                               want["audio"]))
+    np.testing.assert_array_equal(
+      splits[name].audio, np.where(np.isinf(want["audio"]), 0, want["audio"])
+    )
     np.testing.assert_array_equal(splits[name].labels_V, want["regression_labels_V"])
   assert set(data.load(path, vocab_size=BERT_UNCASED_VOCAB_SIZE)) == set(ALL_SPLITS)
 
@@ -384,10 +408,13 @@ def _digest(data):
   return h.hexdigest()
 
 
-@pytest.mark.parametrize("preset,scale,digest", [
+@pytest.mark.parametrize(
+  "preset,scale,digest",
+  [
     ("mosi_small", 0.25, "e2f21de18c565790ae126262227898f22051117751e8edc532174e6645337132"),
     ("sims", 0.05, "eb1278e07c5dd3ecc25f80642f1df2e7afa80abc8b53ac44e8379b46d6c674d2"),
-])
+  ],
+)
 def test_v1_generates_byte_identically(preset, scale, digest):
   data = synthetic.generate(preset, seed=0, scale=scale)
   assert data["metadata"]["benchmark_version"] == "synth-v1"
@@ -478,16 +505,19 @@ def test_v2_cues_reversed_in_every_ood_split(name, v2):
 def test_v2_cue_only_linear_probe(v2):
   """A linear regression on the audio / vision cue dimensions alone (frame means) predicts the
   label's sign on IID data and the opposite sign once the cue is reversed in every modality."""
+
   def xy(split):
     y = v2[split]["regression_labels"]
     keep = y != 0
     x = np.concatenate([_features(v2, split, m, "cue") for m in ("audio", "vision")], axis=1)
     return x[keep], y[keep]
+
   probe = LinearRegression().fit(*xy("train"))
 
   def acc2(split):
     x, y = xy(split)
     return np.mean((probe.predict(x) > 0) == (y > 0))
+
   assert acc2("test") >= 0.85 and acc2("valid") >= 0.85
   assert acc2("ood_all") <= 0.2 and acc2("ood_valid_all") <= 0.2
 
@@ -504,16 +534,23 @@ def test_v2_metadata_lists_every_knob_and_the_version(v2):
   assert meta["config"]["cue_agree_prob"] == 0.9
   assert meta["config"]["audio_cue_shift"] == meta["config"]["vision_cue_shift"] == 3.0
   assert meta["cue_design"] == {
-      "shared_agreement": True, "label_scaled_cue": True, "cue_floor": 0.1,
-      "cue_sample_noise": 0.1, "text_cue_pairs": 1, "ood_valid": True, "store_cue_signs": True}
+    "shared_agreement": True,
+    "label_scaled_cue": True,
+    "cue_floor": 0.1,
+    "cue_sample_noise": 0.1,
+    "text_cue_pairs": 1,
+    "ood_valid": True,
+    "store_cue_signs": True,
+  }
   assert meta["structure"]["text"]["positive_cue_words"] == ["kitchen"]
   assert meta["cue_signs"] == {"key": "cue_signs", "columns": ["text", "audio", "vision"]}
   assert set(meta["splits"]) == set(V2_OOD_BASES) and set(meta["sizes"]) == set(V2_SPLITS)
   assert set(meta["cue_agreement"]) == set(V2_SPLITS)
   assert sorted(synthetic.PRESETS_V2) == ["mosi", "mosi_small"]
   for name, cfg in synthetic.PRESETS_V2.items():
-    assert cfg == dataclasses.replace(synthetic.PRESETS[name], audio_cue_shift=3.0,
-                                      vision_cue_shift=3.0)
+    assert cfg == dataclasses.replace(
+      synthetic.PRESETS[name], audio_cue_shift=3.0, vision_cue_shift=3.0
+    )
 
 
 def test_v2_cue_dims_carry_little_noise(v2):
@@ -537,8 +574,10 @@ def test_v2_file_loads_with_ood_valid_splits_and_cue_signs(tmp_path):
   from msa_jax import data
   from msa_jax.data import ondisk
   from msa_jax.evaluate.ood import ood_evals
-  path = synthetic.write_synthetic(tmp_path / "v2.pkl", "mosi_small", seed=0, scale=0.25,
-                                   version="v2")
+
+  path = synthetic.write_synthetic(
+    tmp_path / "v2.pkl", "mosi_small", seed=0, scale=0.25, version="v2"
+  )
   expected = synthetic.generate("mosi_small", seed=0, scale=0.25, version="v2")
   converted = ondisk.convert(path, tmp_path / "v2_converted")
   for source in (path, converted):
@@ -549,14 +588,19 @@ def test_v2_file_loads_with_ood_valid_splits_and_cue_signs(tmp_path):
       np.testing.assert_array_equal(splits[name].vision, expected[name]["vision"])
     # The OOD validation splits are for selection; the final evaluation stays test + OOD test.
     assert [e.split for e in ood_evals(splits)] == ["test", *OOD_SPLITS]
-  v1 = data.load(synthetic.write_synthetic(tmp_path / "v1.pkl", "mosi_small", scale=0.1),
-                 vocab_size=BERT_UNCASED_VOCAB_SIZE)
+  v1 = data.load(
+    synthetic.write_synthetic(tmp_path / "v1.pkl", "mosi_small", scale=0.1),
+    vocab_size=BERT_UNCASED_VOCAB_SIZE,
+  )
   assert set(v1) == set(ALL_SPLITS) and all(s.cue_signs is None for s in v1.values())
 
 
 def test_v2_errors_name_the_bad_value():
-  with pytest.raises(ValueError, match="unknown synthetic preset 'mosei' for synth-v2; expected "
-                                       r"one of \['mosi', 'mosi_small'\]"):
+  with pytest.raises(
+    ValueError,
+    match="unknown synthetic preset 'mosei' for synth-v2; expected "
+    r"one of \['mosi', 'mosi_small'\]",
+  ):
     synthetic.generate("mosei", version="v2")
   with pytest.raises(ValueError, match="unknown synthetic benchmark version 'v3'"):
     synthetic.generate("mosi", version="v3")
@@ -565,15 +609,41 @@ def test_v2_errors_name_the_bad_value():
 def test_make_synthetic_script_writes_the_chosen_version(tmp_path):
   script = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "make_synthetic.py"
   out = tmp_path / "v2.pkl"
-  proc = subprocess.run([sys.executable, str(script), "--version", "v2", "--preset", "mosi_small",
-                         "--scale", "0.1", "--out", str(out)], capture_output=True, text=True,
-                        check=False)
+  proc = subprocess.run(
+    [
+      sys.executable,
+      str(script),
+      "--version",
+      "v2",
+      "--preset",
+      "mosi_small",
+      "--scale",
+      "0.1",
+      "--out",
+      str(out),
+    ],
+    capture_output=True,
+    text=True,
+    check=False,
+  )
   assert proc.returncode == 0, proc.stderr
   assert "synth-v2, preset mosi_small" in proc.stdout
   with open(out, "rb") as f:
     assert pickle.load(f)["metadata"]["benchmark_version"] == "synth-v2"
-  proc = subprocess.run([sys.executable, str(script), "--version", "v2", "--preset", "mosei",
-                         "--out", str(tmp_path / "x.pkl")], capture_output=True, text=True,
-                        check=False)
+  proc = subprocess.run(
+    [
+      sys.executable,
+      str(script),
+      "--version",
+      "v2",
+      "--preset",
+      "mosei",
+      "--out",
+      str(tmp_path / "x.pkl"),
+    ],
+    capture_output=True,
+    text=True,
+    check=False,
+  )
   assert proc.returncode == 2
   assert "--preset mosei is not a preset of synth-v2" in proc.stderr

@@ -52,7 +52,9 @@ def test_results_cover_iid_and_every_ood_split(finished_run):
 
 def test_swap_fires_after_swap_epochs(finished_run):
   _, root, _ = finished_run
-  lines = [json.loads(l) for l in (root / "run" / "seed_1003" / "metrics.jsonl").read_text().splitlines()]
+  lines = [
+    json.loads(l) for l in (root / "run" / "seed_1003" / "metrics.jsonl").read_text().splitlines()
+  ]
   swap = {l["epoch"]: l["train/swap_active"] for l in lines}
   assert swap == {1: 0.0, 2: 1.0, 3: 1.0}
   assert lines[-1]["train/bias_swap_text"] > 0 and lines[0]["train/bias_swap_text"] == 0
@@ -81,16 +83,28 @@ def test_bad_config_values_name_the_key(tmp_path):
 
 
 def test_ood_splits_from_a_builder_file_replace_the_planted_ones(tmp_path, finished_run):
-  """`--config.data.ood=FILE.ood.json` from scripts/build_ood_splits.py: its index lists decide the OOD
-  splits. ood_text is rewritten to the whole test split, so its metrics must equal test's exactly."""
+  """`--config.data.ood=FILE.ood.json` from scripts/build_ood_splits.py: its index lists decide the
+  OOD splits. ood_text is rewritten to the whole test split, so its metrics must equal test's
+  exactly."""
   _, root, _ = finished_run
   data = root / "synthetic.pkl"
-  cmd = [sys.executable, "scripts/build_ood_splits.py", "--data", str(data), "--steps", "2000", "--k", "4"]
+  cmd = [
+    sys.executable,
+    "scripts/build_ood_splits.py",
+    "--data",
+    str(data),
+    "--steps",
+    "2000",
+    "--k",
+    "4",
+  ]
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
   # 34 test samples: the default 47% subset cannot keep the label shares; a one-line error says so
   assert proc.returncode == 1 and "cannot keep the zero label share" in proc.stderr
   assert "Traceback" not in proc.stderr
-  proc = subprocess.run(cmd + ["--fraction", "0.9"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+  proc = subprocess.run(
+    cmd + ["--fraction", "0.9"], cwd=ROOT, capture_output=True, text=True, timeout=600
+  )
   assert proc.returncode == 0, proc.stderr[-2000:]
   built = json.loads((root / "synthetic.pkl.ood.json").read_text())
   n_test = built["n_test"]
@@ -102,7 +116,10 @@ def test_ood_splits_from_a_builder_file_replace_the_planted_ones(tmp_path, finis
   c.data.ood = str(ood_file)
   summary = train.run(c, tmp_path / "run")
   table = summary["summary"]["Acc_2_mean"]
-  assert summary["ood"] == str(ood_file) and f"index lists of {ood_file}" in (tmp_path / "run" / "results.md").read_text()
+  assert (
+    summary["ood"] == str(ood_file)
+    and f"index lists of {ood_file}" in (tmp_path / "run" / "results.md").read_text()
+  )
   assert set(table) == {"test", "ood_text", "ood_audio", "ood_vision", "ood_all", "ood_mean"}
   for metric in ("Has0_acc_2", "Non0_acc_2", "MAE", "Corr"):
     assert table["ood_text"][metric]["mean"] == table["test"][metric]["mean"]
@@ -135,7 +152,10 @@ def test_seeds_trained_together_match_separate_runs(finished_run, tmp_path, caps
   c = _config(root / "synthetic.pkl")
   c.seeds, c.vmap_seeds = "1003,1004", True
   together = train.run(c, tmp_path / "run")
-  assert "seeds 1003,1004 train together (vmap_seeds) on the data order of seed 1003" in capsys.readouterr().out
+  assert (
+    "seeds 1003,1004 train together (vmap_seeds) on the data order of seed 1003"
+    in capsys.readouterr().out
+  )
   lines = lambda d: [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()]
   alone, joint = lines(root / "run" / "seed_1003"), lines(tmp_path / "run" / "seed_1003")
   assert [l["epoch"] for l in joint] == [l["epoch"] for l in alone] == [1, 2, 3]
@@ -148,6 +168,9 @@ def test_seeds_trained_together_match_separate_runs(finished_run, tmp_path, caps
   for split in ("test", "ood_text", "ood_all"):
     for metric in ("MAE", "Corr", "Has0_acc_2"):
       want = separate["Acc_2_mean"][split][metric]
-      assert joint_res["Acc_2_mean"][split][metric] == pytest.approx(want, rel=2e-4, abs=1e-5), (split, metric)
+      assert joint_res["Acc_2_mean"][split][metric] == pytest.approx(want, rel=2e-4, abs=1e-5), (
+        split,
+        metric,
+      )
   assert other["Acc_2_mean"]["test"]["MAE"] != joint_res["Acc_2_mean"]["test"]["MAE"]
   assert together["seeds"] == [1003, 1004]

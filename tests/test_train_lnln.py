@@ -45,14 +45,24 @@ def test_results_have_every_rate_and_metric_from_its_own_checkpoint(finished_run
   table = on_disk["table"]
   assert list(table) == RATES + ["mean"]
   for row in table.values():
-    assert set(row) == {"Mult_acc_7", "Mult_acc_5", "Non0_acc_2", "Has0_acc_2", "Non0_F1_score", "Has0_F1_score",
-                        "MAE", "Corr"}
+    assert set(row) == {
+      "Mult_acc_7",
+      "Mult_acc_5",
+      "Non0_acc_2",
+      "Has0_acc_2",
+      "Non0_F1_score",
+      "Has0_F1_score",
+      "MAE",
+      "Corr",
+    }
   per = on_disk["per_seed"]["1111"]
   assert set(per) == {"Has0_acc_2", "Non0_acc_2", "Mult_acc_5", "Mult_acc_7", "MAE", "Corr"}
   seed_table = on_disk["per_seed_table"]["1111"]
   for r in RATES:
     assert seed_table[r]["MAE"] == pytest.approx(per["MAE"][f"test@{r}"]["MAE"])
-    assert seed_table[r]["Has0_F1_score"] == pytest.approx(per["Has0_acc_2"][f"test@{r}"]["Has0_F1_score"])
+    assert seed_table[r]["Has0_F1_score"] == pytest.approx(
+      per["Has0_acc_2"][f"test@{r}"]["Has0_F1_score"]
+    )
   maes = [seed_table[r]["MAE"] for r in RATES]
   assert seed_table["mean"]["MAE"] == pytest.approx(np.mean(maes))
   md = (root / "run" / "results.md").read_text()

@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from msa_jax.models.bert import BertConfig, BertModel
 from msa_jax import xla
+from msa_jax.models.bert import BertConfig, BertModel
 
 
 def test_cpu_gets_the_memory_optimised_scheduler_unless_xla_flags_name_one(monkeypatch):
@@ -23,8 +23,9 @@ def test_cpu_gets_the_memory_optimised_scheduler_unless_xla_flags_name_one(monke
 def test_the_options_change_the_schedule_not_the_results():
   """A BERT's gradient compiled with the options equals the default compile bit for bit, with no
   more temporaries."""
-  cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                   intermediate_size=64)
+  cfg = BertConfig(
+    vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+  )
   ids = jax.random.randint(jax.random.key(0), (8, 12), 1, 100)
   text = jnp.stack([ids, jnp.ones_like(ids), jnp.zeros_like(ids)], axis=1)
   model = BertModel(cfg)
@@ -35,11 +36,12 @@ def test_the_options_change_the_schedule_not_the_results():
 
   key = jax.random.key(2)
   plain = jax.jit(jax.grad(loss)).lower(params, key).compile()
-  tuned = jax.jit(jax.grad(loss), compiler_options=xla.compiler_options()).lower(params, key).compile()
+  tuned = (
+    jax.jit(jax.grad(loss), compiler_options=xla.compiler_options()).lower(params, key).compile()
+  )
   for a, b in zip(jax.tree.leaves(plain(params, key)), jax.tree.leaves(tuned(params, key))):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  assert (tuned.memory_analysis().temp_size_in_bytes
-          <= plain.memory_analysis().temp_size_in_bytes)
+  assert tuned.memory_analysis().temp_size_in_bytes <= plain.memory_analysis().temp_size_in_bytes
 
 
 def test_release_host_memory_returns_freed_heap_pages():

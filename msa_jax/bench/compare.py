@@ -15,14 +15,18 @@ from typing import Any
 
 import jax
 
-from msa_jax.bench.configuration import (GetConfig, build_configuration, timed_step_count,
-                                         train_inputs)
+from msa_jax import sharding, xla
+from msa_jax.bench.configuration import (
+  GetConfig,
+  build_configuration,
+  timed_step_count,
+  train_inputs,
+)
 from msa_jax.bench.figures import fig, round_ratio, time_stats
 from msa_jax.bench.flops import xla_temp_bytes
 from msa_jax.bench.machine import machine_info, sgemm_rate
 from msa_jax.bench.reference import ReferenceWorker
 from msa_jax.bench.timing import log, timed
-from msa_jax import sharding, xla
 from msa_jax.train import loop
 
 
@@ -53,8 +57,17 @@ def compare_variants(args: argparse.Namespace, get_config: GetConfig) -> dict[st
     for i in range(args.warmup):
       state, _ = timed(lambda: compiled(state, batches[i % 2], k_train), jax.block_until_ready)[0]
     log(f"variant {text!r}: compiled in {compile_s:.1f}s")
-    variants.append({"variant": text, "compiled": compiled, "state": state, "batches": batches,
-                     "key": k_train, "compile_s": compile_s, "times": []})
+    variants.append(
+      {
+        "variant": text,
+        "compiled": compiled,
+        "state": state,
+        "batches": batches,
+        "key": k_train,
+        "compile_s": compile_s,
+        "times": [],
+      }
+    )
   reference = ReferenceWorker.start(args) if args.reference_python else None
   try:
     steps = timed_step_count(args)
@@ -62,13 +75,15 @@ def compare_variants(args: argparse.Namespace, get_config: GetConfig) -> dict[st
     for i in range(steps):
       for v in variants:
         (v["state"], _), t, _ = timed(
-            lambda: v["compiled"](v["state"], v["batches"][i % 2], v["key"]),
-            jax.block_until_ready)
+          lambda: v["compiled"](v["state"], v["batches"][i % 2], v["key"]), jax.block_until_ready
+        )
         v["times"].append(t)
       if reference is not None:
         ref_times.append(reference.step())
-      log(f"round {i + 1}/{steps}: " + ", ".join(
-          f"{t:.3f}s" for t in [v["times"][-1] for v in variants] + ref_times[-1:]))
+      log(
+        f"round {i + 1}/{steps}: "
+        + ", ".join(f"{t:.3f}s" for t in [v["times"][-1] for v in variants] + ref_times[-1:])
+      )
     ref_rss = reference.peak_rss_gb() if reference is not None else None
   finally:
     if reference is not None:
@@ -77,20 +92,41 @@ def compare_variants(args: argparse.Namespace, get_config: GetConfig) -> dict[st
   rows = []
   for v in variants:
     temp = xla_temp_bytes(v["compiled"])
-    rows.append({"variant": v["variant"], "compile_s": fig(v["compile_s"], "s", "measured"),
-                 "step_s": time_stats(v["times"]),
-                 "xla_temp_gb": fig(None if temp is None else temp / 1e9, "GB", "measured",
-                                    "XLA buffer assignment: temporaries of the compiled step"),
-                 "step_ratio": round_ratio(v["times"], base)})
-  result = {"config": {"method": args.method, "encoder": args.encoder, "shape": args.shape,
-                       "set": list(args.set), "warmup": args.warmup, "steps": steps},
-            "machine": machine_info(), "sgemm": sgemm, "compare": rows}
+    rows.append(
+      {
+        "variant": v["variant"],
+        "compile_s": fig(v["compile_s"], "s", "measured"),
+        "step_s": time_stats(v["times"]),
+        "xla_temp_gb": fig(
+          None if temp is None else temp / 1e9,
+          "GB",
+          "measured",
+          "XLA buffer assignment: temporaries of the compiled step",
+        ),
+        "step_ratio": round_ratio(v["times"], base),
+      }
+    )
+  result = {
+    "config": {
+      "method": args.method,
+      "encoder": args.encoder,
+      "shape": args.shape,
+      "set": list(args.set),
+      "warmup": args.warmup,
+      "steps": steps,
+    },
+    "machine": machine_info(),
+    "sgemm": sgemm,
+    "compare": rows,
+  }
   if reference is not None:
     result["reference"] = {
-        **reference.info, "step_s": time_stats(ref_times),
-        "step_ratio": round_ratio(ref_times, base),
-        "peak_rss_gb": fig(ref_rss, "GB", "measured", "the reference process's ru_maxrss"),
-        "note": "the authors' PyTorch train step (scripts/reference/bench_reference.py), its "
-                "steps interleaved with ours; step_ratio = its speed-up measured against the "
-                "first variant"}
+      **reference.info,
+      "step_s": time_stats(ref_times),
+      "step_ratio": round_ratio(ref_times, base),
+      "peak_rss_gb": fig(ref_rss, "GB", "measured", "the reference process's ru_maxrss"),
+      "note": "the authors' PyTorch train step (scripts/reference/bench_reference.py), its "
+      "steps interleaved with ours; step_ratio = its speed-up measured against the "
+      "first variant",
+    }
   return result

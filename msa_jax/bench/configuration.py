@@ -12,10 +12,10 @@ import jax
 import ml_collections
 import numpy as np
 
+from msa_jax import sharding
 from msa_jax.bench.timing import timed
 from msa_jax.data import pipeline, synthetic
 from msa_jax.data.split import Split
-from msa_jax import sharding
 from msa_jax.train import loop, methods
 from msa_jax.train.method import Method
 
@@ -43,10 +43,18 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
     node[parts[-1]] = value
 
 
-def make_config(config: ml_collections.ConfigDict, method: str, encoder: str, shape: str,
-                batch: int | None, eval_batch: int | None, dtype: str,
-                attention_chunk: int | None, remat: bool | None = None,
-                overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+def make_config(
+  config: ml_collections.ConfigDict,
+  method: str,
+  encoder: str,
+  shape: str,
+  batch: int | None,
+  eval_batch: int | None,
+  dtype: str,
+  attention_chunk: int | None,
+  remat: bool | None = None,
+  overrides: Sequence[str] = (),
+) -> ml_collections.ConfigDict:
   """`config` (the method's default config, changed in place and returned) with the benchmark's
   encoder, batch sizes, dtype and attention.
 
@@ -78,8 +86,9 @@ def data_preset(config: ml_collections.ConfigDict, shape: str) -> synthetic.Synt
   return synthetic.PRESETS["mosi" if shape == "paper" else config.data.synthetic]
 
 
-def random_split(n: int, text_len: int, audio: tuple[int, int], vision: tuple[int, int],
-                 rng: np.random.Generator) -> Split:
+def random_split(
+  n: int, text_len: int, audio: tuple[int, int], vision: tuple[int, int], rng: np.random.Generator
+) -> Split:
   """A `Split` of n random samples (token ids from the bert-base-uncased vocabulary)."""
   text_lengths = rng.integers(max(3, text_len // 4), text_len + 1, n)
   valid = np.arange(text_len)[None, :] < text_lengths[:, None]
@@ -96,26 +105,42 @@ def random_split(n: int, text_len: int, audio: tuple[int, int], vision: tuple[in
 
   (a, a_len), (v, v_len) = frames(audio), frames(vision)
   labels = rng.uniform(-3.0, 3.0, n).astype(np.float32)
-  return Split(text_bert=text_bert, audio=a, vision=v, audio_lengths=a_len, vision_lengths=v_len,
-               labels=labels)
+  return Split(
+    text_bert=text_bert, audio=a, vision=v, audio_lengths=a_len, vision_lengths=v_len, labels=labels
+  )
 
 
 def random_splits(preset: synthetic.SyntheticConfig, seed: int = 0) -> dict[str, Split]:
   """train / valid / test splits of random data with the preset's shapes and sizes."""
   rng = np.random.default_rng(seed)
-  shapes = (preset.text_len, (preset.audio_frames, preset.audio_dim),
-            (preset.vision_frames, preset.vision_dim))
-  return {name: random_split(n, *shapes, rng) for name, n in (
-      ("train", preset.n_train), ("valid", preset.n_valid), ("test", preset.n_test))}
+  shapes = (
+    preset.text_len,
+    (preset.audio_frames, preset.audio_dim),
+    (preset.vision_frames, preset.vision_dim),
+  )
+  return {
+    name: random_split(n, *shapes, rng)
+    for name, n in (("train", preset.n_train), ("valid", preset.n_valid), ("test", preset.n_test))
+  }
 
 
-def build_configuration(args: argparse.Namespace, overrides: Sequence[str],
-                        get_config: GetConfig) -> tuple[ml_collections.ConfigDict,
-                                                        dict[str, Split], Method]:
+def build_configuration(
+  args: argparse.Namespace, overrides: Sequence[str], get_config: GetConfig
+) -> tuple[ml_collections.ConfigDict, dict[str, Split], Method]:
   """(config, random splits of its shapes, the real Method) for the command line's method,
   encoder, shape, batch sizes, dtype and attention options (scripts/bench.py), plus `overrides`."""
-  config = make_config(get_config(), args.method, args.encoder, args.shape, args.batch,
-                       args.eval_batch, args.dtype, args.attention_chunk, args.remat, overrides)
+  config = make_config(
+    get_config(),
+    args.method,
+    args.encoder,
+    args.shape,
+    args.batch,
+    args.eval_batch,
+    args.dtype,
+    args.attention_chunk,
+    args.remat,
+    overrides,
+  )
   splits = random_splits(data_preset(config, args.shape))
   return config, splits, methods.build(config, splits)
 
@@ -125,14 +150,16 @@ def timed_step_count(args: argparse.Namespace) -> int:
   return args.steps + (args.steps % 2 if args.method == "gear" else 0)
 
 
-def train_inputs(method: Method, config: ml_collections.ConfigDict, splits: dict[str, Split],
-                 mesh) -> tuple[Any, list, jax.Array, float]:
+def train_inputs(
+  method: Method, config: ml_collections.ConfigDict, splits: dict[str, Split], mesh
+) -> tuple[Any, list, jax.Array, float]:
   """A fresh train state from the loop's init jit, two device batches of the train split and the
   step key: (state, batches, key, init seconds incl. compile)."""
   train_ds = pipeline.train_dataset(splits["train"], config.batch_size, seed=0)
   batches = [sharding.put_batch(pipeline.device_arrays(train_ds[i]), mesh) for i in range(2)]
   key = jax.random.key(0)
   init = loop.init_state_fn(method, mesh)
-  state, init_s, _ = timed(lambda: init(jax.random.fold_in(key, 0), batches[0]),
-                           jax.block_until_ready)
+  state, init_s, _ = timed(
+    lambda: init(jax.random.fold_in(key, 0), batches[0]), jax.block_until_ready
+  )
   return state, batches, jax.random.fold_in(key, 1), init_s

@@ -7,8 +7,8 @@ from typing import Any
 import jax
 import ml_collections
 
-from msa_jax.data.split import Split
 from msa_jax import sharding
+from msa_jax.data.split import Split
 from msa_jax.train import methods
 from msa_jax.train.method import Method
 from msa_jax.train.state import make_train_step
@@ -47,13 +47,17 @@ def plain_method(config: ml_collections.ConfigDict, splits: dict[str, Split]) ->
   return methods.build(plain, splits)
 
 
-def model_flops(config: ml_collections.ConfigDict, splits: dict[str, Split], mesh, state, batch,
-                key: jax.Array) -> float | None:
+def model_flops(
+  config: ml_collections.ConfigDict, splits: dict[str, Split], mesh, state, batch, key: jax.Array
+) -> float | None:
   """FLOPs of one train step of the model's math: XLA's cost analysis of the step lowered with
   plain attention (no loops to undercount, no recomputation counted). GEAR's LSTM scans still
   count one time step (negligible: hidden 16 / 32)."""
   method = plain_method(config, splits)
   repl, batch_sh = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-  step = jax.jit(make_train_step(method.loss_fn, method.optimizer),
-                 in_shardings=(repl, batch_sh, repl), out_shardings=(repl, repl))
+  step = jax.jit(
+    make_train_step(method.loss_fn, method.optimizer),
+    in_shardings=(repl, batch_sh, repl),
+    out_shardings=(repl, repl),
+  )
   return flops_of(step.lower(state, batch, key))

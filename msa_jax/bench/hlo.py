@@ -11,8 +11,10 @@ Instructions = dict[str, tuple[str, str | None, str | None, str | None]]
 _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*)$")
 _OPCODE = re.compile(r"\s([a-z][a-z0-9\-]*)\(")
 _COMP = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
-_TRANSFORMS = re.compile(r"\b(?:jit|jvp|transpose|vmap|checkpoint|remat|pjit|while|body|cond|"
-                         r"rematted_computation)\(([^()]*)\)")
+_TRANSFORMS = re.compile(
+  r"\b(?:jit|jvp|transpose|vmap|checkpoint|remat|pjit|while|body|cond|"
+  r"rematted_computation)\(([^()]*)\)"
+)
 _CORE = re.compile(r"(^|/)(attn|self|attention_core)($|/)")
 _PROJECTION = re.compile(r"/(to_q|to_k|to_v|to_out|query|key|value|to_k_a|to_v_a|to_k_v|to_v_v)$")
 
@@ -33,8 +35,12 @@ def parse_hlo(hlo: str) -> tuple[Instructions, dict[str, list[str]]]:
     op = _OPCODE.search(" " + rest.split(", metadata=")[0])
     op_name = re.search(r'op_name="([^"]*)"', rest)
     calls = re.search(r"calls=%?([\w.\-]+)", rest)
-    instrs[name] = (op.group(1) if op else "?", op_name.group(1) if op_name else None,
-                    calls.group(1) if calls else None, current)
+    instrs[name] = (
+      op.group(1) if op else "?",
+      op_name.group(1) if op_name else None,
+      calls.group(1) if calls else None,
+      current,
+    )
     if current and op_name:
       comps[current].append(op_name.group(1))
   return instrs, comps
@@ -54,7 +60,7 @@ def classify_op(op_name: str | None) -> tuple[str, str, str]:
   # Drop everything up to the model's class name (LNLN, GEAR) where present.
   for i, p in enumerate(parts):
     if p in ("LNLN", "GEAR"):
-      parts = parts[i + 1:]
+      parts = parts[i + 1 :]
       break
   else:
     parts = parts[1:]
@@ -72,8 +78,7 @@ def classify_op(op_name: str | None) -> tuple[str, str, str]:
   return phase, module, kind
 
 
-def instruction_op_name(name: str, instrs: Instructions,
-                        comps: dict[str, list[str]]) -> str | None:
+def instruction_op_name(name: str, instrs: Instructions, comps: dict[str, list[str]]) -> str | None:
   """The op_name an instruction's time is attributed to: its own, else that of the computation it
   calls (the dots first), else the most common one of the computation it is in (a loop body)."""
   opcode, op_name, calls, parent = instrs[name]

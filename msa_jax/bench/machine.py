@@ -31,16 +31,24 @@ def machine_info() -> dict[str, Any]:
     with open("/proc/cpuinfo", encoding="utf-8") as f:
       text = f.read()
     names = re.findall(r"^model name\s*:\s*(.*)$", text, re.M)
-    flags = (set(re.findall(r"^flags\s*:\s*(.*)$", text, re.M)[0].split()) if "flags" in text
-             else set())
+    flags = (
+      set(re.findall(r"^flags\s*:\s*(.*)$", text, re.M)[0].split()) if "flags" in text else set()
+    )
     cpu = names[0] if names else cpu
     simd = sorted(f for f in flags if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "fma"))
   except (OSError, IndexError):
     simd = []
-  return {"backend": jax.default_backend(), "device": f"{dev.platform} {dev.device_kind}",
-          "devices": jax.device_count(), "cpu": cpu, "cpu_flags": simd, "cpus": os.cpu_count(),
-          "jax": jax.__version__, "python": platform.python_version(),
-          "xla_flags": os.environ.get("XLA_FLAGS", "")}
+  return {
+    "backend": jax.default_backend(),
+    "device": f"{dev.platform} {dev.device_kind}",
+    "devices": jax.device_count(),
+    "cpu": cpu,
+    "cpu_flags": simd,
+    "cpus": os.cpu_count(),
+    "jax": jax.__version__,
+    "python": platform.python_version(),
+    "xla_flags": os.environ.get("XLA_FLAGS", ""),
+  }
 
 
 def sgemm_rate(n: int = 2048, runs: int = 5) -> Figure:
@@ -51,8 +59,12 @@ def sgemm_rate(n: int = 2048, runs: int = 5) -> Figure:
   mm = jax.jit(jnp.matmul)
   jax.block_until_ready(mm(a, b))
   times = [timed(lambda: mm(a, b), jax.block_until_ready)[1] for _ in range(runs)]
-  return fig(2.0 * n ** 3 / statistics.median(times) / 1e9, "GFLOP/s", "measured",
-             f"jit f32 matmul {n}x{n}, median of {runs}")
+  return fig(
+    2.0 * n**3 / statistics.median(times) / 1e9,
+    "GFLOP/s",
+    "measured",
+    f"jit f32 matmul {n}x{n}, median of {runs}",
+  )
 
 
 def device_memory() -> dict[str, Figure]:

@@ -8,10 +8,29 @@ from typing import Any
 from msa_jax.bench.figures import Figure
 from msa_jax.io import write_text_atomic
 
-COLUMNS = ("method", "encoder", "shape", "batch", "dtype", "compile s", "step s (med)",
-           "step min-max", "step CPU s", "idle step s", "TFLOP/step", "GFLOP/s", "sgemm",
-           "peak RSS GB", "eval samp/s", "sweep h", "idle sweep h", "ref step s", "speedup",
-           "idle speedup", "LSTM s")
+COLUMNS = (
+  "method",
+  "encoder",
+  "shape",
+  "batch",
+  "dtype",
+  "compile s",
+  "step s (med)",
+  "step min-max",
+  "step CPU s",
+  "idle step s",
+  "TFLOP/step",
+  "GFLOP/s",
+  "sgemm",
+  "peak RSS GB",
+  "eval samp/s",
+  "sweep h",
+  "idle sweep h",
+  "ref step s",
+  "speedup",
+  "idle speedup",
+  "LSTM s",
+)
 
 
 def cell(figure: Figure | None, fmt: str = "{:.2f}") -> str:
@@ -35,18 +54,29 @@ def table_row(r: dict[str, Any]) -> list[str]:
   sweep_idle = ev.get("full_sweep_h_msa_jax_idle_estimate") or ev.get("full_eval_h_idle_estimate")
   lstm = r.get("lstm", {}).get("fwd_bwd_s", {}).get("median")
   ratio = r.get("ratios", {})
-  return [c["method"], c["encoder"], c["shape"], str(c["batch"]), c["dtype"], f"{compile_s:.1f}",
-          cell(t["step_s"]["median"], "{:.3f}"),
-          f"{t['step_s']['min']['value']:.3f}-{t['step_s']['max']['value']:.3f}",
-          cell(t.get("step_cpu_s", {}).get("median"), "{:.2f}"),
-          cell(t.get("step_s_idle_estimate"), "{:.2f}"),
-          cell(None if not flops else {**flops, "value": flops["value"] / 1e12}, "{:.3f}"),
-          cell(t.get("gflops_per_s"), "{:.1f}"), cell(r["sgemm"], "{:.0f}"),
-          cell(r["memory"]["peak_rss_gb"]), cell(ev.get("throughput"), "{:.1f}"),
-          cell(sweep, "{:.2f}"), cell(sweep_idle, "{:.2f}"),
-          cell(ref.get("train_step_s"), "{:.2f}"),
-          cell(ratio.get("train_step_speedup")),
-          cell(ratio.get("train_step_speedup_idle_estimate")), cell(lstm, "{:.3f}")]
+  return [
+    c["method"],
+    c["encoder"],
+    c["shape"],
+    str(c["batch"]),
+    c["dtype"],
+    f"{compile_s:.1f}",
+    cell(t["step_s"]["median"], "{:.3f}"),
+    f"{t['step_s']['min']['value']:.3f}-{t['step_s']['max']['value']:.3f}",
+    cell(t.get("step_cpu_s", {}).get("median"), "{:.2f}"),
+    cell(t.get("step_s_idle_estimate"), "{:.2f}"),
+    cell(None if not flops else {**flops, "value": flops["value"] / 1e12}, "{:.3f}"),
+    cell(t.get("gflops_per_s"), "{:.1f}"),
+    cell(r["sgemm"], "{:.0f}"),
+    cell(r["memory"]["peak_rss_gb"]),
+    cell(ev.get("throughput"), "{:.1f}"),
+    cell(sweep, "{:.2f}"),
+    cell(sweep_idle, "{:.2f}"),
+    cell(ref.get("train_step_s"), "{:.2f}"),
+    cell(ratio.get("train_step_speedup")),
+    cell(ratio.get("train_step_speedup_idle_estimate")),
+    cell(lstm, "{:.3f}"),
+  ]
 
 
 def format_table(results: list[dict[str, Any]], header: bool = True) -> str:
@@ -63,16 +93,26 @@ def format_table(results: list[dict[str, Any]], header: bool = True) -> str:
 
 def legend(results: list[dict[str, Any]]) -> str:
   """What the table's marks and columns mean, the machine, and the load around each run."""
-  loads = [(r["config"]["method"], r["config"]["encoder"], r["machine"]["load_before"],
-            r["machine"]["load_after"]) for r in results if "machine" in r]
+  loads = [
+    (
+      r["config"]["method"],
+      r["config"]["encoder"],
+      r["machine"]["load_before"],
+      r["machine"]["load_after"],
+    )
+    for r in results
+    if "machine" in r
+  ]
   machine = next((r["machine"] for r in results if "machine" in r), {})
-  text = ("values measured unless marked: ~ extrapolated, q quoted (the authors' PyTorch code, "
-          "msa_jax/bench/quoted.json); sweep h: LNLN full MOSI robustness sweep (10 rates × 686 × "
-          "3 seeds × 6 selection metrics) / GEAR test + 4 OOD evaluation, extrapolated from the "
-          "measured throughput; idle: from the process's CPU time / cores (an otherwise idle "
-          "machine); speedup = quoted reference step / ours.\n"
-          f"machine: {machine.get('device')} · {machine.get('cpu')} · {machine.get('cpus')} cpus · "
-          f"jax {machine.get('jax')}")
+  text = (
+    "values measured unless marked: ~ extrapolated, q quoted (the authors' PyTorch code, "
+    "msa_jax/bench/quoted.json); sweep h: LNLN full MOSI robustness sweep (10 rates × 686 × "
+    "3 seeds × 6 selection metrics) / GEAR test + 4 OOD evaluation, extrapolated from the "
+    "measured throughput; idle: from the process's CPU time / cores (an otherwise idle "
+    "machine); speedup = quoted reference step / ours.\n"
+    f"machine: {machine.get('device')} · {machine.get('cpu')} · {machine.get('cpus')} cpus · "
+    f"jax {machine.get('jax')}"
+  )
   for method, encoder, before, after in loads:
     text += f"\n  load average {method}/{encoder}: before {before}, after {after}"
   return text
@@ -84,29 +124,40 @@ def format_profiles(results: list[dict[str, Any]], groups: int = 15) -> str:
   for r in results:
     prof = r.get("train", {}).get("profile")
     if prof and "groups" in prof:
-      lines += ["", f"profile {r['config']['method']}/{r['config']['encoder']}: op time "
-                    f"{prof['op_time_s_per_step']:.2f} s/step"]
-      lines += [f"  {g['share'] * 100:5.1f}%  {g['s_per_step']:8.3f} s  {g['phase']:<8} "
-                f"{g['module']:<22} {g['kind']}" for g in prof["groups"][:groups]]
+      lines += [
+        "",
+        f"profile {r['config']['method']}/{r['config']['encoder']}: op time "
+        f"{prof['op_time_s_per_step']:.2f} s/step",
+      ]
+      lines += [
+        f"  {g['share'] * 100:5.1f}%  {g['s_per_step']:8.3f} s  {g['phase']:<8} "
+        f"{g['module']:<22} {g['kind']}"
+        for g in prof["groups"][:groups]
+      ]
   return "\n".join(lines)
 
 
 def format_compare(result: dict[str, Any]) -> str:
   """A `--compare` result as a table: one row per variant (and the reference's step)."""
   c = result["config"]
-  lines = [f"{c['method']} / {c['encoder']} / {c['shape']}: {c['steps']} interleaved rounds "
-           f"(sgemm {result['sgemm']['value']:.0f} GFLOP/s)",
-           f"{'variant':<40} {'step s (med)':>12} {'min-max':>15} {'ratio':>7} {'temp GB':>8}"]
+  lines = [
+    f"{c['method']} / {c['encoder']} / {c['shape']}: {c['steps']} interleaved rounds "
+    f"(sgemm {result['sgemm']['value']:.0f} GFLOP/s)",
+    f"{'variant':<40} {'step s (med)':>12} {'min-max':>15} {'ratio':>7} {'temp GB':>8}",
+  ]
   rows = [(r["variant"] or "(base)", r) for r in result["compare"]]
   if "reference" in result:
     ref = result["reference"]
-    rows.append((f"reference: authors' PyTorch (torch {ref.get('torch', '?')})",
-                 {**ref, "xla_temp_gb": None}))
+    rows.append(
+      (f"reference: authors' PyTorch (torch {ref.get('torch', '?')})", {**ref, "xla_temp_gb": None})
+    )
   for name, r in rows:
     st = r["step_s"]
-    lines.append(f"{name:<40} {st['median']['value']:>12.3f} "
-                 f"{st['min']['value']:>7.3f}-{st['max']['value']:<7.3f} "
-                 f"{r['step_ratio']['value']:>7.3f} {cell(r['xla_temp_gb']):>8}")
+    lines.append(
+      f"{name:<40} {st['median']['value']:>12.3f} "
+      f"{st['min']['value']:>7.3f}-{st['max']['value']:<7.3f} "
+      f"{r['step_ratio']['value']:>7.3f} {cell(r['xla_temp_gb']):>8}"
+    )
   return "\n".join(lines)
 
 

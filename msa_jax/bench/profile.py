@@ -13,8 +13,9 @@ import jax
 from msa_jax.bench.hlo import classify_op, instruction_op_name, parse_hlo
 
 
-def profile_steps(compiled, state, batches: list, key: jax.Array, directory: str,
-                  steps: int = 2) -> tuple[dict[str, Any], Any]:
+def profile_steps(
+  compiled, state, batches: list, key: jax.Array, directory: str, steps: int = 2
+) -> tuple[dict[str, Any], Any]:
   """Traces `steps` train steps into `directory` (the compiled HLO written beside the trace) and
   attributes the op time to model parts.
 
@@ -36,8 +37,7 @@ def profile_steps(compiled, state, batches: list, key: jax.Array, directory: str
 
 def summarise_profile(path: pathlib.Path, hlo: str, steps: int, top: int = 20) -> dict[str, Any]:
   """Sums traced op durations per (phase, module, kind) and lists the slowest ops."""
-  files = sorted(glob.glob(str(path / "**" / "*.xplane.pb"), recursive=True),
-                 key=os.path.getmtime)
+  files = sorted(glob.glob(str(path / "**" / "*.xplane.pb"), recursive=True), key=os.path.getmtime)
   if not files:
     return {"error": "no .xplane.pb written", "trace_dir": str(path)}
   data = jax.profiler.ProfileData.from_file(files[-1])
@@ -53,11 +53,29 @@ def summarise_profile(path: pathlib.Path, hlo: str, steps: int, top: int = 20) -
   for name, secs in per_op.items():
     groups[classify_op(instruction_op_name(name, instrs, comps))] += secs
   total = sum(per_op.values())
-  rows = [{"phase": p, "module": m, "kind": k, "s_per_step": round(s, 4),
-           "share": round(s / total, 4) if total else None}
-          for (p, m, k), s in sorted(groups.items(), key=lambda kv: -kv[1])]
-  slowest = [{"op": n, "opcode": instrs[n][0], "op_name": instruction_op_name(n, instrs, comps),
-              "s_per_step": round(s, 4)} for n, s in per_op.most_common(top)]
-  return {"trace_file": files[-1], "op_time_s_per_step": round(total, 4), "groups": rows,
-          "slowest_ops": slowest,
-          "note": "summed durations of traced XLA ops per step (ops on parallel threads add up)"}
+  rows = [
+    {
+      "phase": p,
+      "module": m,
+      "kind": k,
+      "s_per_step": round(s, 4),
+      "share": round(s / total, 4) if total else None,
+    }
+    for (p, m, k), s in sorted(groups.items(), key=lambda kv: -kv[1])
+  ]
+  slowest = [
+    {
+      "op": n,
+      "opcode": instrs[n][0],
+      "op_name": instruction_op_name(n, instrs, comps),
+      "s_per_step": round(s, 4),
+    }
+    for n, s in per_op.most_common(top)
+  ]
+  return {
+    "trace_file": files[-1],
+    "op_time_s_per_step": round(total, 4),
+    "groups": rows,
+    "slowest_ops": slowest,
+    "note": "summed durations of traced XLA ops per step (ops on parallel threads add up)",
+  }

@@ -19,8 +19,10 @@ from msa_jax.bench.timing import log
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 # The authors' repositories, and a file that identifies a checkout of each (--reference-repo).
-REFERENCE_REPOS = {"lnln": ("configs/train_mosi.yaml", "github.com/Haoyu-ha/LNLN"),
-                   "gear": ("src/models/IFL_ES.py", "github.com/Teng-Sun/GEAR")}
+REFERENCE_REPOS = {
+  "lnln": ("configs/train_mosi.yaml", "github.com/Haoyu-ha/LNLN"),
+  "gear": ("src/models/IFL_ES.py", "github.com/Teng-Sun/GEAR"),
+}
 
 
 class ReferenceWorker:
@@ -36,9 +38,19 @@ class ReferenceWorker:
   def start(cls, args: argparse.Namespace) -> ReferenceWorker:
     """Starts the worker for the command line's method / encoder / batch, waits for its `ready`
     answer (kept as `info`) and runs its `--warmup` untimed steps."""
-    cmd = [args.reference_python, str(cls.SCRIPT), "--worker", "--method", args.method,
-           "--ref", args.reference_repo, "--encoder", args.encoder, "--batch",
-           str(args.batch or 64)]
+    cmd = [
+      args.reference_python,
+      str(cls.SCRIPT),
+      "--worker",
+      "--method",
+      args.method,
+      "--ref",
+      args.reference_repo,
+      "--encoder",
+      args.encoder,
+      "--batch",
+      str(args.batch or 64),
+    ]
     log("reference: " + " ".join(cmd))
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     worker = cls(proc, {})
@@ -54,8 +66,10 @@ class ReferenceWorker:
       line = self.proc.stdout.readline()
       if not line:
         code = self.proc.wait()
-        raise RuntimeError(f"reference worker {self.SCRIPT.name} exited (code {code}) without "
-                           f"answering; its error is above")
+        raise RuntimeError(
+          f"reference worker {self.SCRIPT.name} exited (code {code}) without "
+          f"answering; its error is above"
+        )
       if line.startswith("{"):
         break
       log(f"reference worker: {line.rstrip()}")

@@ -19,8 +19,9 @@ def log(message: str) -> None:
   print(f"[bench {time.perf_counter() - _START:7.1f}s] {message}", file=sys.stderr, flush=True)
 
 
-def timed(fn: Callable[[], Any],
-          block: Callable[[Any], Any] | None = None) -> tuple[Any, float, float]:
+def timed(
+  fn: Callable[[], Any], block: Callable[[Any], Any] | None = None
+) -> tuple[Any, float, float]:
   """(fn()'s result, wall seconds, CPU seconds of all this process's threads).
 
   `block` (e.g. `jax.block_until_ready`) is applied to the result inside the timed span, so that

@@ -10,8 +10,9 @@ from msa_jax.data import mmsa, ondisk
 from msa_jax.data.split import Split
 
 
-def load_with_metadata(path: str | os.PathLike, dataset: str | None = None,
-                       vocab_size: int | None = None) -> tuple[dict[str, Split], dict]:
+def load_with_metadata(
+  path: str | os.PathLike, dataset: str | None = None, vocab_size: int | None = None
+) -> tuple[dict[str, Split], dict]:
   """Loads and validates an MMSA feature pickle, a GEAR split directory or a converted directory.
 
   Args:
@@ -39,7 +40,8 @@ def load_with_metadata(path: str | os.PathLike, dataset: str | None = None,
   return mmsa.load_source(path, dataset, vocab_size)
 
 
-def load(path: str | os.PathLike, dataset: str | None = None,
-         vocab_size: int | None = None) -> dict[str, Split]:
+def load(
+  path: str | os.PathLike, dataset: str | None = None, vocab_size: int | None = None
+) -> dict[str, Split]:
   """Loads and validates MMSA / GEAR / converted data; see `load_with_metadata`."""
   return load_with_metadata(path, dataset, vocab_size)[0]

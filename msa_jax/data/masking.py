@@ -6,14 +6,15 @@ A keep-mask is `keep[j] = (u_j > r) & valid[j]` with u_j ~ U(0, 1) i.i.d. per po
 - audio / vision: a dropped valid frame becomes all zeros; frames past the length are untouched.
 
 Training draws a fresh rate per sample and modality each step (`training_rates`); evaluation uses
-one fixed rate and a fixed key whose uniforms are drawn per sample from `fold_in(key, sample_index)`,
-so a sample's mask depends neither on the batch it lands in nor on the device count, and masks are
-nested across rates (a token missing at r = 0.3 is also missing at r = 0.5).
+one fixed rate and a fixed key whose uniforms are drawn per sample from
+`fold_in(key, sample_index)`, so a sample's mask depends neither on the batch it lands in nor on the
+device count, and masks are nested across rates (a token missing at r = 0.3 is also missing at
+r = 0.5).
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -40,7 +41,8 @@ def text_keep_mask(u: jax.Array, attention_mask: jax.Array, rate: jax.Array) -> 
 
 
 def frame_keep_mask(u: jax.Array, lengths: jax.Array, rate: jax.Array) -> jax.Array:
-  """Which frames survive: (B, T) bool; `valid[j] = j < length`. u (B, T), lengths (B,), rate (B,)."""
+  """Which frames survive: (B, T) bool; `valid[j] = j < length`. u (B, T), lengths (B,), rate
+  (B,)."""
   valid = jnp.arange(u.shape[1])[None, :] < lengths[:, None]
   return (u > rate[:, None]) & valid
 
@@ -54,7 +56,8 @@ def apply_text_mask(text_bert: jax.Array, keep: jax.Array) -> jax.Array:
 
 
 def apply_frame_mask(frames: jax.Array, keep: jax.Array, lengths: jax.Array) -> jax.Array:
-  """Zeroes dropped valid frames; frames (B, T, D), keep (B, T); padding frames are left as they are."""
+  """Zeroes dropped valid frames; frames (B, T, D), keep (B, T); padding frames are left as they
+  are."""
   valid = jnp.arange(frames.shape[1])[None, :] < lengths[:, None]
   zero = valid & ~keep
   return jnp.where(zero[..., None], jnp.zeros((), frames.dtype), frames)
@@ -63,26 +66,40 @@ def apply_frame_mask(frames: jax.Array, keep: jax.Array, lengths: jax.Array) -> 
 def _uniforms(batch: Batch, key: jax.Array) -> dict[str, jax.Array]:
   """Per-modality uniforms of shape (B, T) from one key."""
   b = batch["labels"].shape[0]
-  shapes = {"text": batch["text_bert"].shape[2], "audio": batch["audio"].shape[1],
-            "vision": batch["vision"].shape[1]}
-  return {m: jax.random.uniform(jax.random.fold_in(key, i), (b, t))
-          for i, (m, t) in enumerate(shapes.items())}
+  shapes = {
+    "text": batch["text_bert"].shape[2],
+    "audio": batch["audio"].shape[1],
+    "vision": batch["vision"].shape[1],
+  }
+  return {
+    m: jax.random.uniform(jax.random.fold_in(key, i), (b, t))
+    for i, (m, t) in enumerate(shapes.items())
+  }
 
 
-def per_sample_uniforms(batch: Batch, key: jax.Array, sample_index: jax.Array) -> dict[str, jax.Array]:
+def per_sample_uniforms(
+  batch: Batch, key: jax.Array, sample_index: jax.Array
+) -> dict[str, jax.Array]:
   """Uniforms for each sample drawn from `fold_in(key, sample_index[i])` (batch-independent)."""
-  shapes = {"text": batch["text_bert"].shape[2], "audio": batch["audio"].shape[1],
-            "vision": batch["vision"].shape[1]}
+  shapes = {
+    "text": batch["text_bert"].shape[2],
+    "audio": batch["audio"].shape[1],
+    "vision": batch["vision"].shape[1],
+  }
 
   def one(idx):
     k = jax.random.fold_in(key, idx)
-    return {m: jax.random.uniform(jax.random.fold_in(k, i), (t,)) for i, (m, t) in enumerate(shapes.items())}
+    return {
+      m: jax.random.uniform(jax.random.fold_in(k, i), (t,))
+      for i, (m, t) in enumerate(shapes.items())
+    }
 
   return jax.vmap(one)(sample_index)
 
 
-def mask_with_uniforms(batch: Batch, uniforms: Mapping[str, jax.Array],
-                       rates: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+def mask_with_uniforms(
+  batch: Batch, uniforms: Mapping[str, jax.Array], rates: Mapping[str, jax.Array]
+) -> dict[str, jax.Array]:
   """The batch with tokens/frames dropped where `uniforms <= rates` (docs/methods.md §2).
 
   Args:
@@ -105,7 +122,8 @@ def mask_with_uniforms(batch: Batch, uniforms: Mapping[str, jax.Array],
 
 def training_rates(key: jax.Array, batch_size: int) -> dict[str, jax.Array]:
   """Per-sample, per-modality rates: r ~ U(0, 1), then r = 0 for a random half (floor(B/2)) of the
-  samples, independently per modality (docs/methods.md §2; the reference zeroes `int(N/2)` samples)."""
+  samples, independently per modality (docs/methods.md §2; the reference zeroes `int(N/2)`
+  samples)."""
   out = {}
   for i, m in enumerate(MODALITY_KEYS):
     k_rate, k_half = jax.random.split(jax.random.fold_in(key, i))
@@ -128,8 +146,9 @@ def mask_train(batch: Batch, key: jax.Array) -> tuple[dict[str, jax.Array], jax.
   return mask_with_uniforms(batch, _uniforms(batch, k_u), rates), rates["text"]
 
 
-def mask_eval(batch: Batch, key: jax.Array, rate: jax.Array | float,
-              sample_index: jax.Array) -> tuple[dict[str, jax.Array], jax.Array]:
+def mask_eval(
+  batch: Batch, key: jax.Array, rate: jax.Array | float, sample_index: jax.Array
+) -> tuple[dict[str, jax.Array], jax.Array]:
   """Evaluation-mode masking: one rate for every sample and modality, uniforms from
   `fold_in(key, sample_index)`; the same key gives nested masks across rates.
 

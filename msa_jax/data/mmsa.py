@@ -10,26 +10,36 @@ from __future__ import annotations
 
 import collections
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from numpy._core import multiarray as _np_multiarray
 from numpy._core import numeric as _np_numeric
 
 from msa_jax.data.split import IID_SPLITS, SPLITS, Split
-from msa_jax.data.validate import (DataFormatError, FeatureHandler, Limits, Where, check_consistent,
-                                   dataset_limits, float_features, one_line, split_from_dict)
+from msa_jax.data.validate import (
+  DataFormatError,
+  FeatureHandler,
+  Limits,
+  Where,
+  check_consistent,
+  dataset_limits,
+  float_features,
+  one_line,
+  split_from_dict,
+)
 
 # GEAR's released per-split files (docs/methods.md §1) and the msa_jax split each becomes.
 GEAR_FILES = {
-    "train": "train.pkl",
-    "valid": "valid.pkl",
-    "test": "test_iid.pkl",
-    "ood_text": "test_nn_text.pkl",
-    "ood_audio": "test_nn_audio.pkl",
-    "ood_vision": "test_nn_vision.pkl",
-    "ood_all": "test_nn_tav.pkl",
+  "train": "train.pkl",
+  "valid": "valid.pkl",
+  "test": "test_iid.pkl",
+  "ood_text": "test_nn_text.pkl",
+  "ood_audio": "test_nn_audio.pkl",
+  "ood_vision": "test_nn_vision.pkl",
+  "ood_all": "test_nn_tav.pkl",
 }
 
 
@@ -52,10 +62,10 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
   names `__builtin__`) and later use for sets, complex numbers and byte arrays.
   """
   table: dict[tuple[str, str], Any] = {
-      ("numpy", "ndarray"): np.ndarray,
-      ("numpy", "dtype"): np.dtype,
-      ("collections", "OrderedDict"): collections.OrderedDict,
-      ("_codecs", "encode"): _latin1_encode,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("_codecs", "encode"): _latin1_encode,
   }
   for core in ("numpy.core", "numpy._core"):
     table[(f"{core}.multiarray", "_reconstruct")] = _np_multiarray._reconstruct
@@ -64,8 +74,14 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
   for name in dir(np.dtypes):
     if name.endswith("DType") and isinstance(getattr(np.dtypes, name), type):
       table[("numpy.dtypes", name)] = getattr(np.dtypes, name)
-  plain = {"set": set, "frozenset": frozenset, "complex": complex, "bytearray": bytearray,
-           "slice": slice, "range": range}
+  plain = {
+    "set": set,
+    "frozenset": frozenset,
+    "complex": complex,
+    "bytearray": bytearray,
+    "slice": slice,
+    "range": range,
+  }
   for module in ("builtins", "__builtin__"):
     for name, obj in plain.items():
       table[(module, name)] = obj
@@ -86,14 +102,20 @@ class _RestrictedUnpickler(pickle.Unpickler):
     try:
       return _ALLOWED_GLOBALS[(module, name)]
     except KeyError:
-      raise DataFormatError(one_line(
+      raise DataFormatError(
+        one_line(
           f"{self._source}: refused to load global '{module}.{name}': only numpy arrays, "
-          "dtypes and plain Python containers/scalars are allowed in a data pickle")) from None
+          "dtypes and plain Python containers/scalars are allowed in a data pickle"
+        )
+      ) from None
 
   def persistent_load(self, pid: Any) -> Any:
-    raise DataFormatError(one_line(
+    raise DataFormatError(
+      one_line(
         f"{self._source}: refused persistent id {pid!r}: a data pickle must not reference "
-        "external objects"))
+        "external objects"
+      )
+    )
 
 
 def _read_pickle(path: Path) -> Any:
@@ -106,7 +128,8 @@ def _read_pickle(path: Path) -> Any:
     raise
   except EOFError:
     raise DataFormatError(
-        f"{source}: file is truncated or empty (pickle data ended early)") from None
+      f"{source}: file is truncated or empty (pickle data ended early)"
+    ) from None
   except pickle.UnpicklingError as e:
     text = str(e)
     if "truncated" in text:
@@ -115,36 +138,45 @@ def _read_pickle(path: Path) -> Any:
   except OSError as e:
     raise DataFormatError(one_line(f"{source}: cannot read file ({e})")) from None
   except Exception as e:  # noqa: BLE001 - any other failure inside pickle means a malformed file.
-    raise DataFormatError(one_line(
-        f"{source}: malformed pickle ({type(e).__name__}: {e})")) from None
+    raise DataFormatError(
+      one_line(f"{source}: malformed pickle ({type(e).__name__}: {e})")
+    ) from None
 
 
 # ---------------------------------------------------------------------------------------------
 # Files and directories.
 
 
-def _load_file(path: Path, limits: Limits,
-               features: FeatureHandler) -> tuple[dict[str, Split], dict[str, str], dict]:
+def _load_file(
+  path: Path, limits: Limits, features: FeatureHandler
+) -> tuple[dict[str, Split], dict[str, str], dict]:
   """One MMSA pickle {'train': {...}, 'valid': {...}, 'test': {...}, [ood_*], [metadata]}; the
   split names it reads are `SPLITS`."""
   source = str(path)
   data = _read_pickle(path)
   if not isinstance(data, Mapping):
-    raise DataFormatError(one_line(
+    raise DataFormatError(
+      one_line(
         f"{source}: expected a dict of splits {{'train', 'valid', 'test'}}, "
-        f"got {type(data).__name__}"))
+        f"got {type(data).__name__}"
+      )
+    )
   data = dict(data)
   for name in IID_SPLITS:
     if name not in data:
       present = ", ".join(sorted(str(k) for k in data))
       hint = " (a flat split file? pass GEAR's directory instead)" if "text_bert" in data else ""
-      raise DataFormatError(one_line(
+      raise DataFormatError(
+        one_line(
           f"{source}: split '{name}': missing; expected top-level keys train, valid, test, "
-          f"got [{present}]{hint}"))
+          f"got [{present}]{hint}"
+        )
+      )
   metadata = data.pop("metadata", {})
   if not isinstance(metadata, Mapping):
-    raise DataFormatError(one_line(
-        f"{source}: key 'metadata': expected a dict, got {type(metadata).__name__}"))
+    raise DataFormatError(
+      one_line(f"{source}: key 'metadata': expected a dict, got {type(metadata).__name__}")
+    )
   splits = {}
   for name in SPLITS:
     if name in data:
@@ -152,25 +184,31 @@ def _load_file(path: Path, limits: Limits,
   return splits, {name: source for name in splits}, dict(metadata)
 
 
-def _load_gear_dir(path: Path, limits: Limits,
-                   features: FeatureHandler) -> tuple[dict[str, Split], dict[str, str]]:
-  """GEAR's directory of flat per-split pickles (docs/methods.md §1), renamed to msa_jax split names."""
+def _load_gear_dir(
+  path: Path, limits: Limits, features: FeatureHandler
+) -> tuple[dict[str, Split], dict[str, str]]:
+  """GEAR's directory of flat per-split pickles (docs/methods.md §1), renamed to msa_jax split
+  names."""
   splits, files = {}, {}
   for name, filename in GEAR_FILES.items():
     file = path / filename
     if not file.is_file():
       if name in IID_SPLITS:
-        raise DataFormatError(one_line(
+        raise DataFormatError(
+          one_line(
             f"{file}: split '{name}': missing file {filename} (GEAR directory layout expects "
-            f"{', '.join(GEAR_FILES.values())})"))
+            f"{', '.join(GEAR_FILES.values())})"
+          )
+        )
       continue
     splits[name] = split_from_dict(_read_pickle(file), Where(str(file), name), limits, features)
     files[name] = str(file)
   return splits, files
 
 
-def load_source(path: Path, dataset: str | None, vocab_size: int | None,
-                features: FeatureHandler = float_features) -> tuple[dict[str, Split], dict]:
+def load_source(
+  path: Path, dataset: str | None, vocab_size: int | None, features: FeatureHandler = float_features
+) -> tuple[dict[str, Split], dict]:
   """Reads and validates an MMSA pickle or a GEAR split directory, every feature array passing
   through `features`; see `msa_jax.data.load_with_metadata` (which also opens converted
   directories)."""
@@ -183,6 +221,7 @@ def load_source(path: Path, dataset: str | None, vocab_size: int | None,
     splits, files, metadata = _load_file(path, limits, features)
   else:
     raise DataFormatError(
-        f"{path}: not found; expected an MMSA feature pickle or a GEAR split directory")
+      f"{path}: not found; expected an MMSA feature pickle or a GEAR split directory"
+    )
   check_consistent(splits, files)
   return splits, metadata

@@ -49,8 +49,8 @@ from typing import Any
 import numpy as np
 
 from msa_jax.data import mmsa, validate
-from msa_jax.data.validate import DataFormatError
 from msa_jax.data.split import IID_SPLITS, SPLITS, Split
+from msa_jax.data.validate import DataFormatError
 
 MANIFEST = "manifest.json"
 FORMAT = "msa_jax.ondisk"
@@ -58,8 +58,13 @@ VERSION = 1
 # Split fields written in chunks and opened without a checksum (they are the bulk of the data).
 FEATURE_FIELDS = ("audio", "vision", "text")
 # Split field -> the MMSA key that error messages name.
-_SOURCE_KEYS = {"labels": "regression_labels", "labels_T": "regression_labels_T",
-                "labels_A": "regression_labels_A", "labels_V": "regression_labels_V", "ids": "id"}
+_SOURCE_KEYS = {
+  "labels": "regression_labels",
+  "labels_T": "regression_labels_T",
+  "labels_A": "regression_labels_A",
+  "labels_V": "regression_labels_V",
+  "ids": "id",
+}
 _REQUIRED = ("text_bert", "audio", "vision", "audio_lengths", "vision_lengths", "labels")
 
 
@@ -70,7 +75,8 @@ def is_converted(path: str | os.PathLike) -> bool:
   if not path.is_dir():
     return False
   return (path / MANIFEST).exists() or (
-      any(path.glob("*.npy")) and not (path / mmsa.GEAR_FILES["train"]).exists())
+    any(path.glob("*.npy")) and not (path / mmsa.GEAR_FILES["train"]).exists()
+  )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,8 +86,9 @@ def is_converted(path: str | os.PathLike) -> bool:
 def _check_target(out: Path) -> None:
   if out.exists() and (not out.is_dir() or any(out.iterdir())):
     raise FileExistsError(
-        f"{out}: already exists and is not an empty directory; a conversion never overwrites "
-        "data: remove it or choose another output directory")
+      f"{out}: already exists and is not an empty directory; a conversion never overwrites "
+      "data: remove it or choose another output directory"
+    )
 
 
 def _fsync_file(path: Path) -> None:
@@ -135,8 +142,12 @@ class _Writer:
       (self.directory / name).write_bytes(data)
       _fsync_file(self.directory / name)
       self._small[digest] = name
-    return {"file": self._small[digest], "dtype": arr.dtype.str, "shape": list(arr.shape),
-            "sha256": digest}
+    return {
+      "file": self._small[digest],
+      "dtype": arr.dtype.str,
+      "shape": list(arr.shape),
+      "sha256": digest,
+    }
 
 
 def _storable_strings(arr: np.ndarray, source: str, split: str, field: str) -> np.ndarray:
@@ -149,8 +160,9 @@ def _storable_strings(arr: np.ndarray, source: str, split: str, field: str) -> n
       return np.array(items, dtype=kind)
   bad = next(x for x in items if not isinstance(x, (str, bytes)))
   raise validate.Where(source, split).error(
-      _SOURCE_KEYS.get(field, field),
-      f"expected every item to be str, got {type(bad).__name__} ({bad!r:.60})")
+    _SOURCE_KEYS.get(field, field),
+    f"expected every item to be str, got {type(bad).__name__} ({bad!r:.60})",
+  )
 
 
 def _plain(value: Any) -> Any:
@@ -170,16 +182,20 @@ def _plain(value: Any) -> Any:
   return repr(value)
 
 
-def _array_entries(split_name: str, split: Split, writer: _Writer,
-                   source: str) -> dict[str, dict[str, Any]]:
+def _array_entries(
+  split_name: str, split: Split, writer: _Writer, source: str
+) -> dict[str, dict[str, Any]]:
   """Manifest entries of one split's fields, writing the small arrays."""
   entries = {}
   for field, arr in vars(split).items():
     if arr is None:
       continue
     if field in FEATURE_FIELDS:
-      entries[field] = {"file": Path(arr.filename).name, "dtype": arr.dtype.str,
-                        "shape": list(arr.shape)}
+      entries[field] = {
+        "file": Path(arr.filename).name,
+        "dtype": arr.dtype.str,
+        "shape": list(arr.shape),
+      }
     else:
       arr = _storable_strings(np.asarray(arr), source, split_name, field)
       entries[field] = writer.small(np.ascontiguousarray(arr), f"{split_name}.{field}")
@@ -193,8 +209,12 @@ def _source_info(source: Path) -> dict[str, Any]:
   return {"path": str(source.resolve()), "layout": "MMSA pickle", "bytes": source.stat().st_size}
 
 
-def convert(source: str | os.PathLike, out_dir: str | os.PathLike, dataset: str | None = None,
-            vocab_size: int | None = None) -> Path:
+def convert(
+  source: str | os.PathLike,
+  out_dir: str | os.PathLike,
+  dataset: str | None = None,
+  vocab_size: int | None = None,
+) -> Path:
   """Converts an MMSA pickle or a GEAR split directory into a memory-mapped directory (once).
 
   Args:
@@ -219,12 +239,19 @@ def convert(source: str | os.PathLike, out_dir: str | os.PathLike, dataset: str 
     writer = _Writer(tmp)
     splits, metadata = mmsa.load_source(source, dataset, vocab_size, writer)
     manifest = {
-        "format": FORMAT, "version": VERSION, "source": _source_info(source),
-        "dataset": dataset, "vocab_size": vocab_size,
-        "splits": {name: {"num_samples": len(split),
-                          "arrays": _array_entries(name, split, writer, str(source))}
-                   for name, split in splits.items()},
-        "metadata": _plain(metadata),
+      "format": FORMAT,
+      "version": VERSION,
+      "source": _source_info(source),
+      "dataset": dataset,
+      "vocab_size": vocab_size,
+      "splits": {
+        name: {
+          "num_samples": len(split),
+          "arrays": _array_entries(name, split, writer, str(source)),
+        }
+        for name, split in splits.items()
+      },
+      "metadata": _plain(metadata),
     }
     del splits
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
@@ -249,8 +276,10 @@ def _read_manifest(path: Path) -> dict[str, Any]:
   if not path.is_dir():
     raise DataFormatError(f"{path}: not found; expected a directory written by ondisk.convert")
   if not file.is_file():
-    raise DataFormatError(f"{file}: missing; a converted directory needs the manifest that "
-                          "scripts/convert_data.py writes (convert the source again)")
+    raise DataFormatError(
+      f"{file}: missing; a converted directory needs the manifest that "
+      "scripts/convert_data.py writes (convert the source again)"
+    )
   try:
     manifest = json.loads(file.read_text(encoding="utf-8"))
   except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -258,8 +287,10 @@ def _read_manifest(path: Path) -> dict[str, Any]:
   if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
     raise DataFormatError(f"{file}: not a {FORMAT} manifest")
   if manifest.get("version") != VERSION:
-    raise DataFormatError(f"{file}: format version {manifest.get('version')!r}, this msa_jax "
-                          f"reads version {VERSION}; convert the source again")
+    raise DataFormatError(
+      f"{file}: format version {manifest.get('version')!r}, this msa_jax "
+      f"reads version {VERSION}; convert the source again"
+    )
   splits = manifest.get("splits")
   if not isinstance(splits, dict) or not all(name in splits for name in IID_SPLITS):
     raise DataFormatError(f"{file}: expected 'splits' to hold {', '.join(IID_SPLITS)}")
@@ -286,35 +317,45 @@ def _open_array(directory: Path, spec: Any, where: str, opened: dict[str, np.mem
   if not file.is_file():
     raise DataFormatError(f"{file}: missing ({where} in {manifest})")
   if "sha256" in spec and _sha256(file) != spec["sha256"]:
-    raise DataFormatError(f"{file}: checksum differs from {manifest}; the file changed or is "
-                          "corrupted (convert the source again)")
+    raise DataFormatError(
+      f"{file}: checksum differs from {manifest}; the file changed or is "
+      "corrupted (convert the source again)"
+    )
   try:
     arr = np.load(file, mmap_mode="r", allow_pickle=False)
   except (ValueError, OSError, EOFError) as e:
     raise DataFormatError(validate.one_line(f"{file}: not a readable .npy file ({e})")) from None
   if arr.dtype.str != spec.get("dtype") or list(arr.shape) != spec.get("shape"):
-    raise DataFormatError(f"{file}: expected dtype {spec.get('dtype')} shape {spec.get('shape')} "
-                          f"as in {manifest}, got dtype {arr.dtype.str} shape {list(arr.shape)}")
+    raise DataFormatError(
+      f"{file}: expected dtype {spec.get('dtype')} shape {spec.get('shape')} "
+      f"as in {manifest}, got dtype {arr.dtype.str} shape {list(arr.shape)}"
+    )
   opened[name] = arr
   return arr
 
 
-def _checked_split(arrays: dict[str, np.ndarray], name: str, files: dict[str, str],
-                   limits: Any) -> Split:
+def _checked_split(
+  arrays: dict[str, np.ndarray], name: str, files: dict[str, str], limits: Any
+) -> Split:
   """The cheap checks of `msa_jax.data.load` again (labels, token ids, lengths, shapes) on the
   memmaps, under the limits of this call; feature values were cleaned when converted."""
+
   def where(field: str) -> validate.Where:
     return validate.Where(files[field], name)
 
-  labels = validate.checked_labels(arrays["labels"], where("labels"), "regression_labels", None,
-                                   limits.label_bound)
+  labels = validate.checked_labels(
+    arrays["labels"], where("labels"), "regression_labels", None, limits.label_bound
+  )
   n = len(labels)
-  text_bert = validate.checked_text_bert(arrays["text_bert"], where("text_bert"), n,
-                                         limits.vocab_size)
+  text_bert = validate.checked_text_bert(
+    arrays["text_bert"], where("text_bert"), n, limits.vocab_size
+  )
   fields: dict[str, Any] = {"labels": labels, "text_bert": text_bert}
-  shapes = {"audio": ((n, None, None), "(N, Ta, Da) audio"),
-            "vision": ((n, None, None), "(N, Tv, Dv) vision"),
-            "text": ((n, text_bert.shape[2], None), "(N, L, Dt) text")}
+  shapes = {
+    "audio": ((n, None, None), "(N, Ta, Da) audio"),
+    "vision": ((n, None, None), "(N, Tv, Dv) vision"),
+    "text": ((n, text_bert.shape[2], None), "(N, L, Dt) text"),
+  }
   for field, (expected, names) in shapes.items():
     if field in arrays:
       fields[field] = validate.checked_features(arrays[field], where(field), field, expected, names)
@@ -325,19 +366,22 @@ def _checked_split(arrays: dict[str, np.ndarray], name: str, files: dict[str, st
     fields[key] = validate.checked_lengths(arrays[key], where(key), key, n, fields[m].shape[1])
   for field in ("labels_T", "labels_A", "labels_V"):
     if field in arrays:
-      fields[field] = validate.checked_labels(arrays[field], where(field), _SOURCE_KEYS[field], n,
-                                              limits.label_bound)
+      fields[field] = validate.checked_labels(
+        arrays[field], where(field), _SOURCE_KEYS[field], n, limits.label_bound
+      )
   for field in ("ids", "raw_text"):
     if field in arrays:
-      fields[field] = validate.checked_strings(arrays[field], where(field),
-                                               _SOURCE_KEYS.get(field, field), n)
+      fields[field] = validate.checked_strings(
+        arrays[field], where(field), _SOURCE_KEYS.get(field, field), n
+      )
   if "cue_signs" in arrays:
     fields["cue_signs"] = validate.checked_cue_signs(arrays["cue_signs"], where("cue_signs"), n)
   return Split(**fields)
 
 
-def open_ondisk_with_metadata(path: str | os.PathLike, dataset: str | None = None,
-                              vocab_size: int | None = None) -> tuple[dict[str, Split], dict]:
+def open_ondisk_with_metadata(
+  path: str | os.PathLike, dataset: str | None = None, vocab_size: int | None = None
+) -> tuple[dict[str, Split], dict]:
   """Opens a converted directory: split name -> `Split` of `np.memmap` arrays, and metadata.
 
   Every file is checked against the manifest (presence, dtype, shape; sha256 except feature
@@ -360,8 +404,11 @@ def open_ondisk_with_metadata(path: str | os.PathLike, dataset: str | None = Non
     for field in _REQUIRED:
       if field not in specs:
         raise DataFormatError(f"{path / MANIFEST}: split '{name}': missing array '{field}'")
-    arrays = {field: _open_array(path, spec, f"split '{name}', array '{field}'", opened)
-              for field, spec in specs.items() if field in Split.__dataclass_fields__}
+    arrays = {
+      field: _open_array(path, spec, f"split '{name}', array '{field}'", opened)
+      for field, spec in specs.items()
+      if field in Split.__dataclass_fields__
+    }
     split_files = {field: str(path / specs[field]["file"]) for field in arrays}
     splits[name] = _checked_split(arrays, name, split_files, limits)
     files[name] = str(path / MANIFEST)
@@ -370,7 +417,8 @@ def open_ondisk_with_metadata(path: str | os.PathLike, dataset: str | None = Non
   return splits, metadata if isinstance(metadata, dict) else {}
 
 
-def open_ondisk(path: str | os.PathLike, dataset: str | None = None,
-                vocab_size: int | None = None) -> dict[str, Split]:
+def open_ondisk(
+  path: str | os.PathLike, dataset: str | None = None, vocab_size: int | None = None
+) -> dict[str, Split]:
   """Opens a converted directory memory-mapped; see `open_ondisk_with_metadata`."""
   return open_ondisk_with_metadata(path, dataset, vocab_size)[0]

@@ -1,4 +1,5 @@
-"""GEAR's out-of-distribution test splits: K-means surface clusters + simulated annealing (docs/methods.md §6).
+"""GEAR's out-of-distribution test splits: K-means surface clusters + simulated annealing
+(docs/methods.md §6).
 
 The construction, deterministic from one non-negative integer seed:
 
@@ -7,21 +8,22 @@ The construction, deterministic from one non-negative integer seed:
    counts of the `text_vocab` most frequent training token ids ([PAD]/[UNK]/[CLS]/[SEP] excluded;
    other ids ignored), each row L2-normalised. Audio / vision: the mean over the valid frames
    (`audio_lengths` / `vision_lengths`), standardised per dimension with the training mean and std.
-2. K-means (`kmeans`: numpy k-means++ seeding and Lloyd iterations, best of `n_init` starts) fitted on
-   the training features; train and test samples get their nearest centre c(i).
+2. K-means (`kmeans`: numpy k-means++ seeding and Lloyd iterations, best of `n_init` starts) fitted
+   on the training features; train and test samples get their nearest centre c(i).
 3. Bias predictor b(c) = mean training label of cluster c (`cluster_bias`).
 4. Simulated annealing (`anneal_subset`) picks S ⊂ test with |S| = round(fraction · N_test) that
    minimises the sum, over the split's modalities, of corr(b_m(c_m(i)), y_i) over i ∈ S.
    Label shares: the start is a stratified random subset whose counts of negative / zero / positive
    labels are the test split's shares times |S| (largest-remainder rounding), and every move swaps a
    member for a non-member *of the same label class*. The shares therefore stay exactly those of the
-   start, within 1/|S| of the test split's; this is checked against `share_tolerance` (±2 points) and a
-   target size too small to meet it is an error. The correlation sums are updated in O(1) per move;
-   Metropolis acceptance; geometric cooling from T0 = t0_scale · median |Δ| of random moves at the
-   start down to T0 · t_final_ratio over a fixed number of steps; the best subset visited is returned.
-5. Splits `ood_text`, `ood_audio`, `ood_vision` (one modality's objective each) and `ood_all` (the sum
-   of the three objectives), saved as sorted index lists into the test split (`write_ood_json`) in
-   `default_ood_path(data)`, and attached to a split family with `apply_ood`.
+   start, within 1/|S| of the test split's; this is checked against `share_tolerance` (±2 points)
+   and a target size too small to meet it is an error. The correlation sums are updated in O(1) per
+   move; Metropolis acceptance; geometric cooling from T0 = t0_scale · median |Δ| of random moves at
+   the start down to T0 · t_final_ratio over a fixed number of steps; the best subset visited is
+   returned.
+5. Splits `ood_text`, `ood_audio`, `ood_vision` (one modality's objective each) and `ood_all` (the
+   sum of the three objectives), saved as sorted index lists into the test split (`write_ood_json`)
+   in `default_ood_path(data)`, and attached to a split family with `apply_ood`.
 """
 
 from __future__ import annotations
@@ -48,10 +50,10 @@ SPECIAL_TOKEN_IDS = (0, 100, 101, 102)
 LABEL_CLASSES = ("negative", "zero", "positive")
 # Which modalities' objectives each OOD split minimises (docs/methods.md §6 step 5).
 SPLIT_OBJECTIVES = {
-    "ood_text": ("text",),
-    "ood_audio": ("audio",),
-    "ood_vision": ("vision",),
-    "ood_all": MODALITIES,
+  "ood_text": ("text",),
+  "ood_audio": ("audio",),
+  "ood_vision": ("vision",),
+  "ood_all": MODALITIES,
 }
 _DEGENERATE = 1e-10
 
@@ -90,7 +92,8 @@ def token_vocab(text_bert: np.ndarray, size: int) -> np.ndarray:
 
 
 def token_bag(text_bert: np.ndarray, vocab: np.ndarray) -> np.ndarray:
-  """L2-normalised counts (N, V) of the `vocab` ids among the valid tokens of `text_bert` (N, 3, L)."""
+  """L2-normalised counts (N, V) of the `vocab` ids among the valid tokens of `text_bert`
+  (N, 3, L)."""
   ids = np.asarray(text_bert[:, 0]).astype(np.int64)
   valid = np.asarray(text_bert[:, 1]) > 0
   n, v = ids.shape[0], len(vocab)
@@ -116,7 +119,7 @@ def _raw_features(split: Split, modality: str, vocab: np.ndarray | None) -> np.n
 
 
 def surface_features(
-    train: Split, test: Split, modality: str, *, text_vocab: int = 512
+  train: Split, test: Split, modality: str, *, text_vocab: int = 512
 ) -> tuple[np.ndarray, np.ndarray, str]:
   """Per-sample surface features of one modality for train and test (docs/methods.md §6 step 1).
 
@@ -132,8 +135,11 @@ def surface_features(
     vocab = token_vocab(train.text_bert, text_vocab)
     if len(vocab) == 0:
       raise ValueError("bag-of-tokens text feature: the training split has no non-special tokens")
-    return (token_bag(train.text_bert, vocab), token_bag(test.text_bert, vocab),
-            f"token_bag_{len(vocab)}")
+    return (
+      token_bag(train.text_bert, vocab),
+      token_bag(test.text_bert, vocab),
+      f"token_bag_{len(vocab)}",
+    )
   f_train, f_test = _raw_features(train, modality, None), _raw_features(test, modality, None)
   mean, std = f_train.mean(axis=0), f_train.std(axis=0)
   std = np.where(std > 1e-8, std, 1.0)
@@ -168,7 +174,8 @@ def _sq_dists(x: np.ndarray, x_sq: np.ndarray, centers: np.ndarray) -> np.ndarra
 
 
 def kmeans_plus_plus(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-  """Greedy k-means++ seeding (2 + ln K candidates per centre, as scikit-learn) -> (K, D) centres."""
+  """Greedy k-means++ seeding (2 + ln K candidates per centre, as scikit-learn) -> (K, D)
+  centres."""
   n = x.shape[0]
   x_sq = np.sum(x * x, axis=1)
   n_trials = 2 + int(math.log(k))
@@ -201,13 +208,14 @@ def _update_centers(x: np.ndarray, labels: np.ndarray, dists: np.ndarray, k: int
   return centers
 
 
-def _lloyd(x: np.ndarray, centers: np.ndarray, max_iter: int, tol: float
-           ) -> tuple[np.ndarray, np.ndarray, float, int]:
+def _lloyd(
+  x: np.ndarray, centers: np.ndarray, max_iter: int, tol: float
+) -> tuple[np.ndarray, np.ndarray, float, int]:
   k = centers.shape[0]
   x_sq = np.sum(x * x, axis=1)
   labels = None
   it = 0
-  for it in range(1, max_iter + 1):
+  for it in range(1, max_iter + 1):  # noqa: B007 (the iteration count is returned)
     dists = _sq_dists(x, x_sq, centers)
     new_labels = dists.argmin(axis=1)
     new_centers = _update_centers(x, new_labels, dists, k)
@@ -222,15 +230,16 @@ def _lloyd(x: np.ndarray, centers: np.ndarray, max_iter: int, tol: float
 
 
 def kmeans(
-    x: np.ndarray,
-    k: int,
-    *,
-    seed: int | np.random.SeedSequence | np.random.Generator = 0,
-    n_init: int = 4,
-    max_iter: int = 300,
-    tol: float = 1e-4,
+  x: np.ndarray,
+  k: int,
+  *,
+  seed: int | np.random.SeedSequence | np.random.Generator = 0,
+  n_init: int = 4,
+  max_iter: int = 300,
+  tol: float = 1e-4,
 ) -> KMeansResult:
-  """K-means on `x` (N, D): best (lowest inertia) of `n_init` k-means++ / Lloyd runs (docs/methods.md §6 step 2).
+  """K-means on `x` (N, D): best (lowest inertia) of `n_init` k-means++ / Lloyd runs
+  (docs/methods.md §6 step 2).
 
   `tol` is relative to the mean per-dimension variance of `x`, as in scikit-learn's KMeans.
   """
@@ -249,7 +258,9 @@ def kmeans(
     if best is None or run[2] < best[2]:
       best = run
   centers, labels, inertia, n_iter = best
-  return KMeansResult(centers=centers, labels=labels.astype(np.int64), inertia=inertia, n_iter=n_iter)
+  return KMeansResult(
+    centers=centers, labels=labels.astype(np.int64), inertia=inertia, n_iter=n_iter
+  )
 
 
 def assign_clusters(x: np.ndarray, centers: np.ndarray) -> np.ndarray:
@@ -285,7 +296,8 @@ def label_shares(labels: np.ndarray) -> dict[str, float]:
 
 
 def stratified_counts(classes: np.ndarray, size: int) -> np.ndarray:
-  """Per-class counts (3,) of a subset of `size` with the shares of `classes` (largest remainder)."""
+  """Per-class counts (3,) of a subset of `size` with the shares of `classes`
+  (largest remainder)."""
   counts = np.bincount(classes, minlength=3)
   quota = counts * size / len(classes)
   out = np.floor(quota).astype(np.int64)
@@ -325,8 +337,9 @@ class _CorrSums:
     self.sxx = [sum(x[i] * x[i] for i in members) for x in xs]
     self.sxy = [sum(x[i] * y[i] for i in members) for x in xs]
 
-  def objective(self, sy: float, syy: float, sx: list[float], sxx: list[float], sxy: list[float]
-                ) -> float:
+  def objective(
+    self, sy: float, syy: float, sx: list[float], sxx: list[float], sxy: list[float]
+  ) -> float:
     n = self.n
     vy = n * syy - sy * sy
     if vy <= _DEGENERATE * n * syy:
@@ -360,17 +373,18 @@ class _CorrSums:
 
 
 def anneal_subset(
-    x: np.ndarray,
-    y: np.ndarray,
-    size: int,
-    *,
-    rng: np.random.Generator,
-    steps: int = 100_000,
-    t0_scale: float = 1.0,
-    t_final_ratio: float = 1e-3,
-    n_calibration: int = 256,
+  x: np.ndarray,
+  y: np.ndarray,
+  size: int,
+  *,
+  rng: np.random.Generator,
+  steps: int = 100_000,
+  t0_scale: float = 1.0,
+  t_final_ratio: float = 1e-3,
+  n_calibration: int = 256,
 ) -> AnnealResult:
-  """Simulated annealing: a subset of `size` samples minimising Σ_m corr(x[m, S], y[S]) (docs/methods.md §6 step 4).
+  """Simulated annealing: a subset of `size` samples minimising Σ_m corr(x[m, S], y[S])
+  (docs/methods.md §6 step 4).
 
   Args:
     x: (M, N) bias-predictor values b_m(c_m(i)) per objective modality m and test sample i.
@@ -459,19 +473,20 @@ def _require(splits: Mapping[str, Split], name: str) -> Split:
 
 
 def build_ood_splits(
-    splits: Mapping[str, Split],
-    *,
-    seed: int = 0,
-    k: int = 10,
-    fraction: float = 0.47,
-    steps: int = 100_000,
-    n_init: int = 4,
-    text_vocab: int = 512,
-    share_tolerance: float = 0.02,
-    t0_scale: float = 1.0,
-    t_final_ratio: float = 1e-3,
+  splits: Mapping[str, Split],
+  *,
+  seed: int = 0,
+  k: int = 10,
+  fraction: float = 0.47,
+  steps: int = 100_000,
+  n_init: int = 4,
+  text_vocab: int = 512,
+  share_tolerance: float = 0.02,
+  t0_scale: float = 1.0,
+  t_final_ratio: float = 1e-3,
 ) -> dict:
-  """GEAR's OOD test splits ood_text / ood_audio / ood_vision / ood_all from train + test (docs/methods.md §6).
+  """GEAR's OOD test splits ood_text / ood_audio / ood_vision / ood_all from train + test
+  (docs/methods.md §6).
 
   Args:
     splits: at least 'train' (clusters and the bias predictor) and 'test' (the subsets' source).
@@ -498,19 +513,25 @@ def build_ood_splits(
   n_test = len(test)
   size = int(round(fraction * n_test))
   if not 2 <= size < n_test:
-    raise ValueError(f"fraction {fraction} of a {n_test}-sample test split gives a subset of {size}; "
-                     f"need 2 <= size < {n_test}")
+    raise ValueError(
+      f"fraction {fraction} of a {n_test}-sample test split gives a subset of {size}; "
+      f"need 2 <= size < {n_test}"
+    )
   y_test = np.asarray(test.labels, np.float64)
   shares_test = label_shares(y_test)
   counts = stratified_counts(label_classes(y_test), size)
   for name, count in zip(LABEL_CLASSES, counts):
     if abs(count / size - shares_test[name]) > share_tolerance:
-      raise ValueError(f"an OOD subset of {size} samples cannot keep the {name} label share "
-                       f"{shares_test[name]:.4f} within ±{share_tolerance}; raise fraction or the test size")
+      raise ValueError(
+        f"an OOD subset of {size} samples cannot keep the {name} label share "
+        f"{shares_test[name]:.4f} within ±{share_tolerance}; raise fraction or the test size"
+      )
 
   features, inertia, corr_train, corr_test, bias_test = {}, {}, {}, {}, {}
   for m_index, modality in enumerate(MODALITIES):
-    f_train, f_test, features[modality] = surface_features(train, test, modality, text_vocab=text_vocab)
+    f_train, f_test, features[modality] = surface_features(
+      train, test, modality, text_vocab=text_vocab
+    )
     km = kmeans(f_train, k, seed=np.random.SeedSequence([seed, 0, m_index]), n_init=n_init)
     bias = cluster_bias(km.labels, train.labels, k)
     bias_test[modality] = bias[assign_clusters(f_test, km.centers)]
@@ -522,35 +543,50 @@ def build_ood_splits(
   for s_index, name in enumerate(OOD_SPLITS):
     modalities = SPLIT_OBJECTIVES[name]
     x = np.stack([bias_test[m] for m in modalities])
-    result = anneal_subset(x, y_test, size, rng=np.random.default_rng([seed, 1, s_index]), steps=steps,
-                           t0_scale=t0_scale, t_final_ratio=t_final_ratio)
+    result = anneal_subset(
+      x,
+      y_test,
+      size,
+      rng=np.random.default_rng([seed, 1, s_index]),
+      steps=steps,
+      t0_scale=t0_scale,
+      t_final_ratio=t_final_ratio,
+    )
     idx = result.indices
     corr_split = {m: pearson(bias_test[m][idx], y_test[idx]) for m in MODALITIES}
     out[name] = {
-        "indices": idx.tolist(),
-        "size": int(len(idx)),
-        "modalities": list(modalities),
-        "objective_before": float(sum(corr_test[m] for m in modalities)),
-        "objective_start": float(result.objective_start),
-        "objective_after": float(sum(corr_split[m] for m in modalities)),
-        "corr_split": corr_split,
-        "label_shares_test": shares_test,
-        "label_shares_split": label_shares(y_test[idx]),
-        "sa_accepted": int(result.n_accepted),
+      "indices": idx.tolist(),
+      "size": int(len(idx)),
+      "modalities": list(modalities),
+      "objective_before": float(sum(corr_test[m] for m in modalities)),
+      "objective_start": float(result.objective_start),
+      "objective_after": float(sum(corr_split[m] for m in modalities)),
+      "corr_split": corr_split,
+      "label_shares_test": shares_test,
+      "label_shares_split": label_shares(y_test[idx]),
+      "sa_accepted": int(result.n_accepted),
     }
   return {
-      "version": OOD_VERSION,
-      "seed": int(seed),
-      "n_train": len(train),
-      "n_test": n_test,
-      "params": {"k": k, "fraction": fraction, "size": size, "steps": steps, "n_init": n_init,
-                 "text_vocab": text_vocab, "share_tolerance": share_tolerance, "t0_scale": t0_scale,
-                 "t_final_ratio": t_final_ratio},
-      "features": features,
-      "kmeans_inertia": inertia,
-      "corr_train": corr_train,
-      "corr_test": corr_test,
-      "splits": out,
+    "version": OOD_VERSION,
+    "seed": int(seed),
+    "n_train": len(train),
+    "n_test": n_test,
+    "params": {
+      "k": k,
+      "fraction": fraction,
+      "size": size,
+      "steps": steps,
+      "n_init": n_init,
+      "text_vocab": text_vocab,
+      "share_tolerance": share_tolerance,
+      "t0_scale": t0_scale,
+      "t_final_ratio": t_final_ratio,
+    },
+    "features": features,
+    "kmeans_inertia": inertia,
+    "corr_train": corr_train,
+    "corr_test": corr_test,
+    "splits": out,
   }
 
 
@@ -574,12 +610,15 @@ def write_ood_json(result: Mapping, path: str | os.PathLike) -> pathlib.Path:
 
 def _check_indices(indices: object, n_test: int, where: str) -> np.ndarray:
   if not isinstance(indices, (list, np.ndarray)) or any(
-      isinstance(i, bool) or not isinstance(i, (int, np.integer)) for i in indices):
+    isinstance(i, bool) or not isinstance(i, (int, np.integer)) for i in indices
+  ):
     raise ValueError(f"{where}: indices must be a list of integers")
   idx = np.asarray(indices, np.int64).reshape(-1)
   bad = idx[(idx < 0) | (idx >= n_test)]
   if bad.size:
-    raise ValueError(f"{where}: index {int(bad[0])} out of range for a test split of {n_test} samples")
+    raise ValueError(
+      f"{where}: index {int(bad[0])} out of range for a test split of {n_test} samples"
+    )
   values, counts = np.unique(idx, return_counts=True)
   if np.any(counts > 1):
     raise ValueError(f"{where}: duplicate index {int(values[counts > 1][0])}")
@@ -594,8 +633,9 @@ def load_ood_json(path: str | os.PathLike, n_test: int) -> dict[str, np.ndarray]
     with open(path, encoding="utf-8") as f:
       data = json.load(f)
   except FileNotFoundError:
-    raise FileNotFoundError(f"{path}: OOD index file not found "
-                            "(build it with scripts/build_ood_splits.py)") from None
+    raise FileNotFoundError(
+      f"{path}: OOD index file not found (build it with scripts/build_ood_splits.py)"
+    ) from None
   except json.JSONDecodeError as e:
     raise ValueError(f"{path}: not valid JSON ({e})") from None
   if not isinstance(data, dict) or not isinstance(data.get("splits"), dict):
@@ -613,10 +653,11 @@ def load_ood_json(path: str | os.PathLike, n_test: int) -> dict[str, np.ndarray]
   return out
 
 
-def apply_ood(splits: Mapping[str, Split], ood_indices: Mapping[str, np.ndarray], *,
-              overwrite: bool = False) -> dict[str, Split]:
-  """A new split family: `splits` plus each OOD subset of its test split (docs/methods.md §6), taken with
-  `pipeline.take_rows`: arrays memory-mapped from a converted directory stay on disk.
+def apply_ood(
+  splits: Mapping[str, Split], ood_indices: Mapping[str, np.ndarray], *, overwrite: bool = False
+) -> dict[str, Split]:
+  """A new split family: `splits` plus each OOD subset of its test split (docs/methods.md §6), taken
+  with `pipeline.take_rows`: arrays memory-mapped from a converted directory stay on disk.
 
   An OOD name already present (e.g. a GEAR directory's released splits) is an error unless
   `overwrite`.
@@ -628,5 +669,7 @@ def apply_ood(splits: Mapping[str, Split], ood_indices: Mapping[str, np.ndarray]
       raise ValueError(f"unknown OOD split {name!r}; expected names from {OOD_SPLITS}")
     if name in splits and not overwrite:
       raise ValueError(f"split {name!r} already exists (pass overwrite=True to replace it)")
-    out[name] = pipeline.take_rows(test, _check_indices(np.asarray(indices).tolist(), len(test), f"split {name!r}"))
+    out[name] = pipeline.take_rows(
+      test, _check_indices(np.asarray(indices).tolist(), len(test), f"split {name!r}")
+    )
   return out

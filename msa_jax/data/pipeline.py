@@ -1,4 +1,5 @@
-"""The input pipeline on grain: random-access sources, shuffled training batches, padded eval batches.
+"""The input pipeline on grain: random-access sources, shuffled training batches, padded eval
+batches.
 
 The pipeline only moves and batches data; missing-data masking happens on the device
 (`msa_jax.data.masking`). Batches are dicts of numpy arrays with the model keys of
@@ -58,7 +59,9 @@ def read_rows(arr: np.memmap, indices: np.ndarray) -> np.ndarray:
   fd = os.open(arr.filename, os.O_RDONLY)
   try:
     for j, i in enumerate(indices):
-      if os.preadv(fd, [memoryview(rows[j]).cast("B")], arr.offset + int(i) * row_bytes) != row_bytes:
+      if (
+        os.preadv(fd, [memoryview(rows[j]).cast("B")], arr.offset + int(i) * row_bytes) != row_bytes
+      ):
         raise OSError(f"{arr.filename}: short read at row {int(i)} (file truncated?)")
   finally:
     os.close(fd)
@@ -68,10 +71,10 @@ def read_rows(arr: np.memmap, indices: np.ndarray) -> np.ndarray:
 class RowSubset:
   """Rows `rows` of a file-backed memmap, read on demand: a lazy `base[rows]`.
 
-  An OOD split is a subset of the test split (docs/methods.md §6); taken eagerly from MOSEI's memory-mapped
-  test frames, the four subsets would copy about 2 GB into memory. `take_rows` keeps them as
-  RowSubsets instead, which `SplitSource` reads row by row with `read_rows` like the test split
-  itself. Indexing along the first axis, or `np.asarray`, reads the rows into a new array.
+  An OOD split is a subset of the test split (docs/methods.md §6); taken eagerly from MOSEI's
+  memory-mapped test frames, the four subsets would copy about 2 GB into memory. `take_rows` keeps
+  them as RowSubsets instead, which `SplitSource` reads row by row with `read_rows` like the test
+  split itself. Indexing along the first axis, or `np.asarray`, reads the rows into a new array.
   """
 
   def __init__(self, base: np.memmap, rows: np.ndarray):
@@ -79,7 +82,9 @@ class RowSubset:
       raise TypeError("RowSubset needs a whole, C-ordered, file-backed np.memmap")
     self.base = base
     self.rows = np.asarray(rows, dtype=np.int64)
-    if self.rows.ndim != 1 or (self.rows.size and (self.rows.min() < 0 or self.rows.max() >= len(base))):
+    if self.rows.ndim != 1 or (
+      self.rows.size and (self.rows.min() < 0 or self.rows.max() >= len(base))
+    ):
       raise IndexError(f"rows must be a 1-D array of indices into {len(base)} rows")
 
   @property
@@ -106,7 +111,9 @@ class RowSubset:
       if not key:
         return np.asarray(self)
       rows = self[key[0]]
-      return rows[key[1:]] if isinstance(key[0], (int, np.integer)) else rows[(slice(None),) + key[1:]]
+      return (
+        rows[key[1:]] if isinstance(key[0], (int, np.integer)) else rows[(slice(None),) + key[1:]]
+      )
     if isinstance(key, (int, np.integer)):
       return self.read(np.array([key]))[0]
     return read_rows(self.base, self.rows[key])
@@ -149,7 +156,9 @@ class SplitSource:
 
   def __init__(self, split: Split):
     self._arrays = split.model_arrays()
-    self._from_file = {k for k, v in self._arrays.items() if _file_backed(v) or isinstance(v, RowSubset)}
+    self._from_file = {
+      k for k, v in self._arrays.items() if _file_backed(v) or isinstance(v, RowSubset)
+    }
     self._n = len(split)
 
   def __len__(self) -> int:
@@ -194,7 +203,9 @@ def device_arrays(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def _local_rows(global_batch_size: int, process_index: int, process_count: int) -> slice:
   if global_batch_size % process_count:
-    raise ValueError(f"batch size {global_batch_size} is not divisible by the process count {process_count}")
+    raise ValueError(
+      f"batch size {global_batch_size} is not divisible by the process count {process_count}"
+    )
   per = global_batch_size // process_count
   return slice(process_index * per, (process_index + 1) * per)
 
@@ -202,12 +213,15 @@ def _local_rows(global_batch_size: int, process_index: int, process_count: int) 
 def steps_per_epoch(num_samples: int, batch_size: int) -> int:
   """Training steps that make one epoch: N // B (the stream is continuous across epochs)."""
   if batch_size > num_samples:
-    raise ValueError(f"batch_size {batch_size} is larger than the training split ({num_samples} samples)")
+    raise ValueError(
+      f"batch_size {batch_size} is larger than the training split ({num_samples} samples)"
+    )
   return num_samples // batch_size
 
 
-def train_dataset(split: Split, batch_size: int, seed: int, *, process_index: int = 0,
-                  process_count: int = 1) -> grain.MapDataset:
+def train_dataset(
+  split: Split, batch_size: int, seed: int, *, process_index: int = 0, process_count: int = 1
+) -> grain.MapDataset:
   """An infinite dataset of training batches; element s is the batch of step s.
 
   Args:
@@ -219,7 +233,12 @@ def train_dataset(split: Split, batch_size: int, seed: int, *, process_index: in
   steps_per_epoch(len(split), batch_size)
   source = SplitSource(split)
   rows = _local_rows(batch_size, process_index, process_count)
-  indices = grain.MapDataset.range(len(source)).shuffle(seed=seed).repeat().batch(batch_size, drop_remainder=True)
+  indices = (
+    grain.MapDataset.range(len(source))
+    .shuffle(seed=seed)
+    .repeat()
+    .batch(batch_size, drop_remainder=True)
+  )
   return indices.map(lambda idx: source.gather(np.asarray(idx)[rows]))
 
 
@@ -227,8 +246,9 @@ def num_eval_batches(num_samples: int, batch_size: int) -> int:
   return math.ceil(num_samples / batch_size)
 
 
-def eval_dataset(split: Split, batch_size: int, *, process_index: int = 0,
-                 process_count: int = 1) -> grain.MapDataset:
+def eval_dataset(
+  split: Split, batch_size: int, *, process_index: int = 0, process_count: int = 1
+) -> grain.MapDataset:
   """A finite dataset of evaluation batches visiting every sample exactly once, in order.
 
   The last batch is filled up to `batch_size` with sample 0 marked `valid = False`; metrics and

@@ -1,4 +1,5 @@
-"""The in-memory form of one data split (docs/methods.md §1), shared by every loader and the pipeline."""
+"""The in-memory form of one data split (docs/methods.md §1), shared by every loader and the
+pipeline."""
 
 from __future__ import annotations
 
@@ -65,21 +66,23 @@ class Split:
   def vision_shape(self) -> tuple[int, int]:
     return int(self.vision.shape[1]), int(self.vision.shape[2])
 
-  def take(self, indices: np.ndarray) -> "Split":
+  def take(self, indices: np.ndarray) -> Split:
     """A new Split holding the samples at `indices` (e.g. an OOD subset of test)."""
     idx = np.asarray(indices)
-    return Split(**{
+    return Split(
+      **{
         f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[idx])
         for f in dataclasses.fields(self)
-    })
+      }
+    )
 
   def model_arrays(self) -> dict[str, np.ndarray]:
     """The arrays a model batch is built from (the keys of a pipeline batch)."""
     return {
-        "text_bert": self.text_bert,
-        "audio": self.audio,
-        "vision": self.vision,
-        "audio_lengths": self.audio_lengths,
-        "vision_lengths": self.vision_lengths,
-        "labels": self.labels,
+      "text_bert": self.text_bert,
+      "audio": self.audio,
+      "vision": self.vision,
+      "audio_lengths": self.audio_lengths,
+      "vision_lengths": self.vision_lengths,
+      "labels": self.labels,
     }

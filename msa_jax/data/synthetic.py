@@ -111,32 +111,63 @@ CLS_ID, SEP_ID, PAD_ID = 101, 102, 0
 
 # Frames of a sentiment word ("_" is the word); at most five tokens each.
 SENTIMENT_FRAMES = (
-    "it was _", "the movie was _", "i thought it was _", "the acting was _", "the story was _",
-    "that part was _", "it felt _", "the ending was _", "i would say _", "so _",
-    "the characters were _", "overall _",
+  "it was _",
+  "the movie was _",
+  "i thought it was _",
+  "the acting was _",
+  "the story was _",
+  "that part was _",
+  "it felt _",
+  "the ending was _",
+  "i would say _",
+  "so _",
+  "the characters were _",
+  "overall _",
 )
 # Frames of a text-cue noun; at most six tokens each.
 CUE_FRAMES = ("we watched it in the _", "i saw it in the _", "in the _", "i was in the _")
 # Cue nouns: (word used when the cue is +1, word used when it is -1).
 TEXT_CUE_PAIRS = (
-    ("kitchen", "garage"), ("morning", "evening"), ("office", "library"),
-    ("basement", "attic"), ("garden", "hallway"), ("car", "bus"),
+  ("kitchen", "garage"),
+  ("morning", "evening"),
+  ("office", "library"),
+  ("basement", "attic"),
+  ("garden", "hallway"),
+  ("car", "bus"),
 )
 NEUTRAL_CLAUSES = (
-    "i went to see it last weekend", "the movie is about a family",
-    "it is about a man and his daughter", "there is a scene in the middle",
-    "the story takes place in a small town", "it came out this year",
-    "my brother watched it with me", "it runs about two hours", "they travel across the country",
-    "the main character is a teacher", "the director also made the first one",
-    "most of it was filmed in new york", "um", "you know", "i mean", "so basically",
-    "the second half is different", "there are three main characters", "she moves to the city",
-    "it is based on a book", "the trailer came out in march", "we bought the tickets online",
-    "he works at a newspaper", "the music is by a band from london", "i read about it before",
-    "it has a lot of dialogue", "the first scene is at night",
+  "i went to see it last weekend",
+  "the movie is about a family",
+  "it is about a man and his daughter",
+  "there is a scene in the middle",
+  "the story takes place in a small town",
+  "it came out this year",
+  "my brother watched it with me",
+  "it runs about two hours",
+  "they travel across the country",
+  "the main character is a teacher",
+  "the director also made the first one",
+  "most of it was filmed in new york",
+  "um",
+  "you know",
+  "i mean",
+  "so basically",
+  "the second half is different",
+  "there are three main characters",
+  "she moves to the city",
+  "it is based on a book",
+  "the trailer came out in march",
+  "we bought the tickets online",
+  "he works at a newspaper",
+  "the music is by a band from london",
+  "i read about it before",
+  "it has a lot of dialogue",
+  "the first scene is at night",
 )
 CONNECTORS = ("and", "so", "then", "also", "um")
 # VADER entries kept out of the sentiment vocabulary: profanity, grave topics, non-opinions.
-SENTIMENT_BLOCKLIST = frozenset("""
+SENTIMENT_BLOCKLIST = frozenset(
+  """
   like united hand party parties help original sure free created creation yes yeah festival
   awards awarded security certain novel championships chance agreed agreement please supported
   increase join share shares shared sharing ability promoted safety advanced grant accepted
@@ -150,12 +181,14 @@ SENTIMENT_BLOCKLIST = frozenset("""
   asshole cunt whore slut sex sexy nigger fag faggot retarded dumbass bullshit crap suck sucks
   sucked porn penis vagina death dead died die attack attacked attacks enemy enemies battle
   battles fought fight fighting fights gun shoot beaten beating assault terror terrorism
-""".split())
+""".split()
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticConfig:
-  """Every knob of the synthetic generator (docs/methods.md §7); see the module docstring for the model.
+  """Every knob of the synthetic generator (docs/methods.md §7); see the module docstring for the
+  model.
 
   Sizes are full-scale split sizes; `generate(scale=...)` multiplies them. Noise/shift values of
   audio and vision are in feature units (frame noise 1 means unit-variance frames).
@@ -223,30 +256,76 @@ class SyntheticConfig:
 
 
 PRESETS: dict[str, SyntheticConfig] = {
-    "mosi": SyntheticConfig(
-        name="mosi", n_train=1284, n_valid=229, n_test=686, text_len=50,
-        audio_frames=375, audio_dim=5, vision_frames=500, vision_dim=20),
-    # The reduced MOSI-like preset of LNLN's fast default run: fewer samples and 32 audio / vision
-    # frames (full MOSI frame counts cost minutes per epoch on a 2-core CPU).
-    "mosi_small": SyntheticConfig(
-        name="mosi_small", n_train=384, n_valid=128, n_test=256, text_len=50,
-        audio_frames=32, audio_dim=5, vision_frames=32, vision_dim=20),
-    "mosei": SyntheticConfig(
-        name="mosei", n_train=16326, n_valid=1871, n_test=4659, text_len=50,
-        audio_frames=500, audio_dim=74, vision_frames=500, vision_dim=35,
-        annotators=3, audio_sentiment_dims=6, audio_cue_dims=2, audio_sentiment_shift=0.2,
-        audio_cue_shift=1.0, vision_sentiment_dims=6, vision_cue_dims=2,
-        vision_sentiment_shift=0.25),
-    "sims": SyntheticConfig(
-        name="sims", n_train=1368, n_valid=456, n_test=457, text_len=39,
-        audio_frames=400, audio_dim=33, vision_frames=55, vision_dim=709,
-        label_max=1.0, rating_levels=3, latent_mode=0.45, latent_std=0.35,
-        annotator_noise=0.3, unimodal_labels=True,
-        audio_sentiment_dims=4, audio_cue_dims=2, audio_sentiment_shift=0.25,
-        audio_cue_shift=1.0, vision_sentiment_dims=8, vision_cue_dims=4,
-        vision_sentiment_shift=0.2, vision_cue_shift=0.8, vision_length_median=0.6),
+  "mosi": SyntheticConfig(
+    name="mosi",
+    n_train=1284,
+    n_valid=229,
+    n_test=686,
+    text_len=50,
+    audio_frames=375,
+    audio_dim=5,
+    vision_frames=500,
+    vision_dim=20,
+  ),
+  # The reduced MOSI-like preset of LNLN's fast default run: fewer samples and 32 audio / vision
+  # frames (full MOSI frame counts cost minutes per epoch on a 2-core CPU).
+  "mosi_small": SyntheticConfig(
+    name="mosi_small",
+    n_train=384,
+    n_valid=128,
+    n_test=256,
+    text_len=50,
+    audio_frames=32,
+    audio_dim=5,
+    vision_frames=32,
+    vision_dim=20,
+  ),
+  "mosei": SyntheticConfig(
+    name="mosei",
+    n_train=16326,
+    n_valid=1871,
+    n_test=4659,
+    text_len=50,
+    audio_frames=500,
+    audio_dim=74,
+    vision_frames=500,
+    vision_dim=35,
+    annotators=3,
+    audio_sentiment_dims=6,
+    audio_cue_dims=2,
+    audio_sentiment_shift=0.2,
+    audio_cue_shift=1.0,
+    vision_sentiment_dims=6,
+    vision_cue_dims=2,
+    vision_sentiment_shift=0.25,
+  ),
+  "sims": SyntheticConfig(
+    name="sims",
+    n_train=1368,
+    n_valid=456,
+    n_test=457,
+    text_len=39,
+    audio_frames=400,
+    audio_dim=33,
+    vision_frames=55,
+    vision_dim=709,
+    label_max=1.0,
+    rating_levels=3,
+    latent_mode=0.45,
+    latent_std=0.35,
+    annotator_noise=0.3,
+    unimodal_labels=True,
+    audio_sentiment_dims=4,
+    audio_cue_dims=2,
+    audio_sentiment_shift=0.25,
+    audio_cue_shift=1.0,
+    vision_sentiment_dims=8,
+    vision_cue_dims=4,
+    vision_sentiment_shift=0.2,
+    vision_cue_shift=0.8,
+    vision_length_median=0.6,
+  ),
 }
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -280,8 +359,9 @@ class CueDesign:
 # before any method was run on it: b = 3.0 on audio and vision, offset b c (0.1 + |y| / 3), noise
 # 0.1 on the cue dimensions, one text cue pair, agreement 0.9 shared by the three modalities.
 PRESETS_V2: dict[str, SyntheticConfig] = {
-    name: dataclasses.replace(PRESETS[name], audio_cue_shift=3.0, vision_cue_shift=3.0)
-    for name in ("mosi", "mosi_small")}
+  name: dataclasses.replace(PRESETS[name], audio_cue_shift=3.0, vision_cue_shift=3.0)
+  for name in ("mosi", "mosi_small")
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,20 +374,41 @@ class Benchmark:
 
 
 BENCHMARKS: dict[str, Benchmark] = {
-    "v1": Benchmark(BENCHMARK_VERSION, PRESETS, CueDesign(
-        shared_agreement=False, label_scaled_cue=False, cue_floor=0.0, cue_sample_noise=None,
-        text_cue_pairs=len(TEXT_CUE_PAIRS), ood_valid=False, store_cue_signs=False)),
-    "v2": Benchmark("synth-v2", PRESETS_V2, CueDesign(
-        shared_agreement=True, label_scaled_cue=True, cue_floor=0.1, cue_sample_noise=0.1,
-        text_cue_pairs=1, ood_valid=True, store_cue_signs=True)),
+  "v1": Benchmark(
+    BENCHMARK_VERSION,
+    PRESETS,
+    CueDesign(
+      shared_agreement=False,
+      label_scaled_cue=False,
+      cue_floor=0.0,
+      cue_sample_noise=None,
+      text_cue_pairs=len(TEXT_CUE_PAIRS),
+      ood_valid=False,
+      store_cue_signs=False,
+    ),
+  ),
+  "v2": Benchmark(
+    "synth-v2",
+    PRESETS_V2,
+    CueDesign(
+      shared_agreement=True,
+      label_scaled_cue=True,
+      cue_floor=0.1,
+      cue_sample_noise=0.1,
+      text_cue_pairs=1,
+      ood_valid=True,
+      store_cue_signs=True,
+    ),
+  ),
 }
 
 
 def benchmark(version: str) -> Benchmark:
   """The benchmark version `version` ('v1' or 'v2'), or a ValueError naming the choices."""
   if version not in BENCHMARKS:
-    raise ValueError(f"unknown synthetic benchmark version {version!r}; expected one of "
-                     f"{sorted(BENCHMARKS)}")
+    raise ValueError(
+      f"unknown synthetic benchmark version {version!r}; expected one of {sorted(BENCHMARKS)}"
+    )
   return BENCHMARKS[version]
 
 
@@ -325,11 +426,14 @@ def _rng(seed: int, *codes: int) -> np.random.Generator:
 
 
 def vader_lexicon_path() -> pathlib.Path:
-  """Path of `vader_lexicon.txt` inside the installed vaderSentiment package (docs/methods.md §7)."""
+  """Path of `vader_lexicon.txt` inside the installed vaderSentiment package
+  (docs/methods.md §7)."""
   spec = importlib.util.find_spec("vaderSentiment")
   if spec is None or spec.origin is None:
-    raise FileNotFoundError("Python package 'vaderSentiment' (PyPI: vadersentiment) is not "
-                            "installed; the synthetic benchmark takes its sentiment words from it")
+    raise FileNotFoundError(
+      "Python package 'vaderSentiment' (PyPI: vadersentiment) is not "
+      "installed; the synthetic benchmark takes its sentiment words from it"
+    )
   path = pathlib.Path(spec.origin).parent / "vader_lexicon.txt"
   if not path.is_file():
     raise FileNotFoundError(f"{path} is missing from the installed vaderSentiment package")
@@ -381,18 +485,25 @@ def _lookup(text: str, index: dict[str, int], lexicon: dict, what: str) -> tuple
       ids.append(-1)
       continue
     if word not in index:
-      raise ValueError(f"synthetic {what} {text!r}: word {word!r} is not a single token of the "
-                       "bert-base-uncased vocabulary")
+      raise ValueError(
+        f"synthetic {what} {text!r}: word {word!r} is not a single token of the "
+        "bert-base-uncased vocabulary"
+      )
     if word in lexicon:
-      raise ValueError(f"synthetic {what} {text!r}: word {word!r} is in the VADER lexicon "
-                       f"(valence {lexicon[word][0]}), expected a sentiment-neutral word")
+      raise ValueError(
+        f"synthetic {what} {text!r}: word {word!r} is in the VADER lexicon "
+        f"(valence {lexicon[word][0]}), expected a sentiment-neutral word"
+      )
     ids.append(index[word])
   return tuple(ids)
 
 
-def build_text_resources(cfg: SyntheticConfig, vocab: Sequence[str],
-                         lexicon: dict[str, tuple[float, float]],
-                         cue_pairs: int = len(TEXT_CUE_PAIRS)) -> TextResources:
+def build_text_resources(
+  cfg: SyntheticConfig,
+  vocab: Sequence[str],
+  lexicon: dict[str, tuple[float, float]],
+  cue_pairs: int = len(TEXT_CUE_PAIRS),
+) -> TextResources:
   """Selects the sentiment words and tokenizes every template (docs/methods.md §7); the text cue
   uses the first `cue_pairs` of `TEXT_CUE_PAIRS` (all of them stay out of the sentiment words)."""
   index = {w: i for i, w in enumerate(vocab)}
@@ -402,32 +513,51 @@ def build_text_resources(cfg: SyntheticConfig, vocab: Sequence[str],
 
   def pick(sign: int) -> tuple[np.ndarray, np.ndarray]:
     cands = sorted(
-        (index[w], v) for w, (v, sd) in lexicon.items()
-        if w in index and w.isalpha() and w.isascii() and len(w) >= 3 and w not in reserved
-        and w not in SENTIMENT_BLOCKLIST and sign * v >= cfg.min_abs_valence
-        and sd <= cfg.max_valence_std)
+      (index[w], v)
+      for w, (v, sd) in lexicon.items()
+      if w in index
+      and w.isalpha()
+      and w.isascii()
+      and len(w) >= 3
+      and w not in reserved
+      and w not in SENTIMENT_BLOCKLIST
+      and sign * v >= cfg.min_abs_valence
+      and sd <= cfg.max_valence_std
+    )
     if len(cands) < cfg.sentiment_words_per_polarity:
-      raise ValueError(f"synthetic config {cfg.name!r}: only {len(cands)} VADER words of sign "
-                       f"{sign:+d} qualify, sentiment_words_per_polarity="
-                       f"{cfg.sentiment_words_per_polarity}")
-    chosen = cands[:cfg.sentiment_words_per_polarity]
+      raise ValueError(
+        f"synthetic config {cfg.name!r}: only {len(cands)} VADER words of sign "
+        f"{sign:+d} qualify, sentiment_words_per_polarity="
+        f"{cfg.sentiment_words_per_polarity}"
+      )
+    chosen = cands[: cfg.sentiment_words_per_polarity]
     chosen.sort(key=lambda iv: (abs(iv[1]), iv[0]))
-    return (np.array([i for i, _ in chosen], dtype=np.int64),
-            np.array([v for _, v in chosen], dtype=np.float64))
+    return (
+      np.array([i for i, _ in chosen], dtype=np.int64),
+      np.array([v for _, v in chosen], dtype=np.float64),
+    )
 
   pos_ids, pos_val = pick(+1)
   neg_ids, neg_val = pick(-1)
-  cue_ids = np.array([[_lookup(a, index, lexicon, "cue word")[0],
-                       _lookup(b, index, lexicon, "cue word")[0]]
-                      for a, b in TEXT_CUE_PAIRS[:cue_pairs]],
-                     dtype=np.int64)
+  cue_ids = np.array(
+    [
+      [_lookup(a, index, lexicon, "cue word")[0], _lookup(b, index, lexicon, "cue word")[0]]
+      for a, b in TEXT_CUE_PAIRS[:cue_pairs]
+    ],
+    dtype=np.int64,
+  )
   return TextResources(
-      vocab=tuple(vocab), positive_ids=pos_ids, negative_ids=neg_ids, positive_valence=pos_val,
-      negative_valence=neg_val, cue_ids=cue_ids,
-      sentiment_frames=tuple(_lookup(t, index, lexicon, "frame") for t in SENTIMENT_FRAMES),
-      cue_frames=tuple(_lookup(t, index, lexicon, "cue frame") for t in CUE_FRAMES),
-      neutral_clauses=tuple(_lookup(t, index, lexicon, "clause") for t in NEUTRAL_CLAUSES),
-      connectors=tuple(_lookup(t, index, lexicon, "connector")[0] for t in CONNECTORS))
+    vocab=tuple(vocab),
+    positive_ids=pos_ids,
+    negative_ids=neg_ids,
+    positive_valence=pos_val,
+    negative_valence=neg_val,
+    cue_ids=cue_ids,
+    sentiment_frames=tuple(_lookup(t, index, lexicon, "frame") for t in SENTIMENT_FRAMES),
+    cue_frames=tuple(_lookup(t, index, lexicon, "cue frame") for t in CUE_FRAMES),
+    neutral_clauses=tuple(_lookup(t, index, lexicon, "clause") for t in NEUTRAL_CLAUSES),
+    connectors=tuple(_lookup(t, index, lexicon, "connector")[0] for t in CONNECTORS),
+  )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -454,8 +584,9 @@ def sample_labels(cfg: SyntheticConfig, n: int, rng: np.random.Generator) -> dic
   return out
 
 
-def sample_cues(labels: np.ndarray, agree_prob: float, rng: np.random.Generator,
-                shared: bool = False) -> dict[str, np.ndarray]:
+def sample_cues(
+  labels: np.ndarray, agree_prob: float, rng: np.random.Generator, shared: bool = False
+) -> dict[str, np.ndarray]:
   """(N,) ±1 cue signs per modality: sign(label) with prob `agree_prob`, random for zero labels.
 
   Each modality draws its own agreement and coin unless `shared`: then one draw per sample gives
@@ -475,13 +606,16 @@ def sample_cues(labels: np.ndarray, agree_prob: float, rng: np.random.Generator,
   return {m: draw() for m in MODALITIES}
 
 
-def sample_lengths(cfg: SyntheticConfig, n: int,
-                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def sample_lengths(
+  cfg: SyntheticConfig, n: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
   """(N,) int64 audio and vision lengths in [1, T] sharing one duration draw (step 3)."""
   duration = np.exp(rng.normal(0.0, cfg.length_spread, n))
   out = []
-  for frames, median in ((cfg.audio_frames, cfg.audio_length_median),
-                         (cfg.vision_frames, cfg.vision_length_median)):
+  for frames, median in (
+    (cfg.audio_frames, cfg.audio_length_median),
+    (cfg.vision_frames, cfg.vision_length_median),
+  ):
     jitter = np.exp(rng.normal(0.0, cfg.length_jitter, n))
     out.append(np.clip(np.ceil(median * frames * duration * jitter), 1, frames).astype(np.int64))
   return out[0], out[1]
@@ -491,22 +625,28 @@ def sample_lengths(cfg: SyntheticConfig, n: int,
 # Text.
 
 
-def _sentiment_words(target: np.ndarray, cfg: SyntheticConfig, res: TextResources,
-                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _sentiment_words(
+  target: np.ndarray, cfg: SyntheticConfig, res: TextResources, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
   """(N, K) sentiment word ids and (N,) counts for text targets in [-1, 1] (step 4)."""
   n, k = target.shape[0], cfg.max_sentiment_words
   mag = np.abs(target)
   count = np.clip(np.rint(1 + mag * (k - 1) + rng.normal(0, cfg.sentiment_count_noise, n)), 1, k)
   count = np.where(target == 0, rng.integers(0, 3, n), count).astype(np.int64)
-  sign = np.where((target == 0)[:, None], np.where(rng.random((n, k)) < 0.5, 1, -1),
-                  np.sign(target)[:, None].astype(np.int64))
+  sign = np.where(
+    (target == 0)[:, None],
+    np.where(rng.random((n, k)) < 0.5, 1, -1),
+    np.sign(target)[:, None].astype(np.int64),
+  )
   flip = rng.random((n, k)) < cfg.opposite_word_prob
   sign = np.where(flip & (target != 0)[:, None], -sign, sign)
   strength = np.clip(mag[:, None] + rng.normal(0, cfg.sentiment_strength_noise, (n, k)), 0, 1)
-  pos = res.positive_ids[np.minimum((strength * len(res.positive_ids)).astype(np.int64),
-                                    len(res.positive_ids) - 1)]
-  neg = res.negative_ids[np.minimum((strength * len(res.negative_ids)).astype(np.int64),
-                                    len(res.negative_ids) - 1)]
+  pos = res.positive_ids[
+    np.minimum((strength * len(res.positive_ids)).astype(np.int64), len(res.positive_ids) - 1)
+  ]
+  neg = res.negative_ids[
+    np.minimum((strength * len(res.negative_ids)).astype(np.int64), len(res.negative_ids) - 1)
+  ]
   return np.where(sign > 0, pos, neg), count
 
 
@@ -514,8 +654,13 @@ def _fill(frame: tuple[int, ...], word: int) -> list[int]:
   return [word if t == -1 else t for t in frame]
 
 
-def sample_text(target: np.ndarray, cue: np.ndarray, cfg: SyntheticConfig, res: TextResources,
-                rng: np.random.Generator) -> np.ndarray:
+def sample_text(
+  target: np.ndarray,
+  cue: np.ndarray,
+  cfg: SyntheticConfig,
+  res: TextResources,
+  rng: np.random.Generator,
+) -> np.ndarray:
   """(N, 3, L) float32 text_bert rows [ids, mask, segment] of generated sentences (step 4)."""
   n, budget = target.shape[0], cfg.text_len - 2
   words, count = _sentiment_words(target, cfg, res, rng)
@@ -532,28 +677,34 @@ def sample_text(target: np.ndarray, cue: np.ndarray, cfg: SyntheticConfig, res: 
   column = np.where(cue > 0, 0, 1)
   out = np.zeros((n, 3, cfg.text_len), dtype=np.float32)
   for i in range(n):
-    clauses = [_fill(res.sentiment_frames[f], w)
-               for f, w in zip(sent_frame[i, :count[i]], words[i, :count[i]])]
-    clauses += [_fill(res.cue_frames[cue_frame[i, j]], res.cue_ids[cue_pair[i, j], column[i]])
-                for j in range(n_cue[i])]
+    clauses = [
+      _fill(res.sentiment_frames[f], w)
+      for f, w in zip(sent_frame[i, : count[i]], words[i, : count[i]])
+    ]
+    clauses += [
+      _fill(res.cue_frames[cue_frame[i, j]], res.cue_ids[cue_pair[i, j], column[i]])
+      for j in range(n_cue[i])
+    ]
     used = sum(len(c) for c in clauses)
     if used > budget:
-      raise ValueError(f"synthetic config {cfg.name!r}: text_len={cfg.text_len} cannot hold "
-                       f"{used} required words; lower max_sentiment_words or max_cue_tokens")
+      raise ValueError(
+        f"synthetic config {cfg.name!r}: text_len={cfg.text_len} cannot hold "
+        f"{used} required words; lower max_sentiment_words or max_cue_tokens"
+      )
     for j in range(n_neutral[i]):
       clause = res.neutral_clauses[neutral[i, j]]
       if used + len(clause) <= budget:
         clauses.append(list(clause))
         used += len(clause)
     ids = [CLS_ID]
-    for pos, j in enumerate(np.argsort(order_keys[i, :len(clauses)], kind="stable")):
+    for pos, j in enumerate(np.argsort(order_keys[i, : len(clauses)], kind="stable")):
       if pos > 0 and use_conn[i, pos] and used < budget:
         ids.append(res.connectors[conn[i, pos]])
         used += 1
       ids.extend(clauses[j])
     ids.append(SEP_ID)
-    out[i, 0, :len(ids)] = ids
-    out[i, 1, :len(ids)] = 1.0
+    out[i, 0, : len(ids)] = ids
+    out[i, 1, : len(ids)] = 1.0
   return out
 
 
@@ -563,7 +714,7 @@ def decode_text(text_bert: np.ndarray, vocab: Sequence[str]) -> np.ndarray:
   lengths = text_bert[:, 1, :].sum(axis=1).astype(np.int64)
   out = np.empty(ids.shape[0], dtype=object)
   for i in range(ids.shape[0]):
-    out[i] = " ".join(vocab[t] for t in ids[i, 1:lengths[i] - 1])
+    out[i] = " ".join(vocab[t] for t in ids[i, 1 : lengths[i] - 1])
   return out
 
 
@@ -592,29 +743,46 @@ class FrameStructure:
   neg_inf_dims: np.ndarray
 
 
-def frame_structure(dim: int, n_sentiment: int, n_cue: int, with_neg_inf: bool,
-                    rng: np.random.Generator) -> FrameStructure:
+def frame_structure(
+  dim: int, n_sentiment: int, n_cue: int, with_neg_inf: bool, rng: np.random.Generator
+) -> FrameStructure:
   """Random disjoint sentiment / cue dimensions with ±1 loadings (`-inf` dims among the rest)."""
   if n_sentiment + n_cue > dim:
-    raise ValueError(f"synthetic config: {n_sentiment} sentiment + {n_cue} cue dimensions do not "
-                     f"fit a feature dimension of {dim}")
+    raise ValueError(
+      f"synthetic config: {n_sentiment} sentiment + {n_cue} cue dimensions do not "
+      f"fit a feature dimension of {dim}"
+    )
   perm = rng.permutation(dim)
-  sent, cue = perm[:n_sentiment], perm[n_sentiment:n_sentiment + n_cue]
-  rest = perm[n_sentiment + n_cue:]
+  sent, cue = perm[:n_sentiment], perm[n_sentiment : n_sentiment + n_cue]
+  rest = perm[n_sentiment + n_cue :]
   loads = np.where(rng.random(n_sentiment + n_cue) < 0.5, -1.0, 1.0)
   neg_inf = np.sort(rest[:2]) if with_neg_inf else np.zeros((0,), np.int64)
   if with_neg_inf and neg_inf.size == 0:
     neg_inf = np.sort(perm[-1:])
   return FrameStructure(
-      sentiment_dims=np.sort(sent), sentiment_loadings=loads[:n_sentiment][np.argsort(sent)],
-      cue_dims=np.sort(cue), cue_loadings=loads[n_sentiment:][np.argsort(cue)],
-      neg_inf_dims=neg_inf.astype(np.int64))
+    sentiment_dims=np.sort(sent),
+    sentiment_loadings=loads[:n_sentiment][np.argsort(sent)],
+    cue_dims=np.sort(cue),
+    cue_loadings=loads[n_sentiment:][np.argsort(cue)],
+    neg_inf_dims=neg_inf.astype(np.int64),
+  )
 
 
-def render_frames(frames: int, dim: int, lengths: np.ndarray, target: np.ndarray,
-                  cue: np.ndarray, structure: FrameStructure, sentiment_shift: float,
-                  cue_shift: float, sample_noise: float, frame_noise: float, neg_inf_prob: float,
-                  rng: np.random.Generator, cue_noise: float | None = None) -> np.ndarray:
+def render_frames(
+  frames: int,
+  dim: int,
+  lengths: np.ndarray,
+  target: np.ndarray,
+  cue: np.ndarray,
+  structure: FrameStructure,
+  sentiment_shift: float,
+  cue_shift: float,
+  sample_noise: float,
+  frame_noise: float,
+  neg_inf_prob: float,
+  rng: np.random.Generator,
+  cue_noise: float | None = None,
+) -> np.ndarray:
   """(N, T, D) float32 frames of step 5, zero beyond each length, written chunk by chunk.
 
   `cue` is each sample's signed cue strength c_i k_i (the cue sign, times its size in synth-v2);
@@ -628,27 +796,30 @@ def render_frames(frames: int, dim: int, lengths: np.ndarray, target: np.ndarray
     noise[structure.cue_dims] = cue_noise
   offset = rng.normal(0.0, noise, (n, dim)).astype(np.float32)
   offset[:, structure.sentiment_dims] += (
-      sentiment_shift * target[:, None] * structure.sentiment_loadings[None, :]).astype(np.float32)
+    sentiment_shift * target[:, None] * structure.sentiment_loadings[None, :]
+  ).astype(np.float32)
   offset[:, structure.cue_dims] += (
-      cue_shift * cue[:, None] * structure.cue_loadings[None, :]).astype(np.float32)
+    cue_shift * cue[:, None] * structure.cue_loadings[None, :]
+  ).astype(np.float32)
   out = np.zeros((n, frames, dim), dtype=np.float32)
   chunk = max(1, (1 << 22) // (frames * dim))
   steps = np.arange(frames)
   for start in range(0, n, chunk):
-    lens = lengths[start:start + chunk]
+    lens = lengths[start : start + chunk]
     values = rng.standard_normal((int(lens.sum()), dim), dtype=np.float32)
     if frame_noise != 1.0:
       values *= np.float32(frame_noise)
-    values += np.repeat(offset[start:start + chunk], lens, axis=0)
+    values += np.repeat(offset[start : start + chunk], lens, axis=0)
     if neg_inf_prob > 0 and structure.neg_inf_dims.size:
       hit = np.flatnonzero(rng.random(values.shape[0]) < neg_inf_prob)
       values[hit[:, None], structure.neg_inf_dims[None, :]] = -np.inf
-    out[start:start + chunk][steps[None, :] < lens[:, None]] = values
+    out[start : start + chunk][steps[None, :] < lens[:, None]] = values
   return out
 
 
-def reverse_frame_cue(x: np.ndarray, lengths: np.ndarray, cue: np.ndarray,
-                      structure: FrameStructure, cue_shift: float) -> np.ndarray:
+def reverse_frame_cue(
+  x: np.ndarray, lengths: np.ndarray, cue: np.ndarray, structure: FrameStructure, cue_shift: float
+) -> np.ndarray:
   """A copy of frames `x` (N, T, D) rendered with the cue reversed: the cue term b c k v_d (`cue`
   = the signed strength c k, as for `render_frames`) is subtracted twice on the cue dimensions of
   valid frames (step 6); every other value is unchanged."""
@@ -666,13 +837,14 @@ def reverse_frame_cue(x: np.ndarray, lengths: np.ndarray, cue: np.ndarray,
 
 def _modality_args(cfg: SyntheticConfig, modality: str, design: CueDesign) -> dict[str, Any]:
   return {
-      "frames": getattr(cfg, f"{modality}_frames"), "dim": getattr(cfg, f"{modality}_dim"),
-      "sentiment_shift": getattr(cfg, f"{modality}_sentiment_shift"),
-      "cue_shift": getattr(cfg, f"{modality}_cue_shift"),
-      "sample_noise": getattr(cfg, f"{modality}_sample_noise"),
-      "frame_noise": getattr(cfg, f"{modality}_frame_noise"),
-      "neg_inf_prob": cfg.audio_neg_inf_prob if modality == "audio" else 0.0,
-      "cue_noise": design.cue_sample_noise,
+    "frames": getattr(cfg, f"{modality}_frames"),
+    "dim": getattr(cfg, f"{modality}_dim"),
+    "sentiment_shift": getattr(cfg, f"{modality}_sentiment_shift"),
+    "cue_shift": getattr(cfg, f"{modality}_cue_shift"),
+    "sample_noise": getattr(cfg, f"{modality}_sample_noise"),
+    "frame_noise": getattr(cfg, f"{modality}_frame_noise"),
+    "neg_inf_prob": cfg.audio_neg_inf_prob if modality == "audio" else 0.0,
+    "cue_noise": design.cue_sample_noise,
   }
 
 
@@ -685,8 +857,9 @@ def _targets(cfg: SyntheticConfig, labels: dict[str, np.ndarray]) -> dict[str, n
   return out
 
 
-def _cue_strength(cue: np.ndarray, labels: np.ndarray, cfg: SyntheticConfig,
-                  design: CueDesign) -> np.ndarray:
+def _cue_strength(
+  cue: np.ndarray, labels: np.ndarray, cfg: SyntheticConfig, design: CueDesign
+) -> np.ndarray:
   """(N,) signed audio / vision cue strength c k (step 5): k = 1, or with `label_scaled_cue`
   k = cue_floor + |y| / label_max of the (multimodal) label y."""
   if not design.label_scaled_cue:
@@ -700,14 +873,28 @@ def _reversed_modalities(ood_split: str) -> tuple[str, ...]:
   return tuple(m for m in MODALITIES if kind in ("all", m))
 
 
-def _split_dict(labels: dict[str, np.ndarray], text_bert: np.ndarray, raw_text: np.ndarray,
-                audio: np.ndarray, vision: np.ndarray, audio_lengths: np.ndarray,
-                vision_lengths: np.ndarray, ids: np.ndarray,
-                cues: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+def _split_dict(
+  labels: dict[str, np.ndarray],
+  text_bert: np.ndarray,
+  raw_text: np.ndarray,
+  audio: np.ndarray,
+  vision: np.ndarray,
+  audio_lengths: np.ndarray,
+  vision_lengths: np.ndarray,
+  ids: np.ndarray,
+  cues: dict[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
   """One split in MMSA keys; with `cues`, also their (N, 3) int8 signs under `cue_signs`."""
-  split = {"text_bert": text_bert, "audio": audio, "vision": vision,
-           "audio_lengths": audio_lengths, "vision_lengths": vision_lengths, **labels,
-           "raw_text": raw_text, "id": ids}
+  split = {
+    "text_bert": text_bert,
+    "audio": audio,
+    "vision": vision,
+    "audio_lengths": audio_lengths,
+    "vision_lengths": vision_lengths,
+    **labels,
+    "raw_text": raw_text,
+    "id": ids,
+  }
   if cues is not None:
     split["cue_signs"] = np.stack([cues[m] for m in MODALITIES], axis=1).astype(np.int8)
   return split
@@ -715,38 +902,71 @@ def _split_dict(labels: dict[str, np.ndarray], text_bert: np.ndarray, raw_text: 
 
 def _cue_agreement(labels: np.ndarray, cues: dict[str, np.ndarray]) -> dict[str, float]:
   nonzero = labels != 0
-  return {m: float(np.mean(c[nonzero] == np.sign(labels[nonzero]))) if nonzero.any() else 0.0
-          for m, c in cues.items()}
+  return {
+    m: float(np.mean(c[nonzero] == np.sign(labels[nonzero]))) if nonzero.any() else 0.0
+    for m, c in cues.items()
+  }
 
 
-def _iid_split(cfg: SyntheticConfig, design: CueDesign, seed: int, code: int, n: int,
-               first_id: int, res: TextResources, structures: dict[str, FrameStructure]
-               ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def _iid_split(
+  cfg: SyntheticConfig,
+  design: CueDesign,
+  seed: int,
+  code: int,
+  n: int,
+  first_id: int,
+  res: TextResources,
+  structures: dict[str, FrameStructure],
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
   """One fresh split (steps 1-5) and its per-modality cue signs."""
   labels = sample_labels(cfg, n, _rng(seed, code, _STREAMS["labels"]))
-  cues = sample_cues(labels["regression_labels"], cfg.cue_agree_prob,
-                     _rng(seed, code, _STREAMS["cue"]), shared=design.shared_agreement)
+  cues = sample_cues(
+    labels["regression_labels"],
+    cfg.cue_agree_prob,
+    _rng(seed, code, _STREAMS["cue"]),
+    shared=design.shared_agreement,
+  )
   audio_len, vision_len = sample_lengths(cfg, n, _rng(seed, code, _STREAMS["lengths"]))
   lengths = {"audio": audio_len, "vision": vision_len}
   targets = _targets(cfg, labels)
   audio, vision = (
-      render_frames(lengths=lengths[m], target=targets[m],
-                    cue=_cue_strength(cues[m], labels["regression_labels"], cfg, design),
-                    structure=structures[m], rng=_rng(seed, code, _STREAMS[m]),
-                    **_modality_args(cfg, m, design))
-      for m in ("audio", "vision"))
-  text_bert = sample_text(targets["text"], cues["text"], cfg, res,
-                          _rng(seed, code, _STREAMS["text"]))
+    render_frames(
+      lengths=lengths[m],
+      target=targets[m],
+      cue=_cue_strength(cues[m], labels["regression_labels"], cfg, design),
+      structure=structures[m],
+      rng=_rng(seed, code, _STREAMS[m]),
+      **_modality_args(cfg, m, design),
+    )
+    for m in ("audio", "vision")
+  )
+  text_bert = sample_text(
+    targets["text"], cues["text"], cfg, res, _rng(seed, code, _STREAMS["text"])
+  )
   ids = np.array([f"synth$_${first_id + i}" for i in range(n)], dtype=object)
-  split = _split_dict(labels, text_bert, decode_text(text_bert, res.vocab), audio, vision,
-                      audio_len, vision_len, ids, cues if design.store_cue_signs else None)
+  split = _split_dict(
+    labels,
+    text_bert,
+    decode_text(text_bert, res.vocab),
+    audio,
+    vision,
+    audio_len,
+    vision_len,
+    ids,
+    cues if design.store_cue_signs else None,
+  )
   return split, cues
 
 
-def _ood_splits(cfg: SyntheticConfig, design: CueDesign, base: dict[str, np.ndarray],
-                res: TextResources, structures: dict[str, FrameStructure],
-                cues: dict[str, np.ndarray], names: Sequence[str]
-                ) -> dict[str, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+def _ood_splits(
+  cfg: SyntheticConfig,
+  design: CueDesign,
+  base: dict[str, np.ndarray],
+  res: TextResources,
+  structures: dict[str, FrameStructure],
+  cues: dict[str, np.ndarray],
+  names: Sequence[str],
+) -> dict[str, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
   """The OOD splits `names` of one base split (step 6) with their cue signs: `base` with reversed
   cues, sharing every unchanged array with `base`."""
   text = {False: (base["text_bert"], base["raw_text"])}
@@ -755,24 +975,35 @@ def _ood_splits(cfg: SyntheticConfig, design: CueDesign, base: dict[str, np.ndar
   frames = {(m, False): base[m] for m in ("audio", "vision")}
   for m in ("audio", "vision"):
     strength = _cue_strength(cues[m], base["regression_labels"], cfg, design)
-    frames[(m, True)] = reverse_frame_cue(base[m], base[f"{m}_lengths"], strength, structures[m],
-                                          getattr(cfg, f"{m}_cue_shift"))
+    frames[(m, True)] = reverse_frame_cue(
+      base[m], base[f"{m}_lengths"], strength, structures[m], getattr(cfg, f"{m}_cue_shift")
+    )
   labels = {k: v for k, v in base.items() if k.startswith("regression_labels")}
   out = {}
   for name in names:
     flipped = _reversed_modalities(name)
     split_cues = {m: (-c if m in flipped else c) for m, c in cues.items()}
-    split = _split_dict(labels, *text["text" in flipped], frames[("audio", "audio" in flipped)],
-                        frames[("vision", "vision" in flipped)], base["audio_lengths"],
-                        base["vision_lengths"], base["id"],
-                        split_cues if design.store_cue_signs else None)
+    split = _split_dict(
+      labels,
+      *text["text" in flipped],
+      frames[("audio", "audio" in flipped)],
+      frames[("vision", "vision" in flipped)],
+      base["audio_lengths"],
+      base["vision_lengths"],
+      base["id"],
+      split_cues if design.store_cue_signs else None,
+    )
     out[name] = (split, split_cues)
   return out
 
 
-def generate(preset: str, seed: int = 0, scale: float = 1.0,
-             config: SyntheticConfig | None = None, version: str = DEFAULT_VERSION
-             ) -> dict[str, Any]:
+def generate(
+  preset: str,
+  seed: int = 0,
+  scale: float = 1.0,
+  config: SyntheticConfig | None = None,
+  version: str = DEFAULT_VERSION,
+) -> dict[str, Any]:
   """The synthetic benchmark as an MMSA-format dict (docs/methods.md §7, §1).
 
   Args:
@@ -794,22 +1025,32 @@ def generate(preset: str, seed: int = 0, scale: float = 1.0,
   design = bench.design
   if config is None:
     if preset not in bench.presets:
-      raise ValueError(f"unknown synthetic preset {preset!r} for {bench.name}; expected one of "
-                       f"{sorted(bench.presets)}")
+      raise ValueError(
+        f"unknown synthetic preset {preset!r} for {bench.name}; expected one of "
+        f"{sorted(bench.presets)}"
+      )
     config = bench.presets[preset]
   cfg = config
   if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
     raise ValueError(f"synthetic scale must be a positive number, got {scale!r}")
   vocab = load_vocab()
   if len(vocab) != BERT_UNCASED_VOCAB_SIZE:
-    raise ValueError(f"{bert_uncased_vocab_file()}: expected "
-                     f"{BERT_UNCASED_VOCAB_SIZE} tokens, got {len(vocab)}")
+    raise ValueError(
+      f"{bert_uncased_vocab_file()}: expected {BERT_UNCASED_VOCAB_SIZE} tokens, got {len(vocab)}"
+    )
   lexicon = load_vader_lexicon()
   res = build_text_resources(cfg, vocab, lexicon, design.text_cue_pairs)
   srng = _rng(seed, _STRUCTURE_STREAM)
-  structures = {m: frame_structure(getattr(cfg, f"{m}_dim"), getattr(cfg, f"{m}_sentiment_dims"),
-                                   getattr(cfg, f"{m}_cue_dims"), m == "audio", srng)
-                for m in ("audio", "vision")}
+  structures = {
+    m: frame_structure(
+      getattr(cfg, f"{m}_dim"),
+      getattr(cfg, f"{m}_sentiment_dims"),
+      getattr(cfg, f"{m}_cue_dims"),
+      m == "audio",
+      srng,
+    )
+    for m in ("audio", "vision")
+  }
   sizes = cfg.sizes(scale)
   ood_bases = {"test": OOD_SPLITS}
   if design.ood_valid:
@@ -821,38 +1062,51 @@ def generate(preset: str, seed: int = 0, scale: float = 1.0,
   first_id = 0
   iid_cues: dict[str, dict[str, np.ndarray]] = {}
   for name in IID_SPLITS:
-    split, iid_cues[name] = _iid_split(cfg, design, seed, _SPLIT_CODES[name], sizes[name],
-                                       first_id, res, structures)
+    split, iid_cues[name] = _iid_split(
+      cfg, design, seed, _SPLIT_CODES[name], sizes[name], first_id, res, structures
+    )
     first_id += sizes[name]
     data[name] = split
     agreement[name] = _cue_agreement(split["regression_labels"], iid_cues[name])
   for base, names in ood_bases.items():
-    for name, (split, cues) in _ood_splits(cfg, design, data[base], res, structures,
-                                           iid_cues[base], names).items():
+    for name, (split, cues) in _ood_splits(
+      cfg, design, data[base], res, structures, iid_cues[base], names
+    ).items():
       data[name] = split
       agreement[name] = _cue_agreement(split["regression_labels"], cues)
-  data["metadata"] = _metadata(cfg, bench, preset, seed, scale, sizes, res, structures,
-                               agreement, ood_bases)
+  data["metadata"] = _metadata(
+    cfg, bench, preset, seed, scale, sizes, res, structures, agreement, ood_bases
+  )
   return data
 
 
-def _metadata(cfg: SyntheticConfig, bench: Benchmark, preset: str, seed: int, scale: float,
-              sizes: dict[str, int], res: TextResources, structures: dict[str, FrameStructure],
-              agreement: dict[str, dict[str, float]],
-              ood_bases: dict[str, Sequence[str]]) -> dict[str, Any]:
+def _metadata(
+  cfg: SyntheticConfig,
+  bench: Benchmark,
+  preset: str,
+  seed: int,
+  scale: float,
+  sizes: dict[str, int],
+  res: TextResources,
+  structures: dict[str, FrameStructure],
+  agreement: dict[str, dict[str, float]],
+  ood_bases: dict[str, Sequence[str]],
+) -> dict[str, Any]:
   """The file's plain-typed metadata: version, knobs, planted structure (docs/methods.md §7).
 
   synth-v1's layout is frozen with the version (its files are reproduced byte for byte); later
   versions add `cue_design` and `cue_signs` at the end.
   """
+
   def ints(a: np.ndarray) -> list[int]:
     return [int(x) for x in a]
 
   def floats(a: np.ndarray) -> list[float]:
     return [float(x) for x in a]
 
-  cue_pairs = TEXT_CUE_PAIRS[:bench.design.text_cue_pairs]
-  structure: dict[str, Any] = {"text": {
+  cue_pairs = TEXT_CUE_PAIRS[: bench.design.text_cue_pairs]
+  structure: dict[str, Any] = {
+    "text": {
       "positive_sentiment_token_ids": ints(res.positive_ids),
       "negative_sentiment_token_ids": ints(res.negative_ids),
       "positive_sentiment_words": [res.vocab[i] for i in res.positive_ids],
@@ -863,26 +1117,32 @@ def _metadata(cfg: SyntheticConfig, bench: Benchmark, preset: str, seed: int, sc
       "negative_cue_token_ids": ints(res.cue_ids[:, 1]),
       "positive_cue_words": [a for a, _ in cue_pairs],
       "negative_cue_words": [b for _, b in cue_pairs],
-  }}
+    }
+  }
   for m, s in structures.items():
-    structure[m] = {"sentiment_dims": ints(s.sentiment_dims),
-                    "sentiment_loadings": floats(s.sentiment_loadings),
-                    "cue_dims": ints(s.cue_dims), "cue_loadings": floats(s.cue_loadings),
-                    "neg_inf_dims": ints(s.neg_inf_dims)}
-  config = {k: (list(v) if isinstance(v, tuple) else v)
-            for k, v in dataclasses.asdict(cfg).items()}
+    structure[m] = {
+      "sentiment_dims": ints(s.sentiment_dims),
+      "sentiment_loadings": floats(s.sentiment_loadings),
+      "cue_dims": ints(s.cue_dims),
+      "cue_loadings": floats(s.cue_loadings),
+      "neg_inf_dims": ints(s.neg_inf_dims),
+    }
+  config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
   meta = {
-      "benchmark_version": bench.name,
-      "generator": "msa_jax.data.synthetic",
-      "preset": str(preset),
-      "seed": int(seed),
-      "scale": float(scale),
-      "config": config,
-      "sizes": {k: int(v) for k, v in sizes.items()},
-      "structure": structure,
-      "splits": {name: {"base": base, "cue_reversed": list(_reversed_modalities(name))}
-                 for base, names in ood_bases.items() for name in names},
-      "cue_agreement": agreement,
+    "benchmark_version": bench.name,
+    "generator": "msa_jax.data.synthetic",
+    "preset": str(preset),
+    "seed": int(seed),
+    "scale": float(scale),
+    "config": config,
+    "sizes": {k: int(v) for k, v in sizes.items()},
+    "structure": structure,
+    "splits": {
+      name: {"base": base, "cue_reversed": list(_reversed_modalities(name))}
+      for base, names in ood_bases.items()
+      for name in names
+    },
+    "cue_agreement": agreement,
   }
   if bench.name != BENCHMARK_VERSION:
     meta["cue_design"] = dataclasses.asdict(bench.design)
@@ -890,8 +1150,13 @@ def _metadata(cfg: SyntheticConfig, bench: Benchmark, preset: str, seed: int, sc
   return meta
 
 
-def write_synthetic(path: str | os.PathLike, preset: str, seed: int = 0,
-                    scale: float = 1.0, version: str = DEFAULT_VERSION) -> pathlib.Path:
+def write_synthetic(
+  path: str | os.PathLike,
+  preset: str,
+  seed: int = 0,
+  scale: float = 1.0,
+  version: str = DEFAULT_VERSION,
+) -> pathlib.Path:
   """Generates the benchmark and writes it atomically as a pickle (`msa_jax.io.atomic_file`)."""
   path = pathlib.Path(path)
   data = generate(preset, seed=seed, scale=scale, version=version)
@@ -900,8 +1165,13 @@ def write_synthetic(path: str | os.PathLike, preset: str, seed: int = 0,
   return path
 
 
-def ensure_synthetic(path: str | os.PathLike, preset: str, seed: int = 0,
-                     scale: float = 1.0, version: str = DEFAULT_VERSION) -> pathlib.Path:
+def ensure_synthetic(
+  path: str | os.PathLike,
+  preset: str,
+  seed: int = 0,
+  scale: float = 1.0,
+  version: str = DEFAULT_VERSION,
+) -> pathlib.Path:
   """`path`, generated with `write_synthetic` first if no file is there yet (an existing file is
   used as it is, whatever version it holds: give each version its own path)."""
   path = pathlib.Path(path)

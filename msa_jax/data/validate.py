@@ -9,7 +9,8 @@ reader (`msa_jax.data.mmsa`) and the memory-mapped format (`msa_jax.data.ondisk`
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -30,9 +31,9 @@ class Limits:
 
 
 DATASET_LIMITS = {
-    "mosi": Limits(3.0, BERT_UNCASED_VOCAB_SIZE),
-    "mosei": Limits(3.0, BERT_UNCASED_VOCAB_SIZE),
-    "sims": Limits(1.0, BERT_CHINESE_VOCAB_SIZE),
+  "mosi": Limits(3.0, BERT_UNCASED_VOCAB_SIZE),
+  "mosei": Limits(3.0, BERT_UNCASED_VOCAB_SIZE),
+  "sims": Limits(1.0, BERT_CHINESE_VOCAB_SIZE),
 }
 DEFAULT_LIMITS = Limits(3.0, BERT_UNCASED_VOCAB_SIZE)
 
@@ -76,21 +77,25 @@ def _numeric(value: Any, where: Where, key: str, kinds: str = "biuf") -> np.ndar
       arr = np.asarray(value)
     except (ValueError, TypeError) as e:
       raise where.error(
-          key, f"expected a numeric array, got {type(value).__name__} ({e})") from None
+        key, f"expected a numeric array, got {type(value).__name__} ({e})"
+      ) from None
   if arr.dtype.kind not in kinds:
     raise where.error(key, f"expected a numeric array, got dtype {arr.dtype}")
   return arr
 
 
-def _check_shape(arr: np.ndarray, where: Where, key: str, expected: tuple[int | None, ...],
-                 names: str) -> None:
+def _check_shape(
+  arr: np.ndarray, where: Where, key: str, expected: tuple[int | None, ...], names: str
+) -> None:
   """Checks rank, sample count (axis 0) and fixed sizes of `arr`; `None` entries are free."""
   got = _shape_text(arr.shape)
   if arr.ndim != len(expected):
     raise where.error(key, f"expected rank {len(expected)} {names}, got shape {got}")
   if expected[0] is not None and arr.shape[0] != expected[0]:
-    raise where.error(key, f"expected N={expected[0]} samples (as regression_labels), "
-                      f"got {arr.shape[0]} (shape {got})")
+    raise where.error(
+      key,
+      f"expected N={expected[0]} samples (as regression_labels), got {arr.shape[0]} (shape {got})",
+    )
   for axis in range(1, arr.ndim):
     want = expected[axis]
     if (want is not None and arr.shape[axis] != want) or arr.shape[axis] == 0:
@@ -103,7 +108,8 @@ def _first_bad(bad: np.ndarray) -> tuple[int, ...]:
 
 
 def checked_labels(value: Any, where: Where, key: str, n: int | None, bound: float) -> np.ndarray:
-  """(N,) float32 labels (docs/methods.md §1): finite and within [-bound, bound]; (N, 1) is flattened."""
+  """(N,) float32 labels (docs/methods.md §1): finite and within [-bound, bound]; (N, 1) is
+  flattened."""
   arr = _numeric(value, where, key, kinds="iuf")
   if arr.ndim == 2 and arr.shape[1] == 1:
     arr = arr.reshape(-1)
@@ -112,18 +118,23 @@ def checked_labels(value: Any, where: Where, key: str, n: int | None, bound: flo
   bad = ~(np.abs(arr) <= bound)
   if bad.any():
     (i,) = _first_bad(bad)
-    raise where.error(key, f"expected finite labels in [{-bound:g}, {bound:g}], "
-                      f"got {_fmt(arr[i])} at sample {i}")
+    raise where.error(
+      key, f"expected finite labels in [{-bound:g}, {bound:g}], got {_fmt(arr[i])} at sample {i}"
+    )
   return arr
 
 
 def checked_text_bert(value: Any, where: Where, n: int, vocab_size: int) -> np.ndarray:
-  """(N, 3, L) int32 BERT input (docs/methods.md §1) from the float array of the file, ids checked."""
+  """(N, 3, L) int32 BERT input (docs/methods.md §1) from the float array of the file, ids
+  checked."""
   key = "text_bert"
   arr = _numeric(value, where, key)
   _check_shape(arr, where, key, (n, 3, None), "(N, 3, L) text_bert")
-  rows = (("token ids (row 0)", vocab_size, f"integers in [0, {vocab_size})"),
-          ("attention mask (row 1)", 2, "0 or 1"), ("segment ids (row 2)", 2, "0 or 1"))
+  rows = (
+    ("token ids (row 0)", vocab_size, f"integers in [0, {vocab_size})"),
+    ("attention mask (row 1)", 2, "0 or 1"),
+    ("segment ids (row 2)", 2, "0 or 1"),
+  )
   for row, (what, high, allowed) in enumerate(rows):
     values = arr[:, row, :]
     bad = ~((values >= 0) & (values < high))
@@ -131,8 +142,10 @@ def checked_text_bert(value: Any, where: Where, n: int, vocab_size: int) -> np.n
       bad |= values != np.floor(values)
     if bad.any():
       i, j = _first_bad(bad)
-      raise where.error(key, f"expected {what} to be {allowed}, "
-                        f"got {_fmt(values[i, j])} at sample {i}, position {j}")
+      raise where.error(
+        key,
+        f"expected {what} to be {allowed}, got {_fmt(values[i, j])} at sample {i}, position {j}",
+      )
   return arr.astype(np.int32, copy=False)
 
 
@@ -145,13 +158,14 @@ def row_chunks(shape: tuple[int, ...], max_elements: int = 1 << 22) -> Iterator[
 
 
 def clean_feature_rows(block: np.ndarray, where: Where, key: str, start: int) -> None:
-  """Sets ±inf to 0 in place (docs/methods.md §1: `-inf` audio frames) and rejects NaN in `block`, the
-  rows of a feature array that begin at sample `start` (named in the error)."""
+  """Sets ±inf to 0 in place (docs/methods.md §1: `-inf` audio frames) and rejects NaN in `block`,
+  the rows of a feature array that begin at sample `start` (named in the error)."""
   nan = np.isnan(block)
   if nan.any():
     i, *rest = _first_bad(nan)
-    raise where.error(key, f"expected no NaN in features, got NaN at sample {start + i}, "
-                      f"index {tuple(rest)}")
+    raise where.error(
+      key, f"expected no NaN in features, got NaN at sample {start + i}, index {tuple(rest)}"
+    )
   inf = np.isinf(block)
   if inf.any():
     block[inf] = 0.0
@@ -163,16 +177,18 @@ def _zero_infinities(arr: np.ndarray, where: Where, key: str) -> None:
     clean_feature_rows(arr[rows], where, key, rows.start)
 
 
-def checked_features(value: Any, where: Where, key: str, expected: tuple[int | None, ...],
-                     names: str) -> np.ndarray:
+def checked_features(
+  value: Any, where: Where, key: str, expected: tuple[int | None, ...], names: str
+) -> np.ndarray:
   """`value` as a numeric array whose rank and sizes match `expected`; not converted or copied."""
   arr = _numeric(value, where, key)
   _check_shape(arr, where, key, expected, names)
   return arr
 
 
-def float_features(value: Any, where: Where, key: str, expected: tuple[int | None, ...],
-                   names: str) -> np.ndarray:
+def float_features(
+  value: Any, where: Where, key: str, expected: tuple[int | None, ...], names: str
+) -> np.ndarray:
   """A float32 feature array of the given shape with ±inf set to 0 (no copy when possible)."""
   arr = checked_features(value, where, key, expected, names)
   if arr.dtype != np.float32:
@@ -195,7 +211,8 @@ def checked_lengths(value: Any, where: Where, key: str, n: int, t: int) -> np.nd
   if bad.any():
     (i,) = _first_bad(bad)
     raise where.error(
-        key, f"expected integer lengths in [1, {t}], got {_fmt(arr[i])} at sample {i}")
+      key, f"expected integer lengths in [1, {t}], got {_fmt(arr[i])} at sample {i}"
+    )
   return arr.astype(np.int32, copy=False)
 
 
@@ -216,8 +233,9 @@ def checked_cue_signs(value: Any, where: Where, n: int) -> np.ndarray:
   bad = ~np.isin(arr, (-1, 1))
   if bad.any():
     i, j = _first_bad(bad)
-    raise where.error(key, f"expected cue signs -1 or +1, got {_fmt(arr[i, j])} at sample {i}, "
-                      f"column {j}")
+    raise where.error(
+      key, f"expected cue signs -1 or +1, got {_fmt(arr[i, j])} at sample {i}, column {j}"
+    )
   return arr.astype(np.int8, copy=False)
 
 
@@ -234,29 +252,37 @@ def _required(raw: dict, where: Where, key: str) -> Any:
 FeatureHandler = Callable[[Any, Where, str, tuple, str], np.ndarray]
 
 
-def split_from_dict(raw: Any, where: Where, limits: Limits,
-                    features: FeatureHandler = float_features) -> Split:
-  """Validates one raw split dict (docs/methods.md §1 table) into a `Split`; consumes `raw`'s entries."""
+def split_from_dict(
+  raw: Any, where: Where, limits: Limits, features: FeatureHandler = float_features
+) -> Split:
+  """Validates one raw split dict (docs/methods.md §1 table) into a `Split`; consumes `raw`'s
+  entries."""
   if not isinstance(raw, Mapping):
-    raise DataFormatError(one_line(
-        f"{where.file}: split '{where.split}': expected a dict of arrays, "
-        f"got {type(raw).__name__}"))
+    raise DataFormatError(
+      one_line(
+        f"{where.file}: split '{where.split}': expected a dict of arrays, got {type(raw).__name__}"
+      )
+    )
   raw = dict(raw)
-  labels = checked_labels(_required(raw, where, "regression_labels"), where, "regression_labels",
-                          None, limits.label_bound)
+  labels = checked_labels(
+    _required(raw, where, "regression_labels"), where, "regression_labels", None, limits.label_bound
+  )
   n = int(labels.shape[0])
   if n == 0:
     raise where.error("regression_labels", "expected at least one sample, got 0")
   text_bert = checked_text_bert(_required(raw, where, "text_bert"), where, n, limits.vocab_size)
   seq_len = int(text_bert.shape[2])
-  audio = features(_required(raw, where, "audio"), where, "audio", (n, None, None),
-                   "(N, Ta, Da) audio")
-  vision = features(_required(raw, where, "vision"), where, "vision", (n, None, None),
-                    "(N, Tv, Dv) vision")
+  audio = features(
+    _required(raw, where, "audio"), where, "audio", (n, None, None), "(N, Ta, Da) audio"
+  )
+  vision = features(
+    _required(raw, where, "vision"), where, "vision", (n, None, None), "(N, Tv, Dv) vision"
+  )
   optional: dict[str, Any] = {}
   if "text" in raw:
-    optional["text"] = features(raw.pop("text"), where, "text", (n, seq_len, None),
-                                f"(N, L={seq_len}, Dt) text")
+    optional["text"] = features(
+      raw.pop("text"), where, "text", (n, seq_len, None), f"(N, L={seq_len}, Dt) text"
+    )
   for suffix in "TAV":
     key = f"regression_labels_{suffix}"
     if key in raw:
@@ -268,29 +294,35 @@ def split_from_dict(raw: Any, where: Where, limits: Limits,
   if "cue_signs" in raw:
     optional["cue_signs"] = checked_cue_signs(raw.pop("cue_signs"), where, n)
   return Split(
-      text_bert=text_bert,
-      audio=audio,
-      vision=vision,
-      audio_lengths=checked_lengths(raw.pop("audio_lengths", None), where, "audio_lengths", n,
-                                    audio.shape[1]),
-      vision_lengths=checked_lengths(raw.pop("vision_lengths", None), where, "vision_lengths", n,
-                                     vision.shape[1]),
-      labels=labels,
-      **optional,
+    text_bert=text_bert,
+    audio=audio,
+    vision=vision,
+    audio_lengths=checked_lengths(
+      raw.pop("audio_lengths", None), where, "audio_lengths", n, audio.shape[1]
+    ),
+    vision_lengths=checked_lengths(
+      raw.pop("vision_lengths", None), where, "vision_lengths", n, vision.shape[1]
+    ),
+    labels=labels,
+    **optional,
   )
 
 
 def _dims(split: Split) -> dict[str, tuple[str, tuple[int, ...]]]:
   """The per-key sizes that must agree across splits: L, (Ta, Da), (Tv, Dv), Dt."""
-  dims = {"text_bert": ("L", (split.text_len,)), "audio": ("(Ta, Da)", split.audio_shape),
-          "vision": ("(Tv, Dv)", split.vision_shape)}
+  dims = {
+    "text_bert": ("L", (split.text_len,)),
+    "audio": ("(Ta, Da)", split.audio_shape),
+    "vision": ("(Tv, Dv)", split.vision_shape),
+  }
   if split.text is not None:
     dims["text"] = ("Dt", (int(split.text.shape[2]),))
   return dims
 
 
 def check_consistent(splits: dict[str, Split], files: dict[str, str]) -> None:
-  """All splits share L, (Ta, Da), (Tv, Dv) and the text feature size with 'train' (docs/methods.md §1)."""
+  """All splits share L, (Ta, Da), (Tv, Dv) and the text feature size with 'train'
+  (docs/methods.md §1)."""
   ref = _dims(splits["train"])
   for name, split in splits.items():
     for key, (what, got) in _dims(split).items():
@@ -299,7 +331,8 @@ def check_consistent(splits: dict[str, Split], files: dict[str, str]) -> None:
         show_want = str(want[0]) if len(want) == 1 else str(want)
         show_got = str(got[0]) if len(got) == 1 else str(got)
         raise Where(files[name], name).error(
-            key, f"expected {what} = {show_want} as in split 'train', got {show_got}")
+          key, f"expected {what} = {show_want} as in split 'train', got {show_got}"
+        )
 
 
 def dataset_limits(dataset: str | None, vocab_size: int | None) -> Limits:
@@ -310,12 +343,12 @@ def dataset_limits(dataset: str | None, vocab_size: int | None) -> Limits:
   elif isinstance(dataset, str) and dataset.lower() in DATASET_LIMITS:
     limits = DATASET_LIMITS[dataset.lower()]
   else:
-    raise ValueError(f"unknown dataset {dataset!r}: expected one of {sorted(DATASET_LIMITS)} "
-                     "or None")
+    raise ValueError(
+      f"unknown dataset {dataset!r}: expected one of {sorted(DATASET_LIMITS)} or None"
+    )
   if vocab_size is not None:
     integral = isinstance(vocab_size, (int, np.integer)) and not isinstance(vocab_size, bool)
     if not integral or vocab_size < 1:
       raise ValueError(f"vocab_size: expected a positive int, got {vocab_size!r}")
     limits = dataclasses.replace(limits, vocab_size=int(vocab_size))
   return limits
-

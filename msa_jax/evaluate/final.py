@@ -9,7 +9,8 @@ OOD splits (`msa_jax.evaluate.ood`).
 from __future__ import annotations
 
 import pathlib
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 from msa_jax.data.split import Split
 from msa_jax.errors import RunConfigError
@@ -27,10 +28,17 @@ class SelectedCheckpoints(Protocol):
   def restore_best(self, metric: str, abstract_params: Any) -> tuple[Any, dict]: ...
 
 
-def final_evaluation(evals: Sequence[EvalSet], selection_metrics: Sequence[str],
-                     splits: Mapping[str, Split], ckpts: SelectedCheckpoints, abstract_params: Any,
-                     predictor: Callable[[Any, list[float]], BatchPredict], batch_size: int,
-                     dataset: str, progress: bool = False) -> dict:
+def final_evaluation(
+  evals: Sequence[EvalSet],
+  selection_metrics: Sequence[str],
+  splits: Mapping[str, Split],
+  ckpts: SelectedCheckpoints,
+  abstract_params: Any,
+  predictor: Callable[[Any, list[float]], BatchPredict],
+  batch_size: int,
+  dataset: str,
+  progress: bool = False,
+) -> dict:
   """Every selected checkpoint on every set of `evals`: {selection metric: {eval name: metrics}}.
 
   Args:
@@ -49,22 +57,30 @@ def final_evaluation(evals: Sequence[EvalSet], selection_metrics: Sequence[str],
     groups.setdefault(ev.split, []).append(ev.rate)
   for split_name in groups:
     if split_name not in splits:
-      raise RunConfigError(f"evaluation split {split_name!r} is not in the data "
-                           f"(have {sorted(splits)})")
+      raise RunConfigError(
+        f"evaluation split {split_name!r} is not in the data (have {sorted(splits)})"
+      )
   by_epoch: dict[int, dict] = {}
   results: dict[str, dict] = {}
   for metric in selection_metrics:
     epoch = ckpts.best_epoch(metric)
     if epoch is None:
-      raise RunConfigError(f"no selected checkpoint for {metric!r} in {ckpts.directory}: "
-                           "train first (--mode=train)")
+      raise RunConfigError(
+        f"no selected checkpoint for {metric!r} in {ckpts.directory}: train first (--mode=train)"
+      )
     if epoch not in by_epoch:
       params, _ = ckpts.restore_best(metric, abstract_params)
       out = {}
       for split_name, rates in groups.items():
         real = [0.0 if r is None else r for r in rates]
-        desc = (f"{ckpts.directory.parent.name} {split_name} ({len(real)} rates), "
-                f"checkpoint of epoch {epoch}") if progress else None
+        desc = (
+          (
+            f"{ckpts.directory.parent.name} {split_name} ({len(real)} rates), "
+            f"checkpoint of epoch {epoch}"
+          )
+          if progress
+          else None
+        )
         metrics = evaluate(predictor(params, real), splits[split_name], batch_size, dataset, desc)
         for r, m in zip(rates, metrics):
           out[split_name if r is None else f"{split_name}@{r:.1f}"] = m

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from msa_jax.data.split import OOD_SPLITS
 from msa_jax.evaluate.sets import EvalSet
@@ -14,7 +14,8 @@ def ood_evals(splits: Mapping) -> tuple[EvalSet, ...]:
 
 
 def add_ood_mean(results: dict) -> dict:
-  """Adds `ood_mean`: the mean of the OOD splits' metrics (GEAR's headline figure, docs/methods.md §5)."""
+  """Adds `ood_mean`: the mean of the OOD splits' metrics (GEAR's headline figure, docs/methods.md
+  §5)."""
   out = {}
   for sel, evals in results.items():
     oods = [evals[s] for s in OOD_SPLITS if s in evals]

@@ -9,12 +9,14 @@ Two kinds of prediction function appear here:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from msa_jax import metrics as metrics_lib
 from msa_jax import sharding, xla
@@ -27,8 +29,9 @@ ModelPredict = Callable[[Any, dict, jax.Array, jax.Array], jax.Array]
 BatchPredict = Callable[[dict[str, np.ndarray]], np.ndarray]
 
 
-def make_predict(predict_fn: ModelPredict, mesh, rates_per_pass: int | None = None,
-                 seeds_axis: bool = False) -> Any:
+def make_predict(
+  predict_fn: ModelPredict, mesh, rates_per_pass: int | None = None, seeds_axis: bool = False
+) -> Any:
   """One compiled program for `predict_fn` at every missing rate: (params, batch, key, rates) ->
   (R, B), or with `seeds_axis` (params stacked over seeds) -> (S, R, B).
 
@@ -37,6 +40,7 @@ def make_predict(predict_fn: ModelPredict, mesh, rates_per_pass: int | None = No
   counts (MOSEI-shaped LNLN at batch 64: about 1.9 GiB per rate in flight, measured); None vmaps
   all rates at once.
   """
+
   def fn(params, batch, key, rates):
     one = lambda r: predict_fn(params, batch, key, r)
     if rates_per_pass is None:
@@ -45,10 +49,12 @@ def make_predict(predict_fn: ModelPredict, mesh, rates_per_pass: int | None = No
 
   repl = sharding.replicated(mesh)
   lead = (None, None) if seeds_axis else (None,)
-  return jax.jit(jax.vmap(fn, in_axes=(0, None, None, None)) if seeds_axis else fn,
-                 in_shardings=(repl, sharding.batch_sharded(mesh), repl, repl),
-                 out_shardings=NamedSharding(mesh, P(*lead, sharding.DATA_AXIS)),
-                 compiler_options=xla.compiler_options())
+  return jax.jit(
+    jax.vmap(fn, in_axes=(0, None, None, None)) if seeds_axis else fn,
+    in_shardings=(repl, sharding.batch_sharded(mesh), repl, repl),
+    out_shardings=NamedSharding(mesh, P(*lead, sharding.DATA_AXIS)),
+    compiler_options=xla.compiler_options(),
+  )
 
 
 def bind(predict: Any, params: Any, mesh, key: jax.Array, rates: list[float]) -> BatchPredict:
@@ -63,26 +69,31 @@ def bind(predict: Any, params: Any, mesh, key: jax.Array, rates: list[float]) ->
   return fn
 
 
-def predict_split(predict: BatchPredict, split: Split, batch_size: int,
-                  desc: str | None = None) -> np.ndarray:
+def predict_split(
+  predict: BatchPredict, split: Split, batch_size: int, desc: str | None = None
+) -> np.ndarray:
   """`predict` over every sample of `split`, in split order: (..., N) with the leading axes of
   `predict`'s output. `desc`: show a progress bar over the batches."""
-  ds = pipeline.eval_dataset(split, batch_size, process_index=jax.process_index(),
-                             process_count=jax.process_count())
+  ds = pipeline.eval_dataset(
+    split, batch_size, process_index=jax.process_index(), process_count=jax.process_count()
+  )
   batches = pipeline.iterate(ds)
   if desc is not None:
     from tqdm.auto import tqdm
+
     batches = tqdm(batches, total=len(ds), desc=desc, leave=False)
   out = [predict(local) for local in batches]
-  return np.concatenate(out, axis=-1)[..., :len(split)]
+  return np.concatenate(out, axis=-1)[..., : len(split)]
 
 
-def evaluate(predict: BatchPredict, split: Split, batch_size: int, dataset: str,
-             desc: str | None = None) -> list:
+def evaluate(
+  predict: BatchPredict, split: Split, batch_size: int, dataset: str, desc: str | None = None
+) -> list:
   """MMSA metrics (with the derived ones, `metrics.with_derived`) of `split`: a list over the rows
   of an (R, N) prediction (one per missing rate), or from an (S, R, N) prediction a list over
   seeds of lists over rates."""
   preds = predict_split(predict, split, batch_size, desc)
-  per_rate = lambda p: [metrics_lib.with_derived(metrics_lib.mmsa_metrics(r, split.labels, dataset))
-                        for r in p]
+  per_rate = lambda p: [
+    metrics_lib.with_derived(metrics_lib.mmsa_metrics(r, split.labels, dataset)) for r in p
+  ]
   return [per_rate(p) for p in preds] if preds.ndim == 3 else per_rate(preds)

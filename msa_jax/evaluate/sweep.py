@@ -11,12 +11,20 @@ import numpy as np
 from msa_jax.evaluate.sets import EvalSet
 
 # Column order of the LNLN paper's per-rate tables (Tables 9, 10): Acc-2 / F1 as Non0 then Has0, the
-# paper's "negative/positive / negative/non-negative" order (docs/methods.md §3). Used by the training report
-# (msa_jax.train.lnln) and scripts/report.py.
+# paper's "negative/positive / negative/non-negative" order (docs/methods.md §3). Used by the
+# training report (msa_jax.train.lnln) and scripts/report.py.
 PAPER_COLUMNS = {
-    "mosi": ("Mult_acc_7", "Mult_acc_5", "Non0_acc_2", "Has0_acc_2", "Non0_F1_score", "Has0_F1_score",
-             "MAE", "Corr"),
-    "sims": ("Mult_acc_5", "Mult_acc_3", "Mult_acc_2", "F1_score", "MAE", "Corr"),
+  "mosi": (
+    "Mult_acc_7",
+    "Mult_acc_5",
+    "Non0_acc_2",
+    "Has0_acc_2",
+    "Non0_F1_score",
+    "Has0_F1_score",
+    "MAE",
+    "Corr",
+  ),
+  "sims": ("Mult_acc_5", "Mult_acc_3", "Mult_acc_2", "F1_score", "MAE", "Corr"),
 }
 PAPER_COLUMNS["mosei"] = PAPER_COLUMNS["mosi"]
 # Which checkpoint a reported metric is read from.
@@ -35,6 +43,7 @@ def per_rate_table(results: dict, dataset: str, rates: list[float]) -> dict[str,
   for r in rates:
     ev = f"test@{r:.1f}"
     table[f"{r:.1f}"] = {m: results[READ_FROM.get(m, m)][ev][m] for m in PAPER_COLUMNS[dataset]}
-  table["mean"] = {m: float(np.mean([table[f"{r:.1f}"][m] for r in rates]))
-                   for m in PAPER_COLUMNS[dataset]}
+  table["mean"] = {
+    m: float(np.mean([table[f"{r:.1f}"][m] for r in rates])) for m in PAPER_COLUMNS[dataset]
+  }
   return table

@@ -1,4 +1,5 @@
-"""The BERT text encoder in Flax linen, and loading of Hugging Face BERT checkpoints (docs/methods.md §8).
+"""The BERT text encoder in Flax linen, and loading of Hugging Face BERT checkpoints
+(docs/methods.md §8).
 
 The module tree mirrors Hugging Face's `BertModel` names (`embeddings`, `encoder/layer_N/attention/
 self/query`, ...), and every `nn.Dense` has the PyTorch `Linear` shapes transposed, so a checkpoint
@@ -46,6 +47,7 @@ _INIT_STD = 0.02
 @dataclasses.dataclass(frozen=True)
 class BertConfig:
   """Shape and regularisation hyper-parameters of a BERT encoder (HF `config.json` names)."""
+
   vocab_size: int
   hidden_size: int
   num_hidden_layers: int
@@ -66,23 +68,37 @@ class BertConfig:
     check_dropout_impl(self.dropout_impl)
     pad = self.pad_token_id
     if pad is not None and not (isinstance(pad, int) and 0 <= pad < self.vocab_size):
-      raise ValueError(f"BertConfig: pad_token_id={pad!r}, expected None or an id in "
-                       f"[0, {self.vocab_size})")
+      raise ValueError(
+        f"BertConfig: pad_token_id={pad!r}, expected None or an id in [0, {self.vocab_size})"
+      )
     if self.hidden_size % self.num_attention_heads:
-      raise ValueError(f"BertConfig: hidden_size={self.hidden_size} is not divisible by "
-                       f"num_attention_heads={self.num_attention_heads}")
+      raise ValueError(
+        f"BertConfig: hidden_size={self.hidden_size} is not divisible by "
+        f"num_attention_heads={self.num_attention_heads}"
+      )
 
   @classmethod
   def tiny(cls) -> BertConfig:
-    """A small randomly initialised encoder for fast CPU runs and tests (bert-base-uncased vocab)."""
-    return cls(vocab_size=BERT_UNCASED_VOCAB_SIZE, hidden_size=64, num_hidden_layers=2,
-               num_attention_heads=2, intermediate_size=128)
+    """A small randomly initialised encoder for fast CPU runs and tests (bert-base-uncased
+    vocab)."""
+    return cls(
+      vocab_size=BERT_UNCASED_VOCAB_SIZE,
+      hidden_size=64,
+      num_hidden_layers=2,
+      num_attention_heads=2,
+      intermediate_size=128,
+    )
 
   @classmethod
   def bert_base(cls) -> BertConfig:
     """The bert-base shapes (12 layers, hidden 768, 12 heads, intermediate 3072)."""
-    return cls(vocab_size=BERT_UNCASED_VOCAB_SIZE, hidden_size=768, num_hidden_layers=12,
-               num_attention_heads=12, intermediate_size=3072)
+    return cls(
+      vocab_size=BERT_UNCASED_VOCAB_SIZE,
+      hidden_size=768,
+      num_hidden_layers=12,
+      num_attention_heads=12,
+      intermediate_size=3072,
+    )
 
   @classmethod
   def from_hf_json(cls, path: str | os.PathLike) -> BertConfig:
@@ -128,23 +144,32 @@ def _padding_row_frozen(embedded: jax.Array, ids: jax.Array, pad_id: int | None)
 
 class BertEmbeddings(nn.Module):
   """Word + position + token-type embeddings, LayerNorm, dropout: (B, L) ids -> (B, L, H)."""
+
   config: BertConfig
 
   @nn.compact
-  def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array, deterministic: bool) -> jax.Array:
+  def __call__(
+    self, input_ids: jax.Array, token_type_ids: jax.Array, deterministic: bool
+  ) -> jax.Array:
     cfg = self.config
     length = input_ids.shape[-1]
     if length > cfg.max_position_embeddings:
-      raise ValueError(f"text length {length} exceeds max_position_embeddings="
-                       f"{cfg.max_position_embeddings}")
+      raise ValueError(
+        f"text length {length} exceeds max_position_embeddings={cfg.max_position_embeddings}"
+      )
     init = nn.initializers.normal(_INIT_STD)
     words = nn.Embed(cfg.vocab_size, cfg.hidden_size, embedding_init=init, name="word_embeddings")
-    positions = nn.Embed(cfg.max_position_embeddings, cfg.hidden_size, embedding_init=init,
-                         name="position_embeddings")
-    types = nn.Embed(cfg.type_vocab_size, cfg.hidden_size, embedding_init=init,
-                     name="token_type_embeddings")
-    x = (_padding_row_frozen(words(input_ids), input_ids, cfg.pad_token_id)
-         + positions(jnp.arange(length)[None, :]) + types(token_type_ids))
+    positions = nn.Embed(
+      cfg.max_position_embeddings, cfg.hidden_size, embedding_init=init, name="position_embeddings"
+    )
+    types = nn.Embed(
+      cfg.type_vocab_size, cfg.hidden_size, embedding_init=init, name="token_type_embeddings"
+    )
+    x = (
+      _padding_row_frozen(words(input_ids), input_ids, cfg.pad_token_id)
+      + positions(jnp.arange(length)[None, :])
+      + types(token_type_ids)
+    )
     x = _layer_norm(cfg, "LayerNorm")(x)
     return dropout(self, x, cfg.hidden_dropout_prob, deterministic, cfg.dropout_impl)
 
@@ -153,6 +178,7 @@ class BertSelfAttention(nn.Module):
   """Multi-head scaled dot-product self-attention: (B, L, H), bias (B, 1, 1, L) -> (B, L, H).
 
   With `dtype`, projections and matmuls run in it; scores, bias and softmax in float32."""
+
   config: BertConfig
   dtype: Any = None
 
@@ -185,6 +211,7 @@ class BertSelfAttention(nn.Module):
 class BertResidualOutput(nn.Module):
   """Dense, dropout, then LayerNorm(x + residual): the post-norm sub-layer output (in the
   residual's dtype)."""
+
   config: BertConfig
   dtype: Any = None
 
@@ -200,6 +227,7 @@ class BertResidualOutput(nn.Module):
 
 class BertAttention(nn.Module):
   """Self-attention followed by its residual output block."""
+
   config: BertConfig
   dtype: Any = None
 
@@ -211,6 +239,7 @@ class BertAttention(nn.Module):
 
 class BertIntermediate(nn.Module):
   """The feed-forward expansion with exact-erf GELU: (B, L, H) -> (B, L, I)."""
+
   config: BertConfig
   dtype: Any = None
 
@@ -221,6 +250,7 @@ class BertIntermediate(nn.Module):
 
 class BertLayer(nn.Module):
   """One post-norm encoder layer: attention block, then feed-forward block."""
+
   config: BertConfig
   dtype: Any = None
 
@@ -235,6 +265,7 @@ class BertEncoder(nn.Module):
   """The stack of `num_hidden_layers` encoder layers, named `layer_0`, `layer_1`, ...
 
   With `remat` (and outside initialisation), the layers are applied by `remat_layers`."""
+
   config: BertConfig
   dtype: Any = None
   remat: bool = False
@@ -251,8 +282,14 @@ class BertEncoder(nn.Module):
     return x
 
 
-def remat_layers(config: BertConfig, dtype: Any, layers: Sequence[Params], x: jax.Array,
-                 bias: jax.Array, dropout_key: jax.Array | None) -> jax.Array:
+def remat_layers(
+  config: BertConfig,
+  dtype: Any,
+  layers: Sequence[Params],
+  x: jax.Array,
+  bias: jax.Array,
+  dropout_key: jax.Array | None,
+) -> jax.Array:
   """The encoder layers as a `lax.scan` with a rematerialised body (module docstring).
 
   layers: each layer's parameters, in order; dropout_key None: deterministic (no dropout), else
@@ -274,6 +311,7 @@ def remat_layers(config: BertConfig, dtype: Any, layers: Sequence[Params], x: ja
 
 class BertPooler(nn.Module):
   """tanh(Dense(h[:, 0])): the [CLS] summary, (B, L, H) -> (B, H)."""
+
   config: BertConfig
 
   @nn.compact
@@ -284,8 +322,10 @@ class BertPooler(nn.Module):
 def split_text_bert(text_bert: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   """(B, 3, L) int or float -> (ids, attention mask, segment ids), each (B, L) int32."""
   if text_bert.ndim != 3 or text_bert.shape[1] != 3:
-    raise ValueError(f"text_bert has shape {text_bert.shape}, expected (B, 3, L) "
-                     "[ids, attention mask, segment ids]")
+    raise ValueError(
+      f"text_bert has shape {text_bert.shape}, expected (B, 3, L) "
+      "[ids, attention mask, segment ids]"
+    )
   text_bert = jnp.asarray(text_bert).astype(jnp.int32)
   return text_bert[:, 0], text_bert[:, 1], text_bert[:, 2]
 
@@ -303,25 +343,29 @@ class BertModel(nn.Module):
   `add_pooler=True` it returns `(hidden (B, L, H), pooled (B, H))`. `dtype`: the computation dtype
   (None = float32) and `remat`: see the module docstring; hidden states are float32 either way.
   """
+
   config: BertConfig
   add_pooler: bool = False
   dtype: Any = None
   remat: bool = False
 
   @nn.compact
-  def __call__(self, text_bert: jax.Array, deterministic: bool
-               ) -> jax.Array | tuple[jax.Array, jax.Array]:
+  def __call__(
+    self, text_bert: jax.Array, deterministic: bool
+  ) -> jax.Array | tuple[jax.Array, jax.Array]:
     ids, mask, segments = split_text_bert(text_bert)
     x = BertEmbeddings(self.config, name="embeddings")(ids, segments, deterministic)
     x = BertEncoder(self.config, self.dtype, self.remat, name="encoder")(
-        x, attention_bias(mask, x.dtype), deterministic)
+      x, attention_bias(mask, x.dtype), deterministic
+    )
     if not self.add_pooler:
       return x
     return x, BertPooler(self.config, name="pooler")(x)
 
 
 # --------------------------------------------------------------------------------------------------
-# Hugging Face checkpoints (docs/methods.md §8): offline resolution, strict name mapping, presets, tokenizer.
+# Hugging Face checkpoints (docs/methods.md §8): offline resolution, strict name mapping, presets,
+# tokenizer.
 
 _IGNORED_BUFFERS = ("embeddings.position_ids",)
 _PRETRAINING_HEAD_PREFIXES = ("cls.",)
@@ -339,8 +383,13 @@ class CheckpointMismatchError(ValueError):
       checkpoint's own layout, e.g. PyTorch `Linear` weights as (out, in)).
   """
 
-  def __init__(self, source: str, missing: Sequence[str] = (), unexpected: Sequence[str] = (),
-               mismatched: Sequence[tuple[str, tuple[int, ...], tuple[int, ...]]] = ()):
+  def __init__(
+    self,
+    source: str,
+    missing: Sequence[str] = (),
+    unexpected: Sequence[str] = (),
+    mismatched: Sequence[tuple[str, tuple[int, ...], tuple[int, ...]]] = (),
+  ):
     self.missing = sorted(missing)
     self.unexpected = sorted(unexpected)
     self.mismatched = sorted(mismatched)
@@ -350,15 +399,20 @@ class CheckpointMismatchError(ValueError):
     if self.unexpected:
       parts.append(f"unexpected {self.unexpected}")
     if self.mismatched:
-      parts.append("mis-shaped " + ", ".join(f"{n}: got {g}, expected {e}" for n, g, e in self.mismatched))
+      parts.append(
+        "mis-shaped " + ", ".join(f"{n}: got {g}, expected {e}" for n, g, e in self.mismatched)
+      )
     super().__init__(f"{source} does not match the model: " + "; ".join(parts))
 
 
-def init_params(config: BertConfig, key: jax.Array, add_pooler: bool = False,
-                length: int = 8) -> dict[str, Any]:
+def init_params(
+  config: BertConfig, key: jax.Array, add_pooler: bool = False, length: int = 8
+) -> dict[str, Any]:
   """Randomly initialised encoder parameters (the tree under `'params'` of a `BertModel`)."""
   text_bert = jnp.zeros((1, 3, length), jnp.int32)
-  return BertModel(config, add_pooler).init({"params": key}, text_bert, deterministic=True)["params"]
+  return BertModel(config, add_pooler).init({"params": key}, text_bert, deterministic=True)[
+    "params"
+  ]
 
 
 def param_shapes(config: BertConfig, add_pooler: bool = False) -> dict[str, Any]:
@@ -404,21 +458,24 @@ def resolve_model_dir(path_or_name: str | os.PathLike) -> pathlib.Path:
   if path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1:
     raise FileNotFoundError(f"model directory {name} does not exist")
   import huggingface_hub
+
   candidates = [name] if "/" in name else [name, f"google-bert/{name}"]
   for repo_id in candidates:
     hit = huggingface_hub.try_to_load_from_cache(repo_id, "config.json")
     if isinstance(hit, str):
       return pathlib.Path(hit).parent
   raise FileNotFoundError(
-      f"model {name!r} is neither a local directory nor in the local Hugging Face cache "
-      f"({huggingface_hub.constants.HF_HUB_CACHE}); msa_jax never downloads: fetch it on a "
-      f"networked machine (`hf download {candidates[-1]}`) or pass a directory with config.json "
-      "and model.safetensors")
+    f"model {name!r} is neither a local directory nor in the local Hugging Face cache "
+    f"({huggingface_hub.constants.HF_HUB_CACHE}); msa_jax never downloads: fetch it on a "
+    f"networked machine (`hf download {candidates[-1]}`) or pass a directory with config.json "
+    "and model.safetensors"
+  )
 
 
 def _read_safetensors(model_dir: pathlib.Path) -> dict[str, np.ndarray]:
   """All tensors of `model.safetensors` (or of the shards its index lists) as numpy arrays."""
   from safetensors.numpy import load_file
+
   single = model_dir / "model.safetensors"
   if single.is_file():
     return load_file(single)
@@ -430,8 +487,9 @@ def _read_safetensors(model_dir: pathlib.Path) -> dict[str, np.ndarray]:
     for shard in shards:
       tensors.update(load_file(model_dir / shard))
     return tensors
-  raise FileNotFoundError(f"{single} not found (msa_jax reads safetensors only; PyTorch .bin "
-                          "checkpoints need converting)")
+  raise FileNotFoundError(
+    f"{single} not found (msa_jax reads safetensors only; PyTorch .bin checkpoints need converting)"
+  )
 
 
 def _normalise_names(tensors: Mapping[str, np.ndarray]) -> tuple[dict[str, str], list[str]]:
@@ -445,13 +503,13 @@ def _normalise_names(tensors: Mapping[str, np.ndarray]) -> tuple[dict[str, str],
   for original in tensors:
     name = original
     if prefixed and name.startswith("bert."):
-      name = name[len("bert."):]
+      name = name[len("bert.") :]
     elif prefixed and name.startswith(_PRETRAINING_HEAD_PREFIXES):
       ignored.append(original)
       continue
     for old, new in _LEGACY_LAYER_NORM.items():
       if name.endswith(old):
-        name = name[:-len(old)] + new
+        name = name[: -len(old)] + new
     if name in _IGNORED_BUFFERS:
       ignored.append(original)
       continue
@@ -459,8 +517,12 @@ def _normalise_names(tensors: Mapping[str, np.ndarray]) -> tuple[dict[str, str],
   return canonical, ignored
 
 
-def params_from_hf_tensors(config: BertConfig, tensors: Mapping[str, np.ndarray],
-                           add_pooler: bool = False, source: str = "checkpoint") -> dict[str, Any]:
+def params_from_hf_tensors(
+  config: BertConfig,
+  tensors: Mapping[str, np.ndarray],
+  add_pooler: bool = False,
+  source: str = "checkpoint",
+) -> dict[str, Any]:
   """Maps Hugging Face BERT tensors onto the `BertModel` parameter tree, strictly.
 
   Every model parameter must be filled by a tensor of the right shape (PyTorch `Linear` weights
@@ -495,8 +557,9 @@ def params_from_hf_tensors(config: BertConfig, tensors: Mapping[str, np.ndarray]
   return _unflatten(flat)
 
 
-def load_hf_bert(path_or_name: str | os.PathLike, add_pooler: bool = False
-                 ) -> tuple[BertConfig, dict[str, Any]]:
+def load_hf_bert(
+  path_or_name: str | os.PathLike, add_pooler: bool = False
+) -> tuple[BertConfig, dict[str, Any]]:
   """Loads a Hugging Face BERT checkpoint (config.json + safetensors) offline (docs/methods.md §8).
 
   `path_or_name` is a directory or a model name already in the local Hugging Face cache (e.g.
@@ -517,9 +580,11 @@ def load_hf_bert(path_or_name: str | os.PathLike, add_pooler: bool = False
 PRESETS = ("tiny", "minilm", "bert-base", "path:<dir>")
 
 
-def encoder_from_preset(name: str, add_pooler: bool = False
-                        ) -> tuple[BertConfig, dict[str, Any] | None]:
-  """A named text encoder (docs/methods.md §8): its config and pretrained params, or None for random init.
+def encoder_from_preset(
+  name: str, add_pooler: bool = False
+) -> tuple[BertConfig, dict[str, Any] | None]:
+  """A named text encoder (docs/methods.md §8): its config and pretrained params, or None for random
+  init.
 
   `tiny` (random, fast CPU runs), `minilm` (all-MiniLM-L6-v2 from the installed package),
   `bert-base` (random, bert-base shapes), `path:<dir>` (any local Hugging Face BERT checkpoint).
@@ -531,22 +596,25 @@ def encoder_from_preset(name: str, add_pooler: bool = False
   if name == "minilm":
     return load_hf_bert(minilm_dir(), add_pooler)
   if name.startswith("path:") and len(name) > len("path:"):
-    return load_hf_bert(name[len("path:"):], add_pooler)
+    return load_hf_bert(name[len("path:") :], add_pooler)
   raise ValueError(f"unknown text encoder preset {name!r}; valid: {', '.join(PRESETS)}")
 
 
 def load_tokenizer(model_dir: str | os.PathLike):
-  """The model's own tokenizer via `AutoTokenizer` (docs/methods.md §8 pitfall: `BertTokenizer(vocab_file=)`
-  silently maps every token to [UNK]). Accepts a directory or a locally cached model name."""
+  """The model's own tokenizer via `AutoTokenizer` (docs/methods.md §8 pitfall:
+  `BertTokenizer(vocab_file=)` silently maps every token to [UNK]). Accepts a directory or a locally
+  cached model name."""
   from transformers import AutoTokenizer
+
   return AutoTokenizer.from_pretrained(str(resolve_model_dir(model_dir)), local_files_only=True)
 
 
 def tokenize_to_text_bert(tokenizer, sentences: Sequence[str], max_len: int) -> np.ndarray:
   """Sentences -> text_bert (N, 3, max_len) int32 [ids, attention mask, segment ids], padded and
   truncated to `max_len` (the canonical batch layout)."""
-  enc = tokenizer(list(sentences), padding="max_length", truncation=True, max_length=max_len,
-                  return_tensors="np")
+  enc = tokenizer(
+    list(sentences), padding="max_length", truncation=True, max_length=max_len, return_tensors="np"
+  )
   ids = enc["input_ids"]
   segments = enc.get("token_type_ids", np.zeros_like(ids))
   return np.stack([ids, enc["attention_mask"], segments], axis=1).astype(np.int32)
@@ -564,8 +632,11 @@ def merge_pretrained(params: Params, encoder_params: Params, path: Sequence[str]
     CheckpointMismatchError: names or shapes differ (all listed).
   """
   from flax.core import unfreeze
+
   params = unfreeze(params) if not isinstance(params, dict) else params
-  encoder_params = unfreeze(encoder_params) if not isinstance(encoder_params, dict) else encoder_params
+  encoder_params = (
+    unfreeze(encoder_params) if not isinstance(encoder_params, dict) else encoder_params
+  )
   path = tuple(path)
   if not path:
     raise KeyError("merge_pretrained: path must name a subtree, got ()")
@@ -580,15 +651,21 @@ def merge_pretrained(params: Params, encoder_params: Params, path: Sequence[str]
   join = "/".join
   missing = [join(p) for p in current if p not in given]
   unexpected = [join(p) for p in given if p not in current]
-  mismatched = [(join(p), tuple(np.shape(given[p])), tuple(np.shape(current[p])))
-                for p in current if p in given and np.shape(given[p]) != np.shape(current[p])]
+  mismatched = [
+    (join(p), tuple(np.shape(given[p])), tuple(np.shape(current[p])))
+    for p in current
+    if p in given and np.shape(given[p]) != np.shape(current[p])
+  ]
   if missing or unexpected or mismatched:
-    raise CheckpointMismatchError(f"pretrained params for {join(path)}", missing, unexpected,
-                                  mismatched)
+    raise CheckpointMismatchError(
+      f"pretrained params for {join(path)}", missing, unexpected, mismatched
+    )
 
   def replace(tree: Mapping[str, Any], depth: int) -> dict[str, Any]:
     out = dict(tree)
-    out[path[depth]] = encoder_params if depth == len(path) - 1 else replace(tree[path[depth]], depth + 1)
+    out[path[depth]] = (
+      encoder_params if depth == len(path) - 1 else replace(tree[path[depth]], depth + 1)
+    )
     return out
 
   return replace(params, 0)

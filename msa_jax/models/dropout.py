@@ -43,12 +43,12 @@ def _lowbias32(x: jax.Array) -> jax.Array:
 def hash_keep_mask(key: jax.Array, shape: tuple[int, ...], keep: float) -> jax.Array:
   """A boolean mask of `shape`, each element True with probability `keep` (to 2⁻³²), from `key`."""
   size = math.prod(shape)
-  if size >= 2 ** 32:
+  if size >= 2**32:
     raise ValueError(f"hash dropout: {size} elements, at most 2**32 - 1 per call")
   seeds = jax.random.bits(key, (2,), jnp.uint32)
   index = jax.lax.iota(jnp.uint32, size).reshape(shape)
   bits = _lowbias32(_lowbias32(index + seeds[0]) ^ seeds[1])
-  threshold = min(round(keep * 2.0 ** 32), 2 ** 32 - 1)
+  threshold = min(round(keep * 2.0**32), 2**32 - 1)
   return bits < jnp.uint32(threshold)
 
 
@@ -59,8 +59,9 @@ def hash_dropout(key: jax.Array, x: jax.Array, rate: float) -> jax.Array:
   return jax.lax.select(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros_like(x))
 
 
-def dropout(module: nn.Module, x: jax.Array, rate: float, deterministic: bool,
-            impl: str = "hash") -> jax.Array:
+def dropout(
+  module: nn.Module, x: jax.Array, rate: float, deterministic: bool, impl: str = "hash"
+) -> jax.Array:
   """Dropout inside `module`'s compact `__call__` (called as `dropout(self, x, ...)`), from its
   'dropout' RNG stream.
 

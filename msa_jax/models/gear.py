@@ -75,6 +75,7 @@ class GEARConfig:
     dropout_impl: how every dropout mask (the BERTs' included) is drawn: "hash" or "threefry"
       (`msa_jax.models.dropout`).
   """
+
   text: BertConfig
   audio_in: int
   vision_in: int
@@ -98,8 +99,9 @@ class GEARConfig:
     if self.dtype not in COMPUTE_DTYPES:
       raise ValueError(f"GEARConfig: dtype={self.dtype!r}, expected one of {COMPUTE_DTYPES}")
     if self.swap_dim % self.fusion_heads:
-      raise ValueError(f"GEARConfig: swap_dim={self.swap_dim} is not divisible by "
-                       f"fusion_heads={self.fusion_heads}")
+      raise ValueError(
+        f"GEARConfig: swap_dim={self.swap_dim} is not divisible by fusion_heads={self.fusion_heads}"
+      )
     for name in ("extractor_dropout", "fusion_dropout"):
       rate = getattr(self, name)
       if not 0.0 <= rate < 1.0:
@@ -123,12 +125,18 @@ class GEARConfig:
   @classmethod
   def tiny(cls, audio_in: int = 5, vision_in: int = 20) -> GEARConfig:
     """A small model for tests and CPU smoke runs (tiny BERT, small feed-forward)."""
-    return cls(text=BertConfig.tiny(), audio_in=audio_in, vision_in=vision_in, fusion_ff=64,
-               post_fusion_dim=16)
+    return cls(
+      text=BertConfig.tiny(),
+      audio_in=audio_in,
+      vision_in=vision_in,
+      fusion_ff=64,
+      post_fusion_dim=16,
+    )
 
 
 class _ZeroBiasDense(nn.Module):
   """A `TorchDense` whose bias starts at zero (PyTorch MHA out-projection): (..., D) -> (..., F)."""
+
   features: int
 
   @nn.compact
@@ -139,12 +147,15 @@ class _ZeroBiasDense(nn.Module):
 
 
 def swap_permutations(key: jax.Array, batch_size: int) -> dict[str, jax.Array]:
-  """One independent permutation of range(batch_size) per modality (docs/methods.md §5 swap augmentation).
+  """One independent permutation of range(batch_size) per modality (docs/methods.md §5 swap
+  augmentation).
 
   Modality i (order text, audio, vision) uses `jax.random.fold_in(key, i)`.
   """
-  return {m: jax.random.permutation(jax.random.fold_in(key, i), batch_size)
-          for i, m in enumerate(MODALITIES)}
+  return {
+    m: jax.random.permutation(jax.random.fold_in(key, i), batch_size)
+    for i, m in enumerate(MODALITIES)
+  }
 
 
 class SequenceEncoder(nn.Module):
@@ -152,6 +163,7 @@ class SequenceEncoder(nn.Module):
 
   (B, T, D), lengths (B,) -> (B, out). Mirrors the reference's `AuViSubNet` (docs/methods.md §5).
   """
+
   hidden_size: int
   out_size: int
   dropout: float
@@ -170,15 +182,18 @@ class ModalityHeads(nn.Module):
   (z_c (B, s), z_b (B, s)) -> (h_c (B, s), ŷ_b (B,)) with
   h_c = ReLU(Dense_c([z_c, sg(z_b)])) and ŷ_b = Dense_b_out(ReLU(Dense_b([sg(z_c), z_b]))).
   """
+
   swap_dim: int
 
   @nn.compact
   def __call__(self, z_c: jax.Array, z_b: jax.Array) -> tuple[jax.Array, jax.Array]:
     sg = jax.lax.stop_gradient
-    h_c = nn.relu(TorchDense(self.swap_dim, name="robust_feature")(
-        jnp.concatenate([z_c, sg(z_b)], axis=-1)))
-    h_b = nn.relu(TorchDense(self.swap_dim, name="bias_feature")(
-        jnp.concatenate([sg(z_c), z_b], axis=-1)))
+    h_c = nn.relu(
+      TorchDense(self.swap_dim, name="robust_feature")(jnp.concatenate([z_c, sg(z_b)], axis=-1))
+    )
+    h_b = nn.relu(
+      TorchDense(self.swap_dim, name="bias_feature")(jnp.concatenate([sg(z_c), z_b], axis=-1))
+    )
     return h_c, TorchDense(1, name="bias_final")(h_b)[:, 0]
 
 
@@ -190,6 +205,7 @@ class TorchEncoderLayer(nn.Module):
   bias; the out-projection bias is zero; LayerNorm eps 1e-5. Written for `nn.scan` over layers:
   `(x, _) -> (x, None)`.
   """
+
   num_heads: int
   ff_dim: int
   dropout: float
@@ -203,10 +219,15 @@ class TorchEncoderLayer(nn.Module):
     drop = lambda t: dropout(self, t, self.dropout, self.deterministic, self.dropout_impl)
     norm = lambda name: nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, name=name)
 
-    qkv = nn.Dense(3 * d_model, kernel_init=nn.initializers.xavier_uniform(),
-                   bias_init=nn.initializers.zeros, name="in_proj")(x)
-    q, k, v = (t.reshape(batch, length, self.num_heads, head_dim)
-               for t in jnp.split(qkv, 3, axis=-1))
+    qkv = nn.Dense(
+      3 * d_model,
+      kernel_init=nn.initializers.xavier_uniform(),
+      bias_init=nn.initializers.zeros,
+      name="in_proj",
+    )(x)
+    q, k, v = (
+      t.reshape(batch, length, self.num_heads, head_dim) for t in jnp.split(qkv, 3, axis=-1)
+    )
     scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(jnp.asarray(head_dim, x.dtype))
     probs = drop(jax.nn.softmax(scores, axis=-1))
     attended = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(batch, length, d_model)
@@ -225,6 +246,7 @@ class FusionTransformer(nn.Module):
   audio, vision; no positional encoding), then flatten (3s) -> Dense(post_dim) -> Dropout -> ReLU
   -> Dense(1). Encoder parameters are stacked: `encoder/<leaf>` has a leading axis of num_layers.
   """
+
   num_layers: int
   num_heads: int
   ff_dim: int
@@ -234,10 +256,15 @@ class FusionTransformer(nn.Module):
 
   @nn.compact
   def __call__(self, h: jax.Array, deterministic: bool) -> jax.Array:
-    layers = nn.scan(TorchEncoderLayer, variable_axes={"params": 0},
-                     split_rngs={"params": False, "dropout": True}, length=self.num_layers)
-    x, _ = layers(self.num_heads, self.ff_dim, self.dropout, deterministic, self.dropout_impl,
-                  name="encoder")(h, None)
+    layers = nn.scan(
+      TorchEncoderLayer,
+      variable_axes={"params": 0},
+      split_rngs={"params": False, "dropout": True},
+      length=self.num_layers,
+    )
+    x, _ = layers(
+      self.num_heads, self.ff_dim, self.dropout, deterministic, self.dropout_impl, name="encoder"
+    )(h, None)
     x = x.reshape(x.shape[0], -1)
     x = TorchDense(self.post_dim, name="mlp_hidden")(x)
     x = nn.relu(dropout(self, x, self.dropout, deterministic, self.dropout_impl))
@@ -254,27 +281,34 @@ def _check_batch(batch: Mapping[str, jax.Array], cfg: GEARConfig) -> None:
   for m, dim in (("audio", cfg.audio_in), ("vision", cfg.vision_in)):
     shape = batch[m].shape
     if len(shape) != 3 or shape[0] != size or shape[2] != dim:
-      raise ValueError(f"GEAR: batch['{m}'] has shape {shape}, expected ({size}, T, {dim}) "
-                       f"(GEARConfig.{m}_in={dim})")
+      raise ValueError(
+        f"GEAR: batch['{m}'] has shape {shape}, expected ({size}, T, {dim}) "
+        f"(GEARConfig.{m}_in={dim})"
+      )
     if batch[f"{m}_lengths"].shape != (size,):
-      raise ValueError(f"GEAR: batch['{m}_lengths'] has shape {batch[f'{m}_lengths'].shape}, "
-                       f"expected ({size},)")
+      raise ValueError(
+        f"GEAR: batch['{m}_lengths'] has shape {batch[f'{m}_lengths'].shape}, expected ({size},)"
+      )
 
 
-def _check_permutations(permutations: Mapping[str, jax.Array], batch_size: int
-                        ) -> dict[str, jax.Array]:
+def _check_permutations(
+  permutations: Mapping[str, jax.Array], batch_size: int
+) -> dict[str, jax.Array]:
   """The given swap permutations as int32 arrays; a one-line ValueError for wrong keys or shapes.
 
   (Whether each is a permutation is not checked: the values may be traced.)
   """
   if set(permutations) != set(MODALITIES):
-    raise ValueError(f"GEAR: permutations has keys {sorted(permutations)}, expected "
-                     f"{sorted(MODALITIES)}")
+    raise ValueError(
+      f"GEAR: permutations has keys {sorted(permutations)}, expected {sorted(MODALITIES)}"
+    )
   perms = {m: jnp.asarray(permutations[m]) for m in MODALITIES}
   for m, p in perms.items():
     if p.shape != (batch_size,) or not jnp.issubdtype(p.dtype, jnp.integer):
-      raise ValueError(f"GEAR: permutations['{m}'] has shape {p.shape} and dtype {p.dtype}, "
-                       f"expected ({batch_size},) integers")
+      raise ValueError(
+        f"GEAR: permutations['{m}'] has shape {p.shape} and dtype {p.dtype}, "
+        f"expected ({batch_size},) integers"
+      )
   return {m: p.astype(jnp.int32) for m, p in perms.items()}
 
 
@@ -292,12 +326,17 @@ class GEAR(nn.Module):
     'bias_preds_swap': {modality: (B,)} bias predictions from [sg(z_c), z_b[π]] (target y[π]);
     'perms': {modality: (B,) int32} the permutations π_m.
   """
+
   config: GEARConfig
 
   @nn.compact
-  def __call__(self, batch: Mapping[str, jax.Array], deterministic: bool = True,
-               swap_key: jax.Array | None = None,
-               permutations: Mapping[str, jax.Array] | None = None) -> dict[str, Any]:
+  def __call__(
+    self,
+    batch: Mapping[str, jax.Array],
+    deterministic: bool = True,
+    swap_key: jax.Array | None = None,
+    permutations: Mapping[str, jax.Array] | None = None,
+  ) -> dict[str, Any]:
     cfg = self.config
     _check_batch(batch, cfg)
     if swap_key is not None and permutations is not None:
@@ -306,53 +345,68 @@ class GEAR(nn.Module):
       permutations = _check_permutations(permutations, batch["text_bert"].shape[0])
     s = cfg.swap_dim
     drop = lambda t: dropout(self, t, cfg.extractor_dropout, deterministic, cfg.dropout_impl)
-    seq_sizes = {"audio": (cfg.audio_hidden, cfg.audio_out),
-                 "vision": (cfg.vision_hidden, cfg.vision_out)}
+    seq_sizes = {
+      "audio": (cfg.audio_hidden, cfg.audio_out),
+      "vision": (cfg.vision_hidden, cfg.vision_out),
+    }
 
     text = dataclasses.replace(cfg.text, dropout_impl=cfg.dropout_impl)
     z = {m: {} for m in MODALITIES}
     for role in ROLES:
-      hidden = BertModel(text, dtype=compute_dtype(cfg.dtype), remat=cfg.remat,
-                         name=f"bert_{role}")(
-          batch["text_bert"], deterministic=deterministic)
+      hidden = BertModel(
+        text, dtype=compute_dtype(cfg.dtype), remat=cfg.remat, name=f"bert_{role}"
+      )(batch["text_bert"], deterministic=deterministic)
       z["text"][role] = nn.relu(TorchDense(s, name=f"text_{role}_proj")(drop(hidden[:, 0])))
       for m, (hid, out) in seq_sizes.items():
         h = SequenceEncoder(hid, out, cfg.extractor_dropout, cfg.dropout_impl, name=f"{m}_{role}")(
-            batch[m], batch[f"{m}_lengths"], deterministic)
+          batch[m], batch[f"{m}_lengths"], deterministic
+        )
         z[m][role] = nn.relu(TorchDense(s, name=f"{m}_{role}_proj")(drop(h)))
 
     heads = {m: ModalityHeads(s, name=f"{m}_heads") for m in MODALITIES}
-    fusion = FusionTransformer(cfg.fusion_layers, cfg.fusion_heads, cfg.fusion_ff,
-                               cfg.post_fusion_dim, cfg.fusion_dropout, cfg.dropout_impl,
-                               name="fusion")
+    fusion = FusionTransformer(
+      cfg.fusion_layers,
+      cfg.fusion_heads,
+      cfg.fusion_ff,
+      cfg.post_fusion_dim,
+      cfg.fusion_dropout,
+      cfg.dropout_impl,
+      name="fusion",
+    )
 
     feats, bias_preds = {}, {}
     for m in MODALITIES:
       feats[m], bias_preds[m] = heads[m](z[m]["robust"], z[m]["bias"])
-    outputs = {"pred": fusion(jnp.stack([feats[m] for m in MODALITIES], axis=1), deterministic),
-               "bias_preds": bias_preds}
+    outputs = {
+      "pred": fusion(jnp.stack([feats[m] for m in MODALITIES], axis=1), deterministic),
+      "bias_preds": bias_preds,
+    }
     if swap_key is None and permutations is None:
       return outputs
 
-    perms = (permutations if permutations is not None
-             else swap_permutations(swap_key, batch["text_bert"].shape[0]))
+    perms = (
+      permutations
+      if permutations is not None
+      else swap_permutations(swap_key, batch["text_bert"].shape[0])
+    )
     feats_swap, bias_preds_swap = {}, {}
     for m in MODALITIES:
       feats_swap[m], bias_preds_swap[m] = heads[m](z[m]["robust"], z[m]["bias"][perms[m]])
-    outputs["pred_swap"] = fusion(jnp.stack([feats_swap[m] for m in MODALITIES], axis=1),
-                                  deterministic)
+    outputs["pred_swap"] = fusion(
+      jnp.stack([feats_swap[m] for m in MODALITIES], axis=1), deterministic
+    )
     outputs["bias_preds_swap"] = bias_preds_swap
     outputs["perms"] = perms
     return outputs
 
 
 _TOP_LEVEL_GROUPS = {
-    **{f"bert_{r}": "bert" for r in ROLES},
-    **{f"audio_{r}": "audio" for r in ROLES},
-    **{f"vision_{r}": "vision" for r in ROLES},
-    **{f"{m}_{r}_proj": "extractor_other" for m in MODALITIES for r in ROLES},
-    **{f"{m}_heads": "extractor_other" for m in MODALITIES},
-    "fusion": "fusion",
+  **{f"bert_{r}": "bert" for r in ROLES},
+  **{f"audio_{r}": "audio" for r in ROLES},
+  **{f"vision_{r}": "vision" for r in ROLES},
+  **{f"{m}_{r}_proj": "extractor_other" for m in MODALITIES for r in ROLES},
+  **{f"{m}_heads": "extractor_other" for m in MODALITIES},
+  "fusion": "fusion",
 }
 
 
@@ -360,15 +414,18 @@ def _leaf_group(path: tuple[Any, ...]) -> str:
   names = [str(getattr(p, "key", p)) for p in path]
   group = _TOP_LEVEL_GROUPS.get(names[0])
   if group is None:
-    raise ValueError(f"param_group_labels: unknown top-level parameter {names[0]!r} "
-                     f"(expected one of {sorted(_TOP_LEVEL_GROUPS)})")
+    raise ValueError(
+      f"param_group_labels: unknown top-level parameter {names[0]!r} "
+      f"(expected one of {sorted(_TOP_LEVEL_GROUPS)})"
+    )
   if group == "bert" and (names[-1] == "bias" or "LayerNorm" in names):
     return "bert_no_decay"
   return group
 
 
 def param_group_labels(params: Mapping[str, Any]) -> Any:
-  """Labels every parameter leaf with its optimizer group (docs/methods.md §5) (a pytree of str like `params`).
+  """Labels every parameter leaf with its optimizer group (docs/methods.md §5) (a pytree of str like
+  `params`).
 
   Groups: 'bert' (both BERTs, weights), 'bert_no_decay' (BERT biases and LayerNorm parameters),
   'audio' / 'vision' (LSTM and the Dense right after it, both roles), 'extractor_other' (the

@@ -1,10 +1,10 @@
 """LNLN's building blocks in Flax linen (docs/methods.md §4 "Building blocks").
 
 Every block is pre-norm, has no dropout, and uses PyTorch's default initialisation (Dense kernel
-and bias uniform in ±1/sqrt(fan_in), LayerNorm scale 1 / bias 0, eps 1e-5), and mirrors the authors' PyTorch
-modules one to one, so that a converted checkpoint maps leaf by leaf (Dense kernels transposed).
-Parameter names follow the reference where it has names (`to_q`, `to_out`, `pos_embedding`,
-`extra_token`, ...).
+and bias uniform in ±1/sqrt(fan_in), LayerNorm scale 1 / bias 0, eps 1e-5), and mirrors the authors'
+PyTorch modules one to one, so that a converted checkpoint maps leaf by leaf (Dense kernels
+transposed). Parameter names follow the reference where it has names (`to_q`, `to_out`,
+`pos_embedding`, `extra_token`, ...).
 
 Performance options, none of which changes a parameter or (beyond float rounding) a result:
 - `dtype`: the computation dtype of the linears and attention matmuls (mixed precision: parameters
@@ -65,8 +65,9 @@ def torch_uniform_init(fan_in: int) -> Initializer:
   return init
 
 
-def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array | None,
-          dtype: DType | None = None) -> jax.Array:
+def dense(
+  x: jax.Array, kernel: jax.Array, bias: jax.Array | None, dtype: DType | None = None
+) -> jax.Array:
   """x @ kernel (+ bias), in `dtype` when given (inputs and parameters cast to it)."""
   if dtype is not None:
     x, kernel = x.astype(dtype), kernel.astype(dtype)
@@ -79,14 +80,16 @@ def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array | None,
 class DenseParams(nn.Module):
   """The parameters of a `TorchDense` — same names, shapes and initialisation — returned instead
   of applied: `DenseParams(features, use_bias, name=n)(fan_in)` -> (kernel, bias or None)."""
+
   features: int
   use_bias: bool = True
 
   @nn.compact
   def __call__(self, fan_in: int) -> tuple[jax.Array, jax.Array | None]:
     kernel = self.param("kernel", torch_uniform_init(fan_in), (fan_in, self.features))
-    bias = (self.param("bias", torch_uniform_init(fan_in), (self.features,)) if self.use_bias
-            else None)
+    bias = (
+      self.param("bias", torch_uniform_init(fan_in), (self.features,)) if self.use_bias else None
+    )
     return kernel, bias
 
 
@@ -97,6 +100,7 @@ class TorchDense(nn.Module):
   `nn.Dense`; both are drawn from U(±1/sqrt(D_in)) in float32. With `dtype`, the input and the
   parameters are cast to it and the output has that dtype.
   """
+
   features: int
   use_bias: bool = True
   dtype: DType | None = None
@@ -105,19 +109,23 @@ class TorchDense(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     fan_in = x.shape[-1]
     kernel = self.param("kernel", torch_uniform_init(fan_in), (fan_in, self.features))
-    bias = (self.param("bias", torch_uniform_init(fan_in), (self.features,)) if self.use_bias
-            else None)
+    bias = (
+      self.param("bias", torch_uniform_init(fan_in), (self.features,)) if self.use_bias else None
+    )
     return dense(x, kernel, bias, self.dtype)
 
 
-def torch_dense(features: int, use_bias: bool = True, name: str | None = None,
-                dtype: DType | None = None) -> TorchDense:
+def torch_dense(
+  features: int, use_bias: bool = True, name: str | None = None, dtype: DType | None = None
+) -> TorchDense:
   """A `TorchDense` layer (PyTorch-default init); see `TorchDense`."""
   return TorchDense(features, use_bias=use_bias, dtype=dtype, name=name)
 
 
 class LayerNorm(nn.LayerNorm):
-  """`nn.LayerNorm` with PyTorch's defaults: eps 1e-5 and the two-pass variance (docs/methods.md §4)."""
+  """`nn.LayerNorm` with PyTorch's defaults: eps 1e-5 and the two-pass variance
+  (docs/methods.md §4)."""
+
   epsilon: float = 1e-5
   use_fast_variance: bool = False
 
@@ -167,18 +175,34 @@ def multi_head_attend(q: jax.Array, k: jax.Array, v: jax.Array, heads: int) -> j
 AttentionWeights = tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]
 
 
-def attention(q_in: jax.Array, k_in: jax.Array, v_in: jax.Array, weights: AttentionWeights,
-              heads: int, dtype: DType | None = None) -> jax.Array:
+def attention(
+  q_in: jax.Array,
+  k_in: jax.Array,
+  v_in: jax.Array,
+  weights: AttentionWeights,
+  heads: int,
+  dtype: DType | None = None,
+) -> jax.Array:
   """`Attention`'s computation from its inputs and weights (w_q, w_k, w_v, w_out, b_out):
   q_in (B, Nq, dim), k_in, v_in (B, Nk, dim) -> (B, Nq, dim_out)."""
   w_q, w_k, w_v, w_out, b_out = weights
-  q, k, v = dense(q_in, w_q, None, dtype), dense(k_in, w_k, None, dtype), dense(v_in, w_v, None, dtype)
+  q, k, v = (
+    dense(q_in, w_q, None, dtype),
+    dense(k_in, w_k, None, dtype),
+    dense(v_in, w_v, None, dtype),
+  )
   return dense(multi_head_attend(q, k, v, heads), w_out, b_out, dtype)
 
 
-def blocked_attention(q_in: jax.Array, k_in: jax.Array, v_in: jax.Array,
-                      weights: AttentionWeights, heads: int, chunk: int,
-                      dtype: DType | None = None) -> jax.Array:
+def blocked_attention(
+  q_in: jax.Array,
+  k_in: jax.Array,
+  v_in: jax.Array,
+  weights: AttentionWeights,
+  heads: int,
+  chunk: int,
+  dtype: DType | None = None,
+) -> jax.Array:
   """`attention` computed `chunk` samples at a time and rematerialised (blocked attention).
 
   A `lax.map` over blocks of samples whose body — the q/k/v projections, the attention and the
@@ -208,6 +232,7 @@ class Attention(nn.Module):
   `dtype` and `chunk` (`blocked_attention` where there are at least `CHUNK_MIN_KEYS` keys): see
   the module docstring. The parameters are the same either way.
   """
+
   dim: int
   heads: int = 8
   dim_head: int = 64
@@ -227,12 +252,14 @@ class Attention(nn.Module):
     w_k, _ = DenseParams(inner, use_bias=False, name="to_k")(k_in.shape[-1])
     w_v, _ = DenseParams(inner, use_bias=False, name="to_v")(v_in.shape[-1])
     w_out, b_out = DenseParams(self.dim, name="to_out")(inner)
-    return blocked_attention(q_in, k_in, v_in, (w_q, w_k, w_v, w_out, b_out), self.heads,
-                             self.chunk, self.dtype)
+    return blocked_attention(
+      q_in, k_in, v_in, (w_q, w_k, w_v, w_out, b_out), self.heads, self.chunk, self.dtype
+    )
 
 
 class FeedForward(nn.Module):
   """Linear dim -> hidden, exact (erf) GELU, linear hidden -> dim: (B, N, dim) -> (B, N, dim)."""
+
   dim: int
   hidden: int
   dtype: DType | None = None
@@ -245,13 +272,15 @@ class FeedForward(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-  """One pre-norm transformer layer with three attention LayerNorms (docs/methods.md §4 `EncoderLayer`).
+  """One pre-norm transformer layer with three attention LayerNorms (docs/methods.md §4
+  `EncoderLayer`).
 
   `x = Attention(LN_q(x), LN_k(c), LN_v(c)) + x; x = FF(LN(x)) + x` where the context c is x itself
   (self-attention) or, for the CrossTransformer, the source sequence.
   x (B, N, dim), context (B, M, dim) or None -> (B, N, dim). The sub-layer outputs are added to the
   float32 residual stream, so the output is float32 whatever `dtype` computes the linears.
   """
+
   dim: int
   heads: int = 8
   dim_head: int = 64
@@ -262,10 +291,17 @@ class EncoderLayer(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:
     context = x if context is None else context
-    attn = Attention(self.dim, self.heads, self.dim_head, self.dtype, self.attention_chunk,
-                     name="attn")
-    x = _residual(attn(LayerNorm(name="norm_q")(x), LayerNorm(name="norm_k")(context),
-                       LayerNorm(name="norm_v")(context)), x)
+    attn = Attention(
+      self.dim, self.heads, self.dim_head, self.dtype, self.attention_chunk, name="attn"
+    )
+    x = _residual(
+      attn(
+        LayerNorm(name="norm_q")(x),
+        LayerNorm(name="norm_k")(context),
+        LayerNorm(name="norm_v")(context),
+      ),
+      x,
+    )
     ff = FeedForward(self.dim, self.mlp_dim, self.dtype, name="ff")
     return _residual(ff(LayerNorm(name="norm_ff")(x)), x)
 
@@ -279,12 +315,14 @@ def _check_input(module: str, x: jax.Array, max_frames: int, dim: int) -> None:
   if x.ndim != 3 or x.shape[-1] != dim:
     raise ValueError(f"{module}: input shape {x.shape}, expected (B, N, {dim})")
   if x.shape[1] > max_frames:
-    raise ValueError(f"{module}: input has {x.shape[1]} frames, more than its num_frames="
-                     f"{max_frames}")
+    raise ValueError(
+      f"{module}: input has {x.shape[1]} frames, more than its num_frames={max_frames}"
+    )
 
 
 class TokenTransformer(nn.Module):
-  """Learned extra tokens + position embedding + `depth` EncoderLayers (docs/methods.md §4 `TokenTransformer`).
+  """Learned extra tokens + position embedding + `depth` EncoderLayers (docs/methods.md §4
+  `TokenTransformer`).
 
   If `token_len` is set, `token_len` learned tokens (init zeros) are prepended. A learned position
   embedding (init N(0, 1)) of length num_frames + token_len is added (its first N + token_len rows
@@ -294,6 +332,7 @@ class TokenTransformer(nn.Module):
   positions are computed by the last layer (B, keep, dim): they equal the first `keep` positions of
   the full output (not with `save_hidden`). `dtype`, `attention_chunk`: see the module docstring.
   """
+
   num_frames: int
   token_len: int | None
   dim: int = 128
@@ -312,18 +351,26 @@ class TokenTransformer(nn.Module):
       raise ValueError(f"TokenTransformer {self.name}: keep and save_hidden exclude each other")
     _check_input(f"TokenTransformer {self.name}", x, self.num_frames, self.dim)
     extra = self.token_len or 0
-    pos = self.param("pos_embedding", nn.initializers.normal(1.0),
-                     (1, self.num_frames + extra, self.dim))
+    pos = self.param(
+      "pos_embedding", nn.initializers.normal(1.0), (1, self.num_frames + extra, self.dim)
+    )
     if self.token_len is not None:
       tokens = self.param("extra_token", nn.initializers.zeros, (1, self.token_len, self.dim))
       x = jnp.concatenate([jnp.broadcast_to(tokens, (x.shape[0],) + tokens.shape[1:]), x], axis=1)
-    x = x + pos[:, :x.shape[1]]
+    x = x + pos[:, : x.shape[1]]
     hidden = [x]
     for i in range(self.depth):
-      block = EncoderLayer(self.dim, self.heads, self.dim_head, self.mlp_dim, self.dtype,
-                    self.attention_chunk, name=f"layer_{i}")
+      block = EncoderLayer(
+        self.dim,
+        self.heads,
+        self.dim_head,
+        self.mlp_dim,
+        self.dtype,
+        self.attention_chunk,
+        name=f"layer_{i}",
+      )
       if i == self.depth - 1 and self.keep is not None:
-        x = block(x[:, :self.keep], x)  # the first `keep` queries over every key
+        x = block(x[:, : self.keep], x)  # the first `keep` queries over every key
       else:
         x = block(x)
       hidden.append(x)
@@ -331,7 +378,8 @@ class TokenTransformer(nn.Module):
 
 
 class CrossTransformer(nn.Module):
-  """Target-attends-to-source transformer used for LNLN's fusion (docs/methods.md §4 `CrossTransformer`).
+  """Target-attends-to-source transformer used for LNLN's fusion (docs/methods.md §4
+  `CrossTransformer`).
 
   One learned token (init zeros), a single parameter, is prepended to both source and target;
   separate position embeddings (init N(0, 1)) of lengths source_len + 1 and target_len + 1. The
@@ -339,6 +387,7 @@ class CrossTransformer(nn.Module):
   `t = Attn(LN_q(t), LN_k(s), LN_v(s)) + t; t = FF(LN(t)) + t`.
   source (B, S, dim), target (B, T, dim) -> (B, T + 1, dim).
   """
+
   source_len: int
   target_len: int
   dim: int = 128
@@ -358,12 +407,13 @@ class CrossTransformer(nn.Module):
     token = self.param("extra_token", nn.initializers.zeros, (1, 1, self.dim))
     token = jnp.broadcast_to(token, (source.shape[0], 1, self.dim))
     s = jnp.concatenate([token, source], axis=1)
-    s = s + pos_s[:, :s.shape[1]]
+    s = s + pos_s[:, : s.shape[1]]
     t = jnp.concatenate([token, target], axis=1)
-    t = t + pos_t[:, :t.shape[1]]
+    t = t + pos_t[:, : t.shape[1]]
     for i in range(self.depth):
-      t = EncoderLayer(self.dim, self.heads, self.dim_head, self.mlp_dim, self.dtype,
-                       name=f"layer_{i}")(t, s)
+      t = EncoderLayer(
+        self.dim, self.heads, self.dim_head, self.mlp_dim, self.dtype, name=f"layer_{i}"
+      )(t, s)
     return t
 
 
@@ -377,14 +427,16 @@ class HyperLayer(nn.Module):
   The residual is the *normalised* h_hyper, as in the reference.
   h_dom, h_hyper (B, N, dim), h_a (B, Na, dim), h_v (B, Nv, dim) -> (B, N, dim).
   """
+
   dim: int = 128
   heads: int = 8
   dim_head: int = 16
   dtype: DType | None = None
 
   @nn.compact
-  def __call__(self, h_dom: jax.Array, h_a: jax.Array, h_v: jax.Array,
-               h_hyper: jax.Array) -> jax.Array:
+  def __call__(
+    self, h_dom: jax.Array, h_a: jax.Array, h_v: jax.Array, h_hyper: jax.Array
+  ) -> jax.Array:
     inner = self.heads * self.dim_head
     h_dom = LayerNorm(name="norm_dom")(h_dom)
     h_a = LayerNorm(name="norm_a")(h_a)
@@ -397,7 +449,9 @@ class HyperLayer(nn.Module):
     q = proj("to_q", h_dom)
     attn_a = multi_head_attend(q, proj("to_k_a", h_a), proj("to_v_a", h_a), self.heads)
     attn_v = multi_head_attend(q, proj("to_k_v", h_v), proj("to_v_v", h_v), self.heads)
-    return _residual(torch_dense(self.dim, name="to_out", dtype=self.dtype)(attn_a + attn_v), h_hyper)
+    return _residual(
+      torch_dense(self.dim, name="to_out", dtype=self.dtype)(attn_a + attn_v), h_hyper
+    )
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
@@ -417,7 +471,8 @@ _grad_reverse.defvjp(_grad_reverse_fwd, _grad_reverse_bwd)
 
 
 def grad_reverse(x: jax.Array, alpha: float = 1.0) -> jax.Array:
-  """Gradient reversal layer (docs/methods.md §4 `GRL`): identity forward, gradient × (−alpha) backward.
+  """Gradient reversal layer (docs/methods.md §4 `GRL`): identity forward, gradient × (−alpha)
+  backward.
 
   `alpha` is a static Python number.
   """

@@ -1,4 +1,5 @@
-"""LNLN, the Language-dominated Noise-resistant Learning Network, as a Flax linen module (docs/methods.md §4).
+"""LNLN, the Language-dominated Noise-resistant Learning Network, as a Flax linen module
+(docs/methods.md §4).
 
 `LNLN(config).apply({'params': params}, batch_masked, batch_complete=None, deterministic=True,
 rngs={'dropout': key})` returns a dict of arrays: the prediction, and at training time (with the
@@ -23,8 +24,15 @@ import jax.numpy as jnp
 
 from msa_jax.models.bert import BertConfig, BertModel
 from msa_jax.models.dropout import check_impl as check_dropout_impl
-from msa_jax.models.layers import (COMPUTE_DTYPES, CrossTransformer, HyperLayer, TokenTransformer,
-                                   compute_dtype, grad_reverse, torch_dense)
+from msa_jax.models.layers import (
+  COMPUTE_DTYPES,
+  CrossTransformer,
+  HyperLayer,
+  TokenTransformer,
+  compute_dtype,
+  grad_reverse,
+  torch_dense,
+)
 
 Batch = Mapping[str, jax.Array]
 GRL_SCOPES = ("all", "adversarial")
@@ -55,9 +63,10 @@ class LNLNConfig:
   over audio and vision frames, samples per block; 0 = plain attention), `remat` (BERT layers
   recomputed in the backward pass: less memory, about one more BERT forward; dropout masks drawn
   from another stream, see `bert`).
-  `dropout_impl`: how BERT's dropout masks are drawn, "hash" or "threefry" (`msa_jax.models.dropout`;
-  LNLN's own blocks have no dropout).
+  `dropout_impl`: how BERT's dropout masks are drawn, "hash" or "threefry"
+  (`msa_jax.models.dropout`; LNLN's own blocks have no dropout).
   """
+
   text_frames: int
   audio_frames: int
   vision_frames: int
@@ -89,10 +98,25 @@ class LNLNConfig:
 
   def __post_init__(self):
     check_dropout_impl(self.dropout_impl)
-    positive = ("text_frames", "audio_frames", "vision_frames", "audio_dim", "vision_dim", "dim",
-                "token_len", "heads", "dim_head", "mlp_dim", "depth", "hyper_heads",
-                "hyper_dim_head", "num_hyper_layers", "fusion_depth", "completeness_hidden",
-                "discriminator_hidden")
+    positive = (
+      "text_frames",
+      "audio_frames",
+      "vision_frames",
+      "audio_dim",
+      "vision_dim",
+      "dim",
+      "token_len",
+      "heads",
+      "dim_head",
+      "mlp_dim",
+      "depth",
+      "hyper_heads",
+      "hyper_dim_head",
+      "num_hyper_layers",
+      "fusion_depth",
+      "completeness_hidden",
+      "discriminator_hidden",
+    )
     for name in positive:
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
@@ -105,20 +129,33 @@ class LNLNConfig:
     if isinstance(chunk, bool) or not isinstance(chunk, numbers.Integral) or chunk < 0:
       raise ValueError(f"LNLNConfig.attention_chunk={chunk!r}, expected an int >= 0")
     if self.num_hyper_layers > self.depth + 1:
-      raise ValueError(f"LNLNConfig.num_hyper_layers={self.num_hyper_layers} needs depth + 1 "
-                       f"language hidden states, but depth={self.depth}")
+      raise ValueError(
+        f"LNLNConfig.num_hyper_layers={self.num_hyper_layers} needs depth + 1 "
+        f"language hidden states, but depth={self.depth}"
+      )
 
   @property
   def compute_dtype(self):
     """The layers' computation dtype (None: plain float32)."""
     return compute_dtype(self.dtype)
 
-  def token_transformer(self, num_frames: int, token_len: int | None, name: str,
-                        **kwargs: Any) -> TokenTransformer:
+  def token_transformer(
+    self, num_frames: int, token_len: int | None, name: str, **kwargs: Any
+  ) -> TokenTransformer:
     """A TokenTransformer with the shared sizes and performance options."""
-    return TokenTransformer(num_frames, token_len, self.dim, self.depth, self.heads, self.dim_head,
-                            self.mlp_dim, dtype=self.compute_dtype,
-                            attention_chunk=self.attention_chunk, name=name, **kwargs)
+    return TokenTransformer(
+      num_frames,
+      token_len,
+      self.dim,
+      self.depth,
+      self.heads,
+      self.dim_head,
+      self.mlp_dim,
+      dtype=self.compute_dtype,
+      attention_chunk=self.attention_chunk,
+      name=name,
+      **kwargs,
+    )
 
   @property
   def adversarial(self) -> bool:
@@ -128,25 +165,62 @@ class LNLNConfig:
   @classmethod
   def mosi(cls, bert: BertConfig, **overrides: Any) -> LNLNConfig:
     """CMU-MOSI: frames (L 50, A 375, V 500), dims (A 5, V 20), fusion depth 2."""
-    return cls(**{**dict(text_frames=50, audio_frames=375, vision_frames=500, audio_dim=5,
-                         vision_dim=20, bert=bert, fusion_depth=2), **overrides})
+    return cls(
+      **{
+        **dict(
+          text_frames=50,
+          audio_frames=375,
+          vision_frames=500,
+          audio_dim=5,
+          vision_dim=20,
+          bert=bert,
+          fusion_depth=2,
+        ),
+        **overrides,
+      }
+    )
 
   @classmethod
   def mosei(cls, bert: BertConfig, **overrides: Any) -> LNLNConfig:
     """CMU-MOSEI: frames (L 50, A 500, V 500), dims (A 74, V 35), fusion depth 4."""
-    return cls(**{**dict(text_frames=50, audio_frames=500, vision_frames=500, audio_dim=74,
-                         vision_dim=35, bert=bert, fusion_depth=4), **overrides})
+    return cls(
+      **{
+        **dict(
+          text_frames=50,
+          audio_frames=500,
+          vision_frames=500,
+          audio_dim=74,
+          vision_dim=35,
+          bert=bert,
+          fusion_depth=4,
+        ),
+        **overrides,
+      }
+    )
 
   @classmethod
   def sims(cls, bert: BertConfig, **overrides: Any) -> LNLNConfig:
     """CH-SIMS: frames (L 39, A 400, V 55), dims (A 33, V 709), fusion depth 4."""
-    return cls(**{**dict(text_frames=39, audio_frames=400, vision_frames=55, audio_dim=33,
-                         vision_dim=709, bert=bert, fusion_depth=4), **overrides})
+    return cls(
+      **{
+        **dict(
+          text_frames=39,
+          audio_frames=400,
+          vision_frames=55,
+          audio_dim=33,
+          vision_dim=709,
+          bert=bert,
+          fusion_depth=4,
+        ),
+        **overrides,
+      }
+    )
 
 
 class ModalityEncoder(nn.Module):
   """Step-1 encoder: Dense(D -> dim) then TokenTransformer(num_frames, token_len), keeping the
   token_len extra-token outputs (docs/methods.md §4 step 1). x (B, N, D) -> (B, token_len, dim)."""
+
   config: LNLNConfig
   num_frames: int
 
@@ -154,12 +228,15 @@ class ModalityEncoder(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     cfg = self.config
     x = torch_dense(cfg.dim, name="dense", dtype=cfg.compute_dtype)(x)
-    return cfg.token_transformer(self.num_frames, cfg.token_len, "transformer",
-                                 keep=cfg.token_len)(x)
+    return cfg.token_transformer(self.num_frames, cfg.token_len, "transformer", keep=cfg.token_len)(
+      x
+    )
 
 
 class CompletenessCheck(nn.Module):
-  """Estimated language completeness w (docs/methods.md §4 step 2): h_l (B, T, dim) -> (B, 1) in (0, 1)."""
+  """Estimated language completeness w (docs/methods.md §4 step 2): h_l (B, T, dim) -> (B, 1) in
+  (0, 1)."""
+
   config: LNLNConfig
 
   @nn.compact
@@ -172,6 +249,7 @@ class CompletenessCheck(nn.Module):
 
 class Discriminator(nn.Module):
   """Effectiveness discriminator (docs/methods.md §4 step 6): (N, dim) -> logits (N, 2)."""
+
   config: LNLNConfig
 
   @nn.compact
@@ -186,10 +264,13 @@ def _check_batch(batch: Batch, config: LNLNConfig, which: str) -> None:
       raise KeyError(f"LNLN {which}: missing key {key!r}, expected text_bert, audio, vision")
   text = batch["text_bert"].shape
   if len(text) != 3 or text[1] != 3 or text[2] > config.text_frames:
-    raise ValueError(f"LNLN {which}: text_bert has shape {text}, expected "
-                     f"(B, 3, L<={config.text_frames})")
-  for key, frames, dim in (("audio", config.audio_frames, config.audio_dim),
-                           ("vision", config.vision_frames, config.vision_dim)):
+    raise ValueError(
+      f"LNLN {which}: text_bert has shape {text}, expected (B, 3, L<={config.text_frames})"
+    )
+  for key, frames, dim in (
+    ("audio", config.audio_frames, config.audio_dim),
+    ("vision", config.vision_frames, config.vision_dim),
+  ):
     shape = batch[key].shape
     if len(shape) != 3 or shape[1] > frames or shape[2] != dim:
       raise ValueError(f"LNLN {which}: {key} has shape {shape}, expected (B, T<={frames}, {dim})")
@@ -210,17 +291,23 @@ class LNLN(nn.Module):
   BERT (submodule `bert`) runs on the masked and, in training, the complete text; each call draws
   its own dropout masks from the 'dropout' stream.
   """
+
   config: LNLNConfig
 
   @nn.compact
-  def __call__(self, batch_masked: Batch, batch_complete: Batch | None = None,
-               deterministic: bool = True) -> dict[str, jax.Array]:
+  def __call__(
+    self, batch_masked: Batch, batch_complete: Batch | None = None, deterministic: bool = True
+  ) -> dict[str, jax.Array]:
     cfg = self.config
     _check_batch(batch_masked, cfg, "batch_masked")
     if batch_complete is not None:
       _check_batch(batch_complete, cfg, "batch_complete")
-    bert = BertModel(dataclasses.replace(cfg.bert, dropout_impl=cfg.dropout_impl),
-                     dtype=cfg.compute_dtype, remat=cfg.remat, name="bert")
+    bert = BertModel(
+      dataclasses.replace(cfg.bert, dropout_impl=cfg.dropout_impl),
+      dtype=cfg.compute_dtype,
+      remat=cfg.remat,
+      name="bert",
+    )
     proj_l = ModalityEncoder(cfg, cfg.text_frames, name="proj_l")
     proj_a = ModalityEncoder(cfg, cfg.audio_frames, name="proj_a")
     proj_v = ModalityEncoder(cfg, cfg.vision_frames, name="proj_v")
@@ -237,13 +324,17 @@ class LNLN(nn.Module):
       w = CompletenessCheck(cfg, name="completeness_check")(h_l)
       h_p0 = self.param("h_p0", nn.initializers.ones, (1, t, cfg.dim))
       h_p = cfg.token_transformer(3 * t, t, "proxy_generator", keep=t)(
-          jnp.concatenate([jnp.broadcast_to(h_p0, (b, t, cfg.dim)), h_a, h_v], axis=1))
+        jnp.concatenate([jnp.broadcast_to(h_p0, (b, t, cfg.dim)), h_a, h_v], axis=1)
+      )
       mix = lambda p: w[:, :, None] * h_l + (1.0 - w[:, :, None]) * p
       if cfg.adversarial and cfg.grl_scope == "all":
         h_p = grad_reverse(h_p, cfg.grl_alpha)
       h_d = mix(h_p)
-      h_d_disc = (mix(grad_reverse(h_p, cfg.grl_alpha))
-                  if cfg.adversarial and cfg.grl_scope == "adversarial" else h_d)
+      h_d_disc = (
+        mix(grad_reverse(h_p, cfg.grl_alpha))
+        if cfg.adversarial and cfg.grl_scope == "adversarial"
+        else h_d
+      )
       out["w"] = w
     else:
       h_d = h_d_disc = h_l
@@ -252,10 +343,20 @@ class LNLN(nn.Module):
     h_hyper = self.param("h_hyper", nn.initializers.ones, (1, t, cfg.dim))
     h_hyper = jnp.broadcast_to(h_hyper, (b, t, cfg.dim))
     for i in range(cfg.num_hyper_layers):
-      h_hyper = HyperLayer(cfg.dim, cfg.hyper_heads, cfg.hyper_dim_head, cfg.compute_dtype,
-                           name=f"hyper_{i}")(hs[i], h_a, h_v, h_hyper)
-    f = CrossTransformer(t, t, cfg.dim, cfg.fusion_depth, cfg.heads, cfg.dim_head, cfg.mlp_dim,
-                         cfg.compute_dtype, name="fusion")(h_hyper, hs[-1])
+      h_hyper = HyperLayer(
+        cfg.dim, cfg.hyper_heads, cfg.hyper_dim_head, cfg.compute_dtype, name=f"hyper_{i}"
+      )(hs[i], h_a, h_v, h_hyper)
+    f = CrossTransformer(
+      t,
+      t,
+      cfg.dim,
+      cfg.fusion_depth,
+      cfg.heads,
+      cfg.dim_head,
+      cfg.mlp_dim,
+      cfg.compute_dtype,
+      name="fusion",
+    )(h_hyper, hs[-1])
     out["pred"] = torch_dense(1, name="regressor")(jnp.mean(f[:, 1:], axis=1))[:, 0]
 
     if batch_complete is None:
@@ -272,10 +373,11 @@ class LNLN(nn.Module):
         full = jax.lax.stop_gradient(full)
       out["full"] = full
     if cfg.adversarial:
-      rows = jnp.concatenate([h_d_disc, full[:, 2 * t:]], axis=0).reshape(2 * b * t, cfg.dim)
+      rows = jnp.concatenate([h_d_disc, full[:, 2 * t :]], axis=0).reshape(2 * b * t, cfg.dim)
       out["disc_logits"] = Discriminator(cfg, name="discriminator")(rows)
-      out["disc_labels"] = jnp.concatenate([jnp.ones(b * t, jnp.int32),
-                                            jnp.zeros(b * t, jnp.int32)])
+      out["disc_labels"] = jnp.concatenate(
+        [jnp.ones(b * t, jnp.int32), jnp.zeros(b * t, jnp.int32)]
+      )
     return out
 
 

@@ -1,7 +1,7 @@
 """A one-layer unidirectional LSTM with PyTorch conventions over packed (variable-length) sequences.
 
-Used by GEAR's audio and vision extractors (docs/methods.md §5). Parameters keep PyTorch's `nn.LSTM` layout and
-names (without the `_l0` suffix), so a PyTorch state dict converts by copying tensors:
+Used by GEAR's audio and vision extractors (docs/methods.md §5). Parameters keep PyTorch's `nn.LSTM`
+layout and names (without the `_l0` suffix), so a PyTorch state dict converts by copying tensors:
 
   weight_ih (4H, D), weight_hh (4H, H), bias_ih (4H,), bias_hh (4H,)
 
@@ -18,8 +18,9 @@ import jax.numpy as jnp
 from msa_jax.models.layers import torch_uniform_init
 
 
-def lstm_cell(weight_hh: jax.Array, carry: tuple[jax.Array, jax.Array],
-              x_proj: jax.Array) -> tuple[jax.Array, jax.Array]:
+def lstm_cell(
+  weight_hh: jax.Array, carry: tuple[jax.Array, jax.Array], x_proj: jax.Array
+) -> tuple[jax.Array, jax.Array]:
   """One LSTM step in PyTorch's equations (gate order i, f, g, o).
 
   Args:
@@ -47,6 +48,7 @@ class TorchLSTM(nn.Module):
   zeroed before use, so even non-finite padding is harmless). A length of 0 gives the zero state.
   The initial state is zero. Time is scanned with `jax.lax.scan`.
   """
+
   hidden_size: int
 
   @nn.compact
@@ -74,6 +76,7 @@ class TorchLSTM(nn.Module):
       return tuple(jnp.where(keep, n, o) for n, o in zip(new, carry)), None
 
     zeros = jnp.zeros((batch, hid), x_proj.dtype)
-    (h, _), _ = jax.lax.scan(step, (zeros, zeros),
-                             (jnp.swapaxes(x_proj, 0, 1), jnp.swapaxes(valid, 0, 1)))
+    (h, _), _ = jax.lax.scan(
+      step, (zeros, zeros), (jnp.swapaxes(x_proj, 0, 1), jnp.swapaxes(valid, 0, 1))
+    )
     return h

@@ -3,9 +3,9 @@
 Pure numpy on the tensors (no torch): pass a state_dict as a mapping of name -> array, e.g. read
 with `safetensors.numpy.load_file`, or `{k: v.numpy() for k, v in torch_state_dict.items()}`.
 
-The name table below is the whole correspondence (docs/methods.md §5). Reference roles `model_c` / `model_b`
-are our `robust` / `bias`; reference sub-models `text_model` / `audio_model` / `video_model` are our
-text / audio / vision. Conventions:
+The name table below is the whole correspondence (docs/methods.md §5). Reference roles `model_c` /
+`model_b` are our `robust` / `bias`; reference sub-models `text_model` / `audio_model` /
+`video_model` are our text / audio / vision. Conventions:
 - `nn.Linear` weight (out, in) -> Flax kernel (in, out): transposed (LINEAR); biases copied;
 - `nn.LSTM` (one layer): `weight_ih_l0` (4H, D), `weight_hh_l0` (4H, H), `bias_ih_l0`,
   `bias_hh_l0` are copied as they are: `msa_jax.models.lstm.TorchLSTM` keeps PyTorch's layout,
@@ -44,68 +44,69 @@ LINEAR, COPY = "linear", "copy"
 ROLES = {"c": "robust", "b": "bias"}
 # Our modality -> (reference sub-model, its extractor attribute, its post-extractor Linear).
 MODALITIES = {
-    "text": ("text_model", "model_text", "post_text_layer_1"),
-    "audio": ("audio_model", "model_audio", "post_audio_layer_1"),
-    "vision": ("video_model", "model_video", "post_video_layer_1"),
+  "text": ("text_model", "model_text", "post_text_layer_1"),
+  "audio": ("audio_model", "model_audio", "post_audio_layer_1"),
+  "vision": ("video_model", "model_video", "post_video_layer_1"),
 }
 
 # Per modality {m} (reference sub-model {M}) and role {r} (ours {role}); {seq} and {post} are the
 # reference attribute names of MODALITIES. Reference name, our path under `params`, conversion.
 EXTRACTOR_TABLE = (
-    ("{M}.model_{r}.{post}.weight", "{m}_{role}_proj/kernel", LINEAR),
-    ("{M}.model_{r}.{post}.bias", "{m}_{role}_proj/bias", COPY),
+  ("{M}.model_{r}.{post}.weight", "{m}_{role}_proj/kernel", LINEAR),
+  ("{M}.model_{r}.{post}.bias", "{m}_{role}_proj/bias", COPY),
 )
 SEQUENCE_TABLE = (  # audio and vision only: AuViSubNet = LSTM -> Dropout -> linear_1
-    ("{M}.model_{r}.{seq}.rnn.weight_ih_l0", "{m}_{role}/lstm/weight_ih", COPY),
-    ("{M}.model_{r}.{seq}.rnn.weight_hh_l0", "{m}_{role}/lstm/weight_hh", COPY),
-    ("{M}.model_{r}.{seq}.rnn.bias_ih_l0", "{m}_{role}/lstm/bias_ih", COPY),
-    ("{M}.model_{r}.{seq}.rnn.bias_hh_l0", "{m}_{role}/lstm/bias_hh", COPY),
-    ("{M}.model_{r}.{seq}.linear_1.weight", "{m}_{role}/dense/kernel", LINEAR),
-    ("{M}.model_{r}.{seq}.linear_1.bias", "{m}_{role}/dense/bias", COPY),
+  ("{M}.model_{r}.{seq}.rnn.weight_ih_l0", "{m}_{role}/lstm/weight_ih", COPY),
+  ("{M}.model_{r}.{seq}.rnn.weight_hh_l0", "{m}_{role}/lstm/weight_hh", COPY),
+  ("{M}.model_{r}.{seq}.rnn.bias_ih_l0", "{m}_{role}/lstm/bias_ih", COPY),
+  ("{M}.model_{r}.{seq}.rnn.bias_hh_l0", "{m}_{role}/lstm/bias_hh", COPY),
+  ("{M}.model_{r}.{seq}.linear_1.weight", "{m}_{role}/dense/kernel", LINEAR),
+  ("{M}.model_{r}.{seq}.linear_1.bias", "{m}_{role}/dense/bias", COPY),
 )
 BERT_PREFIX = "text_model.model_{r}.model_text.model."  # + Hugging Face name -> bert_{role}/...
 HEADS_TABLE = (  # per modality; `feature` is Sequential(Linear, ReLU)
-    ("{M}.model_c.feature.0.weight", "{m}_heads/robust_feature/kernel", LINEAR),
-    ("{M}.model_c.feature.0.bias", "{m}_heads/robust_feature/bias", COPY),
-    ("{M}.model_b.feature.0.weight", "{m}_heads/bias_feature/kernel", LINEAR),
-    ("{M}.model_b.feature.0.bias", "{m}_heads/bias_feature/bias", COPY),
-    ("{M}.model_b.final.weight", "{m}_heads/bias_final/kernel", LINEAR),
-    ("{M}.model_b.final.bias", "{m}_heads/bias_final/bias", COPY),
+  ("{M}.model_c.feature.0.weight", "{m}_heads/robust_feature/kernel", LINEAR),
+  ("{M}.model_c.feature.0.bias", "{m}_heads/robust_feature/bias", COPY),
+  ("{M}.model_b.feature.0.weight", "{m}_heads/bias_feature/kernel", LINEAR),
+  ("{M}.model_b.feature.0.bias", "{m}_heads/bias_feature/bias", COPY),
+  ("{M}.model_b.final.weight", "{m}_heads/bias_final/kernel", LINEAR),
+  ("{M}.model_b.final.bias", "{m}_heads/bias_final/bias", COPY),
 )
 FUSION_LAYER_PREFIX = "fusion_model.transformer_encoder.layers.{i}."  # -> fusion/encoder/...[i]
 FUSION_LAYER_TABLE = (
-    ("self_attn.in_proj_weight", "in_proj/kernel", LINEAR),
-    ("self_attn.in_proj_bias", "in_proj/bias", COPY),
-    ("self_attn.out_proj.weight", "out_proj/kernel", LINEAR),
-    ("self_attn.out_proj.bias", "out_proj/bias", COPY),
-    ("linear1.weight", "linear1/kernel", LINEAR),
-    ("linear1.bias", "linear1/bias", COPY),
-    ("linear2.weight", "linear2/kernel", LINEAR),
-    ("linear2.bias", "linear2/bias", COPY),
-    ("norm1.weight", "norm1/scale", COPY),
-    ("norm1.bias", "norm1/bias", COPY),
-    ("norm2.weight", "norm2/scale", COPY),
-    ("norm2.bias", "norm2/bias", COPY),
+  ("self_attn.in_proj_weight", "in_proj/kernel", LINEAR),
+  ("self_attn.in_proj_bias", "in_proj/bias", COPY),
+  ("self_attn.out_proj.weight", "out_proj/kernel", LINEAR),
+  ("self_attn.out_proj.bias", "out_proj/bias", COPY),
+  ("linear1.weight", "linear1/kernel", LINEAR),
+  ("linear1.bias", "linear1/bias", COPY),
+  ("linear2.weight", "linear2/kernel", LINEAR),
+  ("linear2.bias", "linear2/bias", COPY),
+  ("norm1.weight", "norm1/scale", COPY),
+  ("norm1.bias", "norm1/bias", COPY),
+  ("norm2.weight", "norm2/scale", COPY),
+  ("norm2.bias", "norm2/bias", COPY),
 )
 FUSION_TABLE = (  # fusion MLP: fusion_layer_1 -> Dropout -> ReLU -> fusion_layer_3
-    ("fusion_model.fusion.fusion_layer_1.weight", "fusion/mlp_hidden/kernel", LINEAR),
-    ("fusion_model.fusion.fusion_layer_1.bias", "fusion/mlp_hidden/bias", COPY),
-    ("fusion_model.fusion.fusion_layer_3.weight", "fusion/mlp_out/kernel", LINEAR),
-    ("fusion_model.fusion.fusion_layer_3.bias", "fusion/mlp_out/bias", COPY),
+  ("fusion_model.fusion.fusion_layer_1.weight", "fusion/mlp_hidden/kernel", LINEAR),
+  ("fusion_model.fusion.fusion_layer_1.bias", "fusion/mlp_hidden/bias", COPY),
+  ("fusion_model.fusion.fusion_layer_3.weight", "fusion/mlp_out/kernel", LINEAR),
+  ("fusion_model.fusion.fusion_layer_3.bias", "fusion/mlp_out/bias", COPY),
 )
 # Reference tensors the forward never reads; dropped when present ({M} every modality, {r} c/b).
 UNUSED_TEMPLATES = (
-    "{M}.model_c.final.weight",  # the robust branch's `final` Linear is never called
-    "{M}.model_c.final.bias",
-    "text_model.model_{r}.model_text.model.pooler.dense.weight",  # BERT pooler output unused
-    "text_model.model_{r}.model_text.model.pooler.dense.bias",
-    "text_model.model_{r}.model_text.model.embeddings.position_ids",  # buffer (old transformers)
+  "{M}.model_c.final.weight",  # the robust branch's `final` Linear is never called
+  "{M}.model_c.final.bias",
+  "text_model.model_{r}.model_text.model.pooler.dense.weight",  # BERT pooler output unused
+  "text_model.model_{r}.model_text.model.pooler.dense.bias",
+  "text_model.model_{r}.model_text.model.embeddings.position_ids",  # buffer (old transformers)
 )
 
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
   """One reference tensor -> one of our leaves (`layer`: index into a stacked leaf, or None)."""
+
   reference: str
   ours: tuple[str, ...]
   how: str
@@ -126,15 +127,16 @@ def _bert_entries(expected: Mapping[tuple[str, ...], Any]) -> list[Entry]:
   entries = []
   for path in expected:
     if path[0].startswith("bert_"):
-      role = path[0][len("bert_"):]
+      role = path[0][len("bert_") :]
       r = {v: k for k, v in ROLES.items()}[role]
       how = LINEAR if path[-1] == "kernel" else COPY
       entries.append(Entry(BERT_PREFIX.format(r=r) + _hf_name(path[1:]), path, how))
   return entries
 
 
-def name_table(config: GEARConfig,
-               expected: Mapping[tuple[str, ...], Any] | None = None) -> list[Entry]:
+def name_table(
+  config: GEARConfig, expected: Mapping[tuple[str, ...], Any] | None = None
+) -> list[Entry]:
   """Every reference tensor `convert` reads for a model of `config`, with its destination.
 
   `expected` is `GEAR(config)`'s parameter leaves (computed when not given).
@@ -150,26 +152,38 @@ def name_table(config: GEARConfig,
       entries.append(Entry(ref.format(M=ref_m), tuple(ours.format(m=m).split("/")), how))
   for i in range(config.fusion_layers):
     for ref, ours, how in FUSION_LAYER_TABLE:
-      entries.append(Entry(FUSION_LAYER_PREFIX.format(i=i) + ref,
-                           ("fusion", "encoder") + tuple(ours.split("/")), how, layer=i))
+      entries.append(
+        Entry(
+          FUSION_LAYER_PREFIX.format(i=i) + ref,
+          ("fusion", "encoder") + tuple(ours.split("/")),
+          how,
+          layer=i,
+        )
+      )
   for ref, ours, how in FUSION_TABLE:
     entries.append(Entry(ref, tuple(ours.split("/")), how))
   return entries
 
 
 def _dummy_batch(config: GEARConfig) -> dict[str, jax.Array]:
-  return {"text_bert": jnp.zeros((1, 3, 2), jnp.int32),
-          "audio": jnp.zeros((1, 2, config.audio_in)),
-          "vision": jnp.zeros((1, 2, config.vision_in)),
-          "audio_lengths": jnp.ones((1,), jnp.int32), "vision_lengths": jnp.ones((1,), jnp.int32)}
+  return {
+    "text_bert": jnp.zeros((1, 3, 2), jnp.int32),
+    "audio": jnp.zeros((1, 2, config.audio_in)),
+    "vision": jnp.zeros((1, 2, config.vision_in)),
+    "audio_lengths": jnp.ones((1,), jnp.int32),
+    "vision_lengths": jnp.ones((1,), jnp.int32),
+  }
 
 
 def _expected_shapes(config: GEARConfig) -> dict[tuple[str, ...], jax.ShapeDtypeStruct]:
   """Our parameter leaves (path under `params` -> shape/dtype), without allocating them."""
-  tree = jax.eval_shape(lambda k: GEAR(config).init(k, _dummy_batch(config))["params"],
-                        jax.random.key(0))
-  return {tuple(str(k.key) for k in path): leaf
-          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  tree = jax.eval_shape(
+    lambda k: GEAR(config).init(k, _dummy_batch(config))["params"], jax.random.key(0)
+  )
+  return {
+    tuple(str(k.key) for k in path): leaf
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+  }
 
 
 def _reference_shape(entry: Entry, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -179,8 +193,11 @@ def _reference_shape(entry: Entry, shape: tuple[int, ...]) -> tuple[int, ...]:
   return tuple(shape[::-1]) if entry.how == LINEAR else tuple(shape)
 
 
-def convert(state_dict: Mapping[str, Any], config: GEARConfig | None = None,
-            source: str = "GEAR reference state_dict") -> dict[str, Any]:
+def convert(
+  state_dict: Mapping[str, Any],
+  config: GEARConfig | None = None,
+  source: str = "GEAR reference state_dict",
+) -> dict[str, Any]:
   """The reference `IFL_ES` state_dict as our GEAR parameters (the tree under `'params'`).
 
   Args:
@@ -243,10 +260,15 @@ def _count(state_dict: Mapping[str, Any], pattern: str) -> int:
   return len({m.group(1) for k in state_dict if (m := re.match(pattern, k))})
 
 
-def config_from_state_dict(state_dict: Mapping[str, Any], *, text_heads: int,
-                           fusion_heads: int = 4, layer_norm_eps: float = 1e-12,
-                           source: str = "GEAR reference state_dict",
-                           **overrides: Any) -> GEARConfig:
+def config_from_state_dict(
+  state_dict: Mapping[str, Any],
+  *,
+  text_heads: int,
+  fusion_heads: int = 4,
+  layer_norm_eps: float = 1e-12,
+  source: str = "GEAR reference state_dict",
+  **overrides: Any,
+) -> GEARConfig:
   """The GEARConfig whose parameter shapes the reference state_dict implies.
 
   Head counts (BERT `text_heads`, fusion `fusion_heads`, run.py's default 4) and BERT's LayerNorm
@@ -262,10 +284,16 @@ def config_from_state_dict(state_dict: Mapping[str, Any], *, text_heads: int,
   types, _ = _shape(state_dict, bert + "embeddings.token_type_embeddings.weight", source)
   intermediate, _ = _shape(state_dict, bert + "encoder.layer.0.intermediate.dense.weight", source)
   layers = _count(state_dict, re.escape(bert) + r"encoder\.layer\.(\d+)\.")
-  text = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
-                    num_attention_heads=text_heads, intermediate_size=intermediate,
-                    max_position_embeddings=positions, type_vocab_size=types,
-                    layer_norm_eps=layer_norm_eps)
+  text = BertConfig(
+    vocab_size=vocab,
+    hidden_size=hidden,
+    num_hidden_layers=layers,
+    num_attention_heads=text_heads,
+    intermediate_size=intermediate,
+    max_position_embeddings=positions,
+    type_vocab_size=types,
+    layer_norm_eps=layer_norm_eps,
+  )
   sizes = {}
   for m in ("audio", "vision"):
     ref_m, seq, _ = MODALITIES[m]
@@ -278,6 +306,13 @@ def config_from_state_dict(state_dict: Mapping[str, Any], *, text_heads: int,
   fusion_ff, _ = _shape(state_dict, layer0 + "linear1.weight", source)
   post_fusion_dim, _ = _shape(state_dict, "fusion_model.fusion.fusion_layer_1.weight", source)
   fusion_layers = _count(state_dict, r"fusion_model\.transformer_encoder\.layers\.(\d+)\.")
-  return GEARConfig(text=text, swap_dim=swap_dim, fusion_layers=fusion_layers,
-                    fusion_heads=fusion_heads, fusion_ff=fusion_ff,
-                    post_fusion_dim=post_fusion_dim, **sizes, **overrides)
+  return GEARConfig(
+    text=text,
+    swap_dim=swap_dim,
+    fusion_layers=fusion_layers,
+    fusion_heads=fusion_heads,
+    fusion_ff=fusion_ff,
+    post_fusion_dim=post_fusion_dim,
+    **sizes,
+    **overrides,
+  )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -54,7 +54,9 @@ def _grid(n: int) -> tuple[int, int]:
   return math.ceil(n / cols), cols
 
 
-def _panels(n: int, panel_w: float, panel_h: float, n_legend: int, hspace: float) -> tuple[Figure, list]:
+def _panels(
+  n: int, panel_w: float, panel_h: float, n_legend: int, hspace: float
+) -> tuple[Figure, list]:
   """A figure of `n` panels (at most 4 a row) with room for a figure legend of `n_legend` entries
   below them. Margins are fixed in inches (no layout engine: it would redraw the figure twice)."""
   rows, cols = _grid(n)
@@ -62,8 +64,14 @@ def _panels(n: int, panel_w: float, panel_h: float, n_legend: int, hspace: float
   top, bottom = 0.75, legend_h + 0.55
   width, height = panel_w * cols, panel_h * rows + top + bottom
   fig = Figure(figsize=(width, height))
-  fig.subplots_adjust(left=0.75 / width, right=1 - 0.15 / width, top=1 - top / height, bottom=bottom / height,
-                      wspace=0.32, hspace=hspace)
+  fig.subplots_adjust(
+    left=0.75 / width,
+    right=1 - 0.15 / width,
+    top=1 - top / height,
+    bottom=bottom / height,
+    wspace=0.32,
+    hspace=hspace,
+  )
   axes = list(fig.subplots(rows, cols, squeeze=False).ravel())
   for ax in axes[n:]:
     ax.set_visible(False)
@@ -73,13 +81,20 @@ def _panels(n: int, panel_w: float, panel_h: float, n_legend: int, hspace: float
 def _finish(fig: Figure, axes: list, title: str) -> None:
   handles, labels = axes[0].get_legend_handles_labels()
   height = fig.get_size_inches()[1]
-  fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0.08 / height),
-             ncols=min(len(labels), 3), fontsize="small")
+  fig.legend(
+    handles,
+    labels,
+    loc="lower center",
+    bbox_to_anchor=(0.5, 0.08 / height),
+    ncols=min(len(labels), 3),
+    fontsize="small",
+  )
   fig.suptitle(title, y=1 - 0.12 / height, va="top")
 
 
-def lnln_rates_figure(series: Sequence[Series], metrics: Sequence[str], title: str,
-                      published: Series | None = None) -> Figure:
+def lnln_rates_figure(
+  series: Sequence[Series], metrics: Sequence[str], title: str, published: Series | None = None
+) -> Figure:
   """One panel per metric: the metric against the missing rate, one line per run with a shaded
   mean ± std band over seeds, and the paper's per-rate numbers dashed when given."""
   fig, axes = _panels(len(metrics), 4.2, 3.0, len(series) + (published is not None), hspace=0.5)
@@ -88,12 +103,20 @@ def lnln_rates_figure(series: Sequence[Series], metrics: Sequence[str], title: s
     for s in series:
       x = np.array(s.x, dtype=np.float64)
       mu, sd = k * _array(s.mean[m]), k * _array(s.std[m])
-      (line,) = ax.plot(x, mu, marker="o", ms=3, label=f"{s.label} ({s.n_seeds} seed{'s' * (s.n_seeds > 1)})")
+      (line,) = ax.plot(
+        x, mu, marker="o", ms=3, label=f"{s.label} ({s.n_seeds} seed{'s' * (s.n_seeds > 1)})"
+      )
       if s.n_seeds > 1:
         ax.fill_between(x, mu - sd, mu + sd, color=line.get_color(), alpha=0.2, linewidth=0)
     if published is not None and m in published.mean:
-      ax.plot(np.array(published.x, dtype=np.float64), k * _array(published.mean[m]), "k--", marker="x", ms=4,
-              label=published.label)
+      ax.plot(
+        np.array(published.x, dtype=np.float64),
+        k * _array(published.mean[m]),
+        "k--",
+        marker="x",
+        ms=4,
+        label=published.label,
+      )
     ax.set_title(m)
     ax.set_xlabel("missing rate r")
     ax.set_ylabel(_unit(m))
@@ -102,8 +125,9 @@ def lnln_rates_figure(series: Sequence[Series], metrics: Sequence[str], title: s
   return fig
 
 
-def gear_bars_figure(series: Sequence[Series], splits: Sequence[str], metrics: Sequence[str],
-                     title: str) -> Figure:
+def gear_bars_figure(
+  series: Sequence[Series], splits: Sequence[str], metrics: Sequence[str], title: str
+) -> Figure:
   """One panel per metric: grouped bars over the evaluation splits (IID test, OOD splits, OOD
   mean), one bar per run, error bars of ± std over seeds."""
   panel_w = min(6.5, max(4.5, 0.35 * len(splits) * max(len(series), 1) ** 0.5 + 2.0))
@@ -115,9 +139,14 @@ def gear_bars_figure(series: Sequence[Series], splits: Sequence[str], metrics: S
     for i, s in enumerate(series):
       mu = k * _array([s.mean[m][s.x.index(sp)] if sp in s.x else None for sp in splits])
       sd = k * _array([s.std[m][s.x.index(sp)] if sp in s.x else None for sp in splits])
-      ax.bar(x + (i - (len(series) - 1) / 2) * width, mu, width,
-             yerr=sd if s.n_seeds > 1 else None, capsize=2,
-             label=f"{s.label} ({s.n_seeds} seed{'s' * (s.n_seeds > 1)})")
+      ax.bar(
+        x + (i - (len(series) - 1) / 2) * width,
+        mu,
+        width,
+        yerr=sd if s.n_seeds > 1 else None,
+        capsize=2,
+        label=f"{s.label} ({s.n_seeds} seed{'s' * (s.n_seeds > 1)})",
+      )
     ax.set_xticks(x, list(splits), rotation=30, ha="right")
     ax.set_title(m)
     ax.set_ylabel(_unit(m))

@@ -8,7 +8,8 @@ tables: LNLN's per-rate layout of the paper, GEAR's IID / OOD layout).
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -61,15 +62,22 @@ def _cell(stat: Mapping[str, float | None] | None, metric: str, n_seeds: int) ->
   return _fmt(stat["mean"], metric, True)
 
 
-def grid_table(table: Mapping[str, Mapping[str, Any]], rows: Sequence[str], cols: Sequence[str], first: str,
-               n_seeds: int | Mapping[str, int] = 1, metric: str | None = None,
-               labels: Mapping[str, str] | None = None) -> str:
+def grid_table(
+  table: Mapping[str, Mapping[str, Any]],
+  rows: Sequence[str],
+  cols: Sequence[str],
+  first: str,
+  n_seeds: int | Mapping[str, int] = 1,
+  metric: str | None = None,
+  labels: Mapping[str, str] | None = None,
+) -> str:
   """Markdown table of `table[row][col] = {"mean", "std"}` (a missing cell prints "–").
 
   Args:
     table: the cells; a row or column absent from it prints "–".
     rows, cols: their order; `first` heads the row-label column.
-    n_seeds: seeds behind each cell (one int, or per row): `mean ± std` when > 1, the mean otherwise.
+    n_seeds: seeds behind each cell (one int, or per row): `mean ± std` when > 1, the mean
+      otherwise.
     metric: the metric every cell holds (its format: % or raw); None: each column is a metric name.
     labels: printed row labels (default: the row keys).
   """
@@ -78,18 +86,28 @@ def grid_table(table: Mapping[str, Mapping[str, Any]], rows: Sequence[str], cols
   for row in rows:
     n = n_seeds if isinstance(n_seeds, int) else n_seeds[row]
     cells = table.get(row, {})
-    lines.append(f"| {labels.get(row, row)} | "
-                 + " | ".join(_cell(cells.get(c), metric or c, n) for c in cols) + " |")
+    lines.append(
+      f"| {labels.get(row, row)} | "
+      + " | ".join(_cell(cells.get(c), metric or c, n) for c in cols)
+      + " |"
+    )
   return "\n".join(lines)
 
 
-def rows_table(table: dict, metrics: tuple[str, ...], rows: list[str], first: str,
-               n_seeds: int | Mapping[str, int] = 1) -> str:
+def rows_table(
+  table: dict,
+  metrics: tuple[str, ...],
+  rows: list[str],
+  first: str,
+  n_seeds: int | Mapping[str, int] = 1,
+) -> str:
   """Markdown table of `table[row][metric] = {"mean", "std"}`: accuracies/F1 in %, MAE/Corr raw,
   `mean ± std` over seeds when there are several."""
   return grid_table(table, rows, metrics, first, n_seeds)
 
 
-def split_table(summary_sel: dict, metrics: tuple[str, ...], eval_names: list[str], n_seeds: int = 1) -> str:
+def split_table(
+  summary_sel: dict, metrics: tuple[str, ...], eval_names: list[str], n_seeds: int = 1
+) -> str:
   """One row per evaluation set (e.g. GEAR's IID test, OOD splits, OOD mean) for one checkpoint."""
   return grid_table(summary_sel, eval_names, metrics, "split", n_seeds)

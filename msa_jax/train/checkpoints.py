@@ -1,4 +1,5 @@
-"""Orbax checkpoints: the latest k composite checkpoints plus one best checkpoint per selection metric.
+"""Orbax checkpoints: the latest k composite checkpoints plus one best checkpoint per selection
+metric.
 
 Layout under a seed's directory:
   checkpoints/latest/<step>/   state (params, optimizer state, step), data iterator state, meta
@@ -23,10 +24,14 @@ import orbax.checkpoint as ocp
 class Checkpoints:
   """The checkpoint managers of one training run (one seed)."""
 
-  def __init__(self, directory: str | pathlib.Path, selection_metrics: tuple[str, ...], keep: int = 2):
+  def __init__(
+    self, directory: str | pathlib.Path, selection_metrics: tuple[str, ...], keep: int = 2
+  ):
     self.directory = pathlib.Path(directory).absolute()
     self.selection_metrics = tuple(selection_metrics)
-    opts = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
+    opts = ocp.CheckpointManagerOptions(
+      max_to_keep=keep, create=True, enable_async_checkpointing=False
+    )
     self.latest = ocp.CheckpointManager(self.directory / "latest", options=opts)
     best_opts = ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=False)
     self.best = ocp.CheckpointManager(self.directory / "best", options=best_opts)
@@ -41,8 +46,14 @@ class Checkpoints:
     return self.latest.latest_step()
 
   def save_latest(self, step: int, state: Any, data_state: dict, meta: dict) -> None:
-    self.latest.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state), meta=ocp.args.JsonSave(meta)))
+    self.latest.save(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=ocp.args.JsonSave(data_state),
+        meta=ocp.args.JsonSave(meta),
+      ),
+    )
     self.latest.wait_until_finished()
 
   def restore_latest(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict, dict]:
@@ -50,8 +61,14 @@ class Checkpoints:
     step = self.latest.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint under {self.directory / 'latest'}")
-    out = self.latest.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
+    out = self.latest.restore(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state),
+        data=ocp.args.JsonRestore(),
+        meta=ocp.args.JsonRestore(),
+      ),
+    )
     return out["state"], dict(out["data"]), dict(out["meta"])
 
   def save_best(self, metrics: list[str], epoch: int, params: Any, meta: dict) -> None:
@@ -63,10 +80,16 @@ class Checkpoints:
       self._best_epoch[m] = epoch
     if epoch in self.best.all_steps():  # re-trained after a resume: replace the earlier save
       self.best.delete(epoch)
-    self.best.save(epoch, args=ocp.args.Composite(
+    self.best.save(
+      epoch,
+      args=ocp.args.Composite(
         params=ocp.args.StandardSave(params),
-        meta=ocp.args.JsonSave({**meta, "best_for": [m for m, e in self._best_epoch.items() if e == epoch]})),
-        force=True)
+        meta=ocp.args.JsonSave(
+          {**meta, "best_for": [m for m, e in self._best_epoch.items() if e == epoch]}
+        ),
+      ),
+      force=True,
+    )
     self.best.wait_until_finished()
     referenced = set(self._best_epoch.values())
     for old in self.best.all_steps():
@@ -77,8 +100,12 @@ class Checkpoints:
     epoch = self._best_epoch.get(metric)
     if epoch is None:
       raise FileNotFoundError(f"no best checkpoint for {metric!r} under {self.best.directory}")
-    out = self.best.restore(epoch, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(abstract_params), meta=ocp.args.JsonRestore()))
+    out = self.best.restore(
+      epoch,
+      args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(abstract_params), meta=ocp.args.JsonRestore()
+      ),
+    )
     return out["params"], dict(out["meta"])
 
   def best_epoch(self, metric: str) -> int | None:

@@ -25,19 +25,24 @@ def from_config(cls: type[T], section: ml_collections.ConfigDict, name: str, **d
   fields = {f.name for f in dataclasses.fields(cls)} - set(derived)
   for key in section:
     if key in derived:
-      raise RunConfigError(f"config.{name}.{key}: {cls.__name__}.{key} is set from the data, "
-                           "not the config")
+      raise RunConfigError(
+        f"config.{name}.{key}: {cls.__name__}.{key} is set from the data, not the config"
+      )
     if key not in fields:
-      raise RunConfigError(f"config.{name}.{key}: not a setting of {cls.__name__} "
-                           f"(expected one of {sorted(fields)})")
+      raise RunConfigError(
+        f"config.{name}.{key}: not a setting of {cls.__name__} (expected one of {sorted(fields)})"
+      )
   try:
     return cls(**derived, **section)
   except ValueError as e:
     raise RunConfigError(f"config.{name}: {e}") from None
 
 
-def text_encoder(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> tuple[bert.BertConfig, Any]:
-  """The encoder preset of `config.encoder` (docs/methods.md §8), checked against the data's token ids and length."""
+def text_encoder(
+  config: ml_collections.ConfigDict, splits: dict[str, Split]
+) -> tuple[bert.BertConfig, Any]:
+  """The encoder preset of `config.encoder` (docs/methods.md §8), checked against the data's token
+  ids and length."""
   try:
     enc_cfg, enc_params = bert.encoder_from_preset(config.encoder)
   except (ValueError, FileNotFoundError) as e:
@@ -45,11 +50,15 @@ def text_encoder(config: ml_collections.ConfigDict, splits: dict[str, Split]) ->
   for name, split in splits.items():
     top = int(split.text_bert[:, 0].max())
     if top >= enc_cfg.vocab_size:
-      raise RunConfigError(f"split {name!r} has token id {top} but the encoder {config.encoder!r} has "
-                           f"vocab_size {enc_cfg.vocab_size} (ids must come from the encoder's vocabulary)")
+      raise RunConfigError(
+        f"split {name!r} has token id {top} but the encoder {config.encoder!r} has "
+        f"vocab_size {enc_cfg.vocab_size} (ids must come from the encoder's vocabulary)"
+      )
     if split.text_len > enc_cfg.max_position_embeddings:
-      raise RunConfigError(f"split {name!r} has text length {split.text_len} > the encoder's "
-                           f"max_position_embeddings {enc_cfg.max_position_embeddings}")
+      raise RunConfigError(
+        f"split {name!r} has text length {split.text_len} > the encoder's "
+        f"max_position_embeddings {enc_cfg.max_position_embeddings}"
+      )
   return enc_cfg, enc_params
 
 

@@ -1,4 +1,5 @@
-"""GEAR's training glue (docs/methods.md §5): model, loss with swap schedule, optimizer, selection, OOD report."""
+"""GEAR's training glue (docs/methods.md §5): model, loss with swap schedule, optimizer, selection,
+OOD report."""
 
 from __future__ import annotations
 
@@ -24,8 +25,14 @@ def model_config(config: ml_collections.ConfigDict, splits: dict[str, Split], te
   """The GEAR sizes, rates and options of `config.model`; feature sizes from the training split,
   the text encoder's config `text`."""
   train = splits["train"]
-  return common.from_config(GEARConfig, config.model, "model", text=text,
-                            audio_in=train.audio_shape[1], vision_in=train.vision_shape[1])
+  return common.from_config(
+    GEARConfig,
+    config.model,
+    "model",
+    text=text,
+    audio_in=train.audio_shape[1],
+    vision_in=train.vision_shape[1],
+  )
 
 
 def _check(config: ml_collections.ConfigDict) -> None:
@@ -37,7 +44,9 @@ def _check(config: ml_collections.ConfigDict) -> None:
   if g.criterion not in CRITERIA:
     raise RunConfigError(f"config.gear.criterion={g.criterion!r}: expected one of {CRITERIA}")
   if config.data.dataset == "sims":
-    raise RunConfigError("GEAR is defined for mosi/mosei (its selection criterion uses Has0/Non0 accuracy)")
+    raise RunConfigError(
+      "GEAR is defined for mosi/mosei (its selection criterion uses Has0/Non0 accuracy)"
+    )
 
 
 def build(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> Method:
@@ -56,11 +65,23 @@ def build(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> Method
     k_drop, k_swap = jax.random.split(key)
     epoch = step // spe + 1  # micro-batch epochs, counted from 1
     swap_active = jnp.logical_and(g.use_swap, epoch > g.swap_epochs)
-    outputs = model.apply({"params": params}, batch, deterministic=False,
-                          swap_key=k_swap if g.use_swap else None, rngs={"dropout": k_drop})
-    loss, terms = losses.gear_loss(outputs, batch["labels"], gmae_kind=g.gmae, q=g.q, ipw_kind=g.ipw,
-                                   lambda_dis=g.lambda_dis, lambda_swap=g.lambda_swap,
-                                   swap_active=swap_active if g.use_swap else False)
+    outputs = model.apply(
+      {"params": params},
+      batch,
+      deterministic=False,
+      swap_key=k_swap if g.use_swap else None,
+      rngs={"dropout": k_drop},
+    )
+    loss, terms = losses.gear_loss(
+      outputs,
+      batch["labels"],
+      gmae_kind=g.gmae,
+      q=g.q,
+      ipw_kind=g.ipw,
+      lambda_dis=g.lambda_dis,
+      lambda_swap=g.lambda_swap,
+      swap_active=swap_active if g.use_swap else False,
+    )
     return loss, {**terms, "swap_active": swap_active.astype(jnp.float32)}
 
   def predict_fn(params, batch, key, rate):
@@ -69,23 +90,39 @@ def build(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> Method
 
   opt = common.from_config(optimizers.GEAROptimizerConfig, config.optim, "optim")
   tx = optimizers.gear_optimizer(opt)
-  return Method(name="gear", init_params=init_params, loss_fn=loss_fn, predict_fn=predict_fn, optimizer=tx,
-                selection_metrics=(g.criterion,), valid_rate=None, final_evals=ood_evals(splits),
-                patience=g.patience)
+  return Method(
+    name="gear",
+    init_params=init_params,
+    loss_fn=loss_fn,
+    predict_fn=predict_fn,
+    optimizer=tx,
+    selection_metrics=(g.criterion,),
+    valid_rate=None,
+    final_evals=ood_evals(splits),
+    patience=g.patience,
+  )
 
 
 def summarise(config, method: Method, per_seed: dict[str, dict]) -> dict:
   results = {s: add_ood_mean(r["results"]) for s, r in per_seed.items()}
-  return {"method": "gear", "dataset": config.data.dataset, "data": config.data.path,
-          "ood": config.data.ood or "planted", "seeds": [int(s) for s in per_seed],
-          "selection": list(method.selection_metrics),
-          "per_seed": results, "epochs": {s: r["epochs_trained"] for s, r in per_seed.items()},
-          "best_valid": {s: r["best"] for s, r in per_seed.items()},
-          "summary": aggregate_seeds(results)}
+  return {
+    "method": "gear",
+    "dataset": config.data.dataset,
+    "data": config.data.path,
+    "ood": config.data.ood or "planted",
+    "seeds": [int(s) for s in per_seed],
+    "selection": list(method.selection_metrics),
+    "per_seed": results,
+    "epochs": {s: r["epochs_trained"] for s, r in per_seed.items()},
+    "best_valid": {s: r["best"] for s, r in per_seed.items()},
+    "summary": aggregate_seeds(results),
+  }
 
 
 def _ood_source(ood: str) -> str:
-  return "those of the data file (planted / released)" if ood == "planted" else f"index lists of {ood}"
+  return (
+    "those of the data file (planted / released)" if ood == "planted" else f"index lists of {ood}"
+  )
 
 
 def markdown(config, method: Method, summary: dict) -> str:
@@ -94,8 +131,10 @@ def markdown(config, method: Method, summary: dict) -> str:
   rows = [e for e in ["test", *OOD_SPLITS, "ood_mean"] if e in table]
   n = len(summary["seeds"])
   keys = metric_keys(config.data.dataset)
-  head = (f"# GEAR on {summary['data']} ({config.data.dataset})\n\n"
-          f"Seeds {summary['seeds']} (mean ± std over seeds; accuracies and F1 in %). Checkpoint selected "
-          f"on the validation split by {sel}; `test` is the IID test split; OOD splits: "
-          f"{_ood_source(summary['ood'])}.\n\n")
+  head = (
+    f"# GEAR on {summary['data']} ({config.data.dataset})\n\n"
+    f"Seeds {summary['seeds']} (mean ± std over seeds; accuracies and F1 in %). Checkpoint "
+    f"selected on the validation split by {sel}; `test` is the IID test split; OOD splits: "
+    f"{_ood_source(summary['ood'])}.\n\n"
+  )
   return head + split_table(table, keys, rows, n) + "\n"

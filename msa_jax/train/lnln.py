@@ -1,4 +1,5 @@
-"""LNLN's training glue (docs/methods.md §2, §4): masked training, per-metric selection, the robustness sweep."""
+"""LNLN's training glue (docs/methods.md §2, §4): masked training, per-metric selection, the
+robustness sweep."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from msa_jax.report.tables import mean_std, rows_table
 from msa_jax.train import common, optimizers
 from msa_jax.train.method import Method
 
-# Selection metrics (docs/methods.md §4): one checkpoint each; F1 is read from its accuracy's checkpoint.
+# Selection metrics (docs/methods.md §4): one checkpoint each; F1 is read from its accuracy's
+# checkpoint.
 SELECTION = {
-    "mosi": ("Has0_acc_2", "Non0_acc_2", "Mult_acc_5", "Mult_acc_7", "MAE", "Corr"),
-    "sims": ("Mult_acc_2", "Mult_acc_3", "Mult_acc_5", "MAE", "Corr"),
+  "mosi": ("Has0_acc_2", "Non0_acc_2", "Mult_acc_5", "Mult_acc_7", "MAE", "Corr"),
+  "sims": ("Mult_acc_2", "Mult_acc_3", "Mult_acc_5", "MAE", "Corr"),
 }
 SELECTION["mosei"] = SELECTION["mosi"]
 
@@ -32,9 +34,16 @@ def model_config(config: ml_collections.ConfigDict, splits: dict[str, Split], te
   the training split, the text encoder's config `text`."""
   train = splits["train"]
   return common.from_config(
-      LNLNConfig, config.model, "model", text_frames=train.text_len,
-      audio_frames=train.audio_shape[0], vision_frames=train.vision_shape[0],
-      audio_dim=train.audio_shape[1], vision_dim=train.vision_shape[1], bert=text)
+    LNLNConfig,
+    config.model,
+    "model",
+    text_frames=train.text_len,
+    audio_frames=train.audio_shape[0],
+    vision_frames=train.vision_shape[0],
+    audio_dim=train.audio_shape[1],
+    vision_dim=train.vision_shape[1],
+    bert=text,
+  )
 
 
 def build(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> Method:
@@ -42,10 +51,14 @@ def build(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> Method
   try:
     rates = sweep_rates(config)
   except ValueError:
-    raise RunConfigError(f"config.lnln.sweep_rates={config.lnln.sweep_rates!r}: expected comma-separated "
-                         "rates in [0, 1)") from None
+    raise RunConfigError(
+      f"config.lnln.sweep_rates={config.lnln.sweep_rates!r}: expected comma-separated "
+      "rates in [0, 1)"
+    ) from None
   if not all(0.0 <= r < 1.0 for r in rates) or not 0.0 <= config.lnln.valid_missing_rate < 1.0:
-    raise RunConfigError("config.lnln.sweep_rates and config.lnln.valid_missing_rate must lie in [0, 1)")
+    raise RunConfigError(
+      "config.lnln.sweep_rates and config.lnln.valid_missing_rate must lie in [0, 1)"
+    )
   enc_cfg, enc_params = common.text_encoder(config, splits)
   model = LNLN(model_config(config, splits, enc_cfg))
   weights = {k: float(config.lnln.loss_weights[k]) for k in ("alpha", "beta", "gamma", "sigma")}
@@ -60,7 +73,9 @@ def build(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> Method
   def loss_fn(params, batch, key, step):
     k_mask, k_drop = jax.random.split(key)
     masked, text_rate = masking.mask_train(batch, k_mask)
-    outputs = model.apply({"params": params}, masked, batch, deterministic=False, rngs={"dropout": k_drop})
+    outputs = model.apply(
+      {"params": params}, masked, batch, deterministic=False, rngs={"dropout": k_drop}
+    )
     loss, terms = losses.lnln_loss(outputs, batch["labels"], text_rate, weights)
     return loss, {**terms, "lr": schedule(step)}
 
@@ -68,11 +83,18 @@ def build(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> Method
     masked, _ = masking.mask_eval(batch, key, rate, batch["index"])
     return model.apply({"params": params}, masked, None, deterministic=True)["pred"]
 
-  return Method(name="lnln", init_params=init_params, loss_fn=loss_fn, predict_fn=predict_fn,
-                optimizer=optimizers.lnln_optimizer(schedule, opt.weight_decay),
-                selection_metrics=SELECTION[config.data.dataset], valid_rate=config.lnln.valid_missing_rate,
-                final_evals=sweep_evals(rates), mask_seed=config.mask_seed,
-                eval_rates_per_pass=config.eval_rates_per_pass)
+  return Method(
+    name="lnln",
+    init_params=init_params,
+    loss_fn=loss_fn,
+    predict_fn=predict_fn,
+    optimizer=optimizers.lnln_optimizer(schedule, opt.weight_decay),
+    selection_metrics=SELECTION[config.data.dataset],
+    valid_rate=config.lnln.valid_missing_rate,
+    final_evals=sweep_evals(rates),
+    mask_seed=config.mask_seed,
+    eval_rates_per_pass=config.eval_rates_per_pass,
+  )
 
 
 def summarise(config, method: Method, per_seed: dict[str, dict]) -> dict:
@@ -80,23 +102,39 @@ def summarise(config, method: Method, per_seed: dict[str, dict]) -> dict:
   dataset = config.data.dataset
   tables = {s: per_rate_table(r["results"], dataset, rates) for s, r in per_seed.items()}
   rows = list(next(iter(tables.values())))
-  summary = {row: {m: dict(zip(("mean", "std"), mean_std([tables[s][row][m] for s in tables])))
-                   for m in PAPER_COLUMNS[dataset]} for row in rows}
-  return {"method": "lnln", "dataset": dataset, "data": config.data.path, "seeds": [int(s) for s in per_seed],
-          "selection": list(method.selection_metrics), "valid_missing_rate": config.lnln.valid_missing_rate,
-          "rates": rates, "per_seed_table": tables, "table": summary,
-          "per_seed": {s: r["results"] for s, r in per_seed.items()},
-          "epochs": {s: r["epochs_trained"] for s, r in per_seed.items()},
-          "best_valid": {s: r["best"] for s, r in per_seed.items()}}
+  summary = {
+    row: {
+      m: dict(zip(("mean", "std"), mean_std([tables[s][row][m] for s in tables])))
+      for m in PAPER_COLUMNS[dataset]
+    }
+    for row in rows
+  }
+  return {
+    "method": "lnln",
+    "dataset": dataset,
+    "data": config.data.path,
+    "seeds": [int(s) for s in per_seed],
+    "selection": list(method.selection_metrics),
+    "valid_missing_rate": config.lnln.valid_missing_rate,
+    "rates": rates,
+    "per_seed_table": tables,
+    "table": summary,
+    "per_seed": {s: r["results"] for s, r in per_seed.items()},
+    "epochs": {s: r["epochs_trained"] for s, r in per_seed.items()},
+    "best_valid": {s: r["best"] for s, r in per_seed.items()},
+  }
 
 
 def markdown(config, method: Method, summary: dict) -> str:
   dataset = config.data.dataset
   rows = [*(f"{r:.1f}" for r in summary["rates"]), "mean"]
-  head = (f"# LNLN on {summary['data']} ({dataset})\n\n"
-          f"Test split at each missing rate r (nested masks, mask seed {config.mask_seed}); seeds "
-          f"{summary['seeds']} (mean ± std over seeds). Each metric is read from the checkpoint selected for "
-          f"it on the validation split at r = {summary['valid_missing_rate']} (F1 from its accuracy's). "
-          "Accuracies and F1 in %; Acc-2/F1 as Non0 (negative/positive) and Has0 (negative/non-negative).\n\n")
+  head = (
+    f"# LNLN on {summary['data']} ({dataset})\n\n"
+    f"Test split at each missing rate r (nested masks, mask seed {config.mask_seed}); seeds "
+    f"{summary['seeds']} (mean ± std over seeds). Each metric is read from the checkpoint selected "
+    f"for it on the validation split at r = {summary['valid_missing_rate']} (F1 from its "
+    "accuracy's). Accuracies and F1 in %; Acc-2/F1 as Non0 (negative/positive) and Has0 "
+    "(negative/non-negative).\n\n"
+  )
   table = rows_table(summary["table"], PAPER_COLUMNS[dataset], rows, "r", len(summary["seeds"]))
   return head + table + "\n"

@@ -22,6 +22,7 @@ class MetricWriter:
       self.directory.mkdir(parents=True, exist_ok=True)
       if tensorboard:
         from tensorboardX import SummaryWriter
+
         self._tb = SummaryWriter(str(self.directory / "tensorboard"))
 
   def write(self, step: int, scalars: dict[str, Any], **extra: Any) -> None:
@@ -36,8 +37,11 @@ class MetricWriter:
   def _write(self, name: str, step: int, scalars: dict[str, Any], extra: dict[str, Any]) -> None:
     if not self.enabled:
       return
-    clean = {k: (None if isinstance(v, float) and math.isnan(v) else float(v)) for k, v in scalars.items()
-             if v is not None}
+    clean = {
+      k: (None if isinstance(v, float) and math.isnan(v) else float(v))
+      for k, v in scalars.items()
+      if v is not None
+    }
     with open(self.directory / name, "a", encoding="utf-8") as f:
       f.write(json.dumps({"step": int(step), **extra, **clean}) + "\n")
     if self._tb is not None:

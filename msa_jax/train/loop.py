@@ -29,9 +29,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from msa_jax import data
+from msa_jax import data, sharding, xla
 from msa_jax import metrics as metrics_lib
-from msa_jax import sharding, xla
 from msa_jax.data import ood as ood_lib
 from msa_jax.data import pipeline
 from msa_jax.data.split import OOD_SPLITS, Split
@@ -63,13 +62,16 @@ def parse_seeds(seeds: Any) -> tuple[int, ...]:
   try:
     out = tuple(int(p) for p in parts)
   except (TypeError, ValueError):
-    raise RunConfigError(f"config.seeds={seeds!r}: expected comma-separated integers, e.g. '1111,1112,1113'")
+    raise RunConfigError(
+      f"config.seeds={seeds!r}: expected comma-separated integers, e.g. '1111,1112,1113'"
+    ) from None
   if not out or len(set(out)) != len(out):
     raise RunConfigError(f"config.seeds={seeds!r}: expected at least one seed and no repeats")
   return out
 
 
-# ---- workdir ----------------------------------------------------------------------------------------
+# ---- workdir -------------------------------------------------------------------------------------
+
 
 def _config_dict(config: ml_collections.ConfigDict) -> dict:
   return json.loads(config.to_json_best_effort())
@@ -96,9 +98,10 @@ def check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> N
   changes = _diff(previous, _config_dict(config))
   if changes:
     raise RunConfigError(
-        f"workdir {workdir} holds a run with a different config ({'; '.join(changes[:8])}"
-        f"{' ...' if len(changes) > 8 else ''}); nothing was changed there. Use a new --workdir, "
-        "or the same config to resume it.")
+      f"workdir {workdir} holds a run with a different config ({'; '.join(changes[:8])}"
+      f"{' ...' if len(changes) > 8 else ''}); nothing was changed there. Use a new --workdir, "
+      "or the same config to resume it."
+    )
 
 
 def record_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
@@ -116,7 +119,8 @@ def record_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> N
   write_json_atomic(path, _config_dict(config))
 
 
-# ---- data ---------------------------------------------------------------------------------------------
+# ---- data ----------------------------------------------------------------------------------------
+
 
 def load_data(config: ml_collections.ConfigDict) -> dict[str, Split]:
   """The splits named by `config.data`, generating the synthetic benchmark on first use."""
@@ -124,24 +128,38 @@ def load_data(config: ml_collections.ConfigDict) -> dict[str, Split]:
   if not path.exists():
     if config.data.synthetic:
       from msa_jax.data import synthetic
-      print(f"[msa_jax] generating the synthetic '{config.data.synthetic}' benchmark "
-            f"(synth-{config.data.synthetic_version}) at {path} (seed {config.data.synthetic_seed}, "
-            f"scale {config.data.synthetic_scale})", flush=True)
-      synthetic.ensure_synthetic(path, config.data.synthetic, seed=config.data.synthetic_seed,
-                                 scale=config.data.synthetic_scale,
-                                 version=config.data.synthetic_version)
+
+      print(
+        f"[msa_jax] generating the synthetic '{config.data.synthetic}' benchmark "
+        f"(synth-{config.data.synthetic_version}) at {path} (seed {config.data.synthetic_seed}, "
+        f"scale {config.data.synthetic_scale})",
+        flush=True,
+      )
+      synthetic.ensure_synthetic(
+        path,
+        config.data.synthetic,
+        seed=config.data.synthetic_seed,
+        scale=config.data.synthetic_scale,
+        version=config.data.synthetic_version,
+      )
     else:
-      raise RunConfigError(f"config.data.path={str(path)!r} does not exist (an MMSA .pkl file, a GEAR "
-                           "split directory or a directory from scripts/convert_data.py is expected)")
-  # Every synthetic preset uses the bert-base-uncased vocabulary, SIMS-shaped ones included (docs/methods.md §7).
+      raise RunConfigError(
+        f"config.data.path={str(path)!r} does not exist (an MMSA .pkl file, a GEAR "
+        "split directory or a directory from scripts/convert_data.py is expected)"
+      )
+  # Every synthetic preset uses the bert-base-uncased vocabulary, SIMS-shaped ones included
+  # (docs/methods.md §7).
   vocab_size = BERT_UNCASED_VOCAB_SIZE if config.data.synthetic else None
-  splits, metadata = data.load_with_metadata(path, dataset=config.data.dataset,
-                                             vocab_size=vocab_size)
+  splits, metadata = data.load_with_metadata(
+    path, dataset=config.data.dataset, vocab_size=vocab_size
+  )
   want = f"synth-{config.data.synthetic_version}"
   if config.data.synthetic and metadata.get("benchmark_version", want) != want:
-    raise RunConfigError(f"config.data.path={str(path)!r} holds {metadata['benchmark_version']}, "
-                         f"but config.data.synthetic_version={config.data.synthetic_version!r}: "
-                         "give each version its own data.path")
+    raise RunConfigError(
+      f"config.data.path={str(path)!r} holds {metadata['benchmark_version']}, "
+      f"but config.data.synthetic_version={config.data.synthetic_version!r}: "
+      "give each version its own data.path"
+    )
   # Only the configs of methods that evaluate OOD splits (GEAR) have `data.ood`.
   ood = config.data.ood if "ood" in config.data else ""
   if ood and ood != "planted":
@@ -169,6 +187,7 @@ def check_batches(config: ml_collections.ConfigDict, splits: dict[str, Split], m
 
 # ---- training: one seed, or several in one program (config.vmap_seeds) ------------------------
 
+
 @dataclasses.dataclass
 class History:
   """Per-epoch validation record and selection state, saved in every latest checkpoint."""
@@ -184,7 +203,7 @@ class History:
     return to_jsonable(dataclasses.asdict(self))
 
   @classmethod
-  def from_json(cls, d: dict) -> "History":
+  def from_json(cls, d: dict) -> History:
     d = dict(d)
     d["patience_best"] = float("nan") if d.get("patience_best") is None else d["patience_best"]
     for v in d.get("best", {}).values():
@@ -201,7 +220,9 @@ def _improves_patience(metric: str, new: float, best: float, min_delta: float = 
     return False
   if math.isnan(best):
     return True
-  return new <= best - min_delta if metric in metrics_lib.LOWER_IS_BETTER else new >= best + min_delta
+  return (
+    new <= best - min_delta if metric in metrics_lib.LOWER_IS_BETTER else new >= best + min_delta
+  )
 
 
 def data_order_seed(config: ml_collections.ConfigDict, seed: int) -> int:
@@ -226,13 +247,26 @@ class SeedRun:
   k_train: jax.Array
 
   @classmethod
-  def open(cls, config: ml_collections.ConfigDict, method: Method, seed: int,
-           directory: pathlib.Path) -> "SeedRun":
+  def open(
+    cls, config: ml_collections.ConfigDict, method: Method, seed: int, directory: pathlib.Path
+  ) -> SeedRun:
     key = jax.random.key(seed)
-    ckpts = ckpt_lib.Checkpoints(directory / "checkpoints", method.selection_metrics, keep=config.checkpoint_keep)
-    history = History(best={m: {"value": float("nan"), "epoch": None} for m in method.selection_metrics})
+    ckpts = ckpt_lib.Checkpoints(
+      directory / "checkpoints", method.selection_metrics, keep=config.checkpoint_keep
+    )
+    history = History(
+      best={m: {"value": float("nan"), "epoch": None} for m in method.selection_metrics}
+    )
     writer = MetricWriter(directory, tensorboard=config.tensorboard)
-    return cls(seed, directory, ckpts, writer, history, jax.random.fold_in(key, 0), jax.random.fold_in(key, 1))
+    return cls(
+      seed,
+      directory,
+      ckpts,
+      writer,
+      history,
+      jax.random.fold_in(key, 0),
+      jax.random.fold_in(key, 1),
+    )
 
   def close(self) -> None:
     self.writer.close()
@@ -241,8 +275,11 @@ class SeedRun:
 
 def init_state_fn(method: Method, mesh):
   """The jit-compiled `(key, example batch) -> fresh TrainState` (one compile for every seed)."""
-  return jax.jit(lambda k, b: create_state(method.init_params(k, b), method.optimizer),
-                 out_shardings=sharding.replicated(mesh), compiler_options=xla.compiler_options())
+  return jax.jit(
+    lambda k, b: create_state(method.init_params(k, b), method.optimizer),
+    out_shardings=sharding.replicated(mesh),
+    compiler_options=xla.compiler_options(),
+  )
 
 
 def train_step_fn(method: Method, mesh, seeds_axis: bool = False):
@@ -250,21 +287,39 @@ def train_step_fn(method: Method, mesh, seeds_axis: bool = False):
   with `seeds_axis`, the vmapped step of `train_seeds_together` (+ an `active` mask)."""
   repl, batch_sh = sharding.replicated(mesh), sharding.batch_sharded(mesh)
   if seeds_axis:
-    step, in_shardings = make_seeds_train_step(method.loss_fn, method.optimizer), (repl, batch_sh, repl, repl)
+    step, in_shardings = (
+      make_seeds_train_step(method.loss_fn, method.optimizer),
+      (repl, batch_sh, repl, repl),
+    )
   else:
     step, in_shardings = make_train_step(method.loss_fn, method.optimizer), (repl, batch_sh, repl)
-  return jax.jit(step, in_shardings=in_shardings, out_shardings=(repl, repl), donate_argnums=(0,),
-                 compiler_options=xla.compiler_options())
+  return jax.jit(
+    step,
+    in_shardings=in_shardings,
+    out_shardings=(repl, repl),
+    donate_argnums=(0,),
+    compiler_options=xla.compiler_options(),
+  )
 
 
-def train_seeds(config: ml_collections.ConfigDict, method: Method, splits: dict[str, Split], mesh,
-                seeds: tuple[int, ...], workdir: pathlib.Path, mode: str = "train") -> dict[str, dict]:
+def train_seeds(
+  config: ml_collections.ConfigDict,
+  method: Method,
+  splits: dict[str, Split],
+  mesh,
+  seeds: tuple[int, ...],
+  workdir: pathlib.Path,
+  mode: str = "train",
+) -> dict[str, dict]:
   """Trains (unless mode == "eval") and evaluates every seed in its `workdir/seed_N` directory;
   returns {seed: record}. With `config.vmap_seeds` the seeds train together in one program on one
   shared data order (`data_order_seed`); otherwise, and to evaluate, one after another."""
   if mode == "train" and len(seeds) > 1 and config.vmap_seeds:
-    print(f"[msa_jax] seeds {','.join(map(str, seeds))} train together (vmap_seeds) on the data order "
-          f"of seed {data_order_seed(config, seeds[0])}", flush=True)
+    print(
+      f"[msa_jax] seeds {','.join(map(str, seeds))} train together (vmap_seeds) on the data order "
+      f"of seed {data_order_seed(config, seeds[0])}",
+      flush=True,
+    )
     groups = [seeds]
   else:
     groups = [(seed,) for seed in seeds]
@@ -274,8 +329,15 @@ def train_seeds(config: ml_collections.ConfigDict, method: Method, splits: dict[
   return records
 
 
-def _train_group(config: ml_collections.ConfigDict, method: Method, splits: dict[str, Split], mesh,
-                 seeds: tuple[int, ...], workdir: pathlib.Path, mode: str) -> dict[str, dict]:
+def _train_group(
+  config: ml_collections.ConfigDict,
+  method: Method,
+  splits: dict[str, Split],
+  mesh,
+  seeds: tuple[int, ...],
+  workdir: pathlib.Path,
+  mode: str,
+) -> dict[str, dict]:
   """Trains (unless mode == "eval") and evaluates `seeds` in one program; returns {seed: record}.
 
   One seed trains on its own state. Several train as one stack (`jax.vmap` over parameters,
@@ -286,8 +348,13 @@ def _train_group(config: ml_collections.ConfigDict, method: Method, splits: dict
   the same data order up to float rounding.
   """
   k_eval = jax.random.key(method.mask_seed)
-  train_ds = pipeline.train_dataset(splits["train"], config.batch_size, data_order_seed(config, seeds[0]),
-                                    process_index=jax.process_index(), process_count=jax.process_count())
+  train_ds = pipeline.train_dataset(
+    splits["train"],
+    config.batch_size,
+    data_order_seed(config, seeds[0]),
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+  )
   example = sharding.put_batch(pipeline.device_arrays(train_ds[0]), mesh)
   runs = [SeedRun.open(config, method, s, workdir / f"seed_{s}") for s in seeds]
   try:
@@ -298,9 +365,15 @@ def _train_group(config: ml_collections.ConfigDict, method: Method, splits: dict
     if mode == "train" and any(run.history.active(config.max_epochs) for run in runs):
       states = [s if s is not None else init(run.k_init, example) for run, s in zip(runs, restored)]
       state = states[0] if len(runs) == 1 else _stack(mesh, states)
-      _train_epochs(config, method, splits, mesh, runs, state, train_ds, data_state, predict, k_eval)
-    return {str(run.seed): _finish_seed(config, method, splits, mesh, run, abstract_state, predict, k_eval)
-            for run in runs}
+      _train_epochs(
+        config, method, splits, mesh, runs, state, train_ds, data_state, predict, k_eval
+      )
+    return {
+      str(run.seed): _finish_seed(
+        config, method, splits, mesh, run, abstract_state, predict, k_eval
+      )
+      for run in runs
+    }
   finally:
     for run in runs:
       run.close()
@@ -328,8 +401,10 @@ def _restore(runs: list[SeedRun], abstract_state, max_epochs: int) -> tuple[list
     for i in training:
       if states[i] is not None and int(states[i].step) != common:
         if common not in runs[i].ckpts.latest.all_steps():
-          raise RunConfigError(f"seed {runs[i].seed}: cannot resume the seeds together at step {common}: "
-                               f"its checkpoint of that step is gone (under {runs[i].ckpts.directory})")
+          raise RunConfigError(
+            f"seed {runs[i].seed}: cannot resume the seeds together at step {common}: "
+            f"its checkpoint of that step is gone (under {runs[i].ckpts.directory})"
+          )
         states[i], data_states[i], meta = runs[i].ckpts.restore_latest(abstract_state, step=common)
         runs[i].history = History.from_json(meta)
   # The training seeds are at one step now, so any of their iterator states is the shared one.
@@ -341,18 +416,35 @@ def _restore(runs: list[SeedRun], abstract_state, max_epochs: int) -> tuple[list
 
 
 def _print_resumed(run: SeedRun, step: int) -> None:
-  print(f"[msa_jax] seed {run.seed}: resumed from step {step} (epoch {run.history.epoch}) in "
-        f"{run.ckpts.directory}", flush=True)
+  print(
+    f"[msa_jax] seed {run.seed}: resumed from step {step} (epoch {run.history.epoch}) in "
+    f"{run.ckpts.directory}",
+    flush=True,
+  )
 
 
-def _finish_seed(config, method, splits, mesh, run: SeedRun, abstract_state, predict, k_eval) -> dict:
+def _finish_seed(
+  config, method, splits, mesh, run: SeedRun, abstract_state, predict, k_eval
+) -> dict:
   """Evaluates the seed's selected checkpoints and writes its results.json; returns the record."""
-  results = final_evaluation(method.final_evals, method.selection_metrics, splits, run.ckpts,
-                             abstract_state.params,
-                             lambda params, rates: bind(predict, params, mesh, k_eval, rates),
-                             config.eval_batch_size, config.data.dataset, _show_progress(config))
-  record = {"seed": run.seed, "epochs_trained": run.history.epoch, "stopped_early": run.history.stopped,
-            "best": run.history.best, "results": results}
+  results = final_evaluation(
+    method.final_evals,
+    method.selection_metrics,
+    splits,
+    run.ckpts,
+    abstract_state.params,
+    lambda params, rates: bind(predict, params, mesh, k_eval, rates),
+    config.eval_batch_size,
+    config.data.dataset,
+    _show_progress(config),
+  )
+  record = {
+    "seed": run.seed,
+    "epochs_trained": run.history.epoch,
+    "stopped_early": run.history.stopped,
+    "best": run.history.best,
+    "results": results,
+  }
   if jax.process_index() == 0:
     write_json_atomic(run.directory / "results.json", record)
   return record
@@ -362,8 +454,10 @@ def _check_finite(run: SeedRun, loss: float, step: int, epoch: int) -> None:
   if not math.isfinite(loss):
     last = run.ckpts.latest_step()
     raise NonFiniteLossError(
-        f"non-finite loss {loss} at step {step} (seed {run.seed}, epoch {epoch}); training stopped. The last "
-        f"good checkpoint is {'step ' + str(last) if last is not None else 'none'} under {run.ckpts.directory}")
+      f"non-finite loss {loss} at step {step} (seed {run.seed}, epoch {epoch}); training stopped. "
+      f"The last good checkpoint is {'step ' + str(last) if last is not None else 'none'} under "
+      f"{run.ckpts.directory}"
+    )
 
 
 def _show_progress(config) -> bool:
@@ -372,11 +466,13 @@ def _show_progress(config) -> bool:
 
 def _progress(config, desc: str, total: int):
   from tqdm.auto import tqdm
+
   return tqdm(range(total), desc=desc, leave=False, disable=not _show_progress(config))
 
 
-def _train_epochs(config, method, splits, mesh, runs: list[SeedRun], state, train_ds, data_state,
-                  predict, k_eval) -> None:
+def _train_epochs(
+  config, method, splits, mesh, runs: list[SeedRun], state, train_ds, data_state, predict, k_eval
+) -> None:
   """Trains the seeds of `runs` epoch by epoch until none is active: one seed on its own `state`,
   several on their stack (every leaf with a leading seed axis; each metric of shape (S,); a seed
   that stopped early frozen by the step's `active` mask). `predict` (a one-seed `make_predict`
@@ -399,13 +495,16 @@ def _train_epochs(config, method, splits, mesh, runs: list[SeedRun], state, trai
     training = [i for i, run in enumerate(runs) if run.history.active(config.max_epochs)]
     if not training:
       return
-    step_args = (keys, jnp.asarray([i in training for i in range(len(runs))])) if stacked else (keys,)
+    step_args = (
+      (keys, jnp.asarray([i in training for i in range(len(runs))])) if stacked else (keys,)
+    )
     epoch = runs[training[0]].history.epoch + 1
     t0 = time.perf_counter()
     # Each seed's step at the epoch's start, counted on the host from here on (a frozen seed does
     # not step, but it is not read either).
-    metrics = _EpochMetrics(runs, training, epoch, int(config.log_every_steps),
-                            np.atleast_1d(np.asarray(state.step)))
+    metrics = _EpochMetrics(
+      runs, training, epoch, int(config.log_every_steps), np.atleast_1d(np.asarray(state.step))
+    )
     pending = None
     bar = _progress(config, f"{names} epoch {epoch}/{config.max_epochs}", spe)
     for j in bar:
@@ -419,15 +518,29 @@ def _train_epochs(config, method, splits, mesh, runs: list[SeedRun], state, trai
     metrics.read(pending)
     train_time = time.perf_counter() - t0
     t1 = time.perf_counter()
-    vals = evaluate(bind(predict, state.params, mesh, k_eval, [_valid_rate(method)]),
-                    splits["valid"], config.eval_batch_size, config.data.dataset)
+    vals = evaluate(
+      bind(predict, state.params, mesh, k_eval, [_valid_rate(method)]),
+      splits["valid"],
+      config.eval_batch_size,
+      config.data.dataset,
+    )
     xla.release_host_memory()
     valid_time = time.perf_counter() - t1
     data_state = pipeline.iterator_state(it)
     for i in training:
-      _end_epoch(method, runs[i], epoch, vals[i][0] if stacked else vals[0],
-                 take(state, i) if stacked else state, data_state, metrics.means(i),
-                 metrics.mean_loss(i), train_time, valid_time, config.max_epochs)
+      _end_epoch(
+        method,
+        runs[i],
+        epoch,
+        vals[i][0] if stacked else vals[0],
+        take(state, i) if stacked else state,
+        data_state,
+        metrics.means(i),
+        metrics.mean_loss(i),
+        train_time,
+        valid_time,
+        config.max_epochs,
+      )
 
 
 @dataclasses.dataclass
@@ -452,8 +565,12 @@ class _EpochMetrics:
       run, step = self.runs[i], int(self.first_steps[i]) + self.count
       _check_finite(run, float(m["loss"][i]), step, self.epoch)
       if self.log_every and (step + 1) % self.log_every == 0:
-        run.writer.write_step(step + 1, {f"train/{k}": float(v[i]) for k, v in m.items()},
-                              epoch=self.epoch, seed=run.seed)
+        run.writer.write_step(
+          step + 1,
+          {f"train/{k}": float(v[i]) for k, v in m.items()},
+          epoch=self.epoch,
+          seed=run.seed,
+        )
     self.count += 1
     self.losses.append(m["loss"].astype(np.float64))
     for k, v in m.items():
@@ -472,17 +589,31 @@ def _valid_rate(method: Method) -> float:
   return 0.0 if method.valid_rate is None else method.valid_rate
 
 
-def _end_epoch(method: Method, run: SeedRun, epoch: int, val: dict[str, float], state: TrainState,
-               data_state: dict, train_means: dict[str, float], mean_loss: float, train_time: float,
-               valid_time: float, max_epochs: int) -> None:
+def _end_epoch(
+  method: Method,
+  run: SeedRun,
+  epoch: int,
+  val: dict[str, float],
+  state: TrainState,
+  data_state: dict,
+  train_means: dict[str, float],
+  mean_loss: float,
+  train_time: float,
+  valid_time: float,
+  max_epochs: int,
+) -> None:
   """A seed's end of epoch: model selection on `val`, early stopping, the best and latest
   checkpoints, the metric records and the console line."""
   history, primary = run.history, method.selection_metrics[0]
   t2 = time.perf_counter()
   # The first epoch is every metric's best so far, even where the metric is NaN (e.g. Corr of a
   # constant prediction), so that each selection metric always has a checkpoint to evaluate.
-  improved = [m for m in method.selection_metrics
-              if history.best[m]["epoch"] is None or metrics_lib.is_better(m, val[m], history.best[m]["value"])]
+  improved = [
+    m
+    for m in method.selection_metrics
+    if history.best[m]["epoch"] is None
+    or metrics_lib.is_better(m, val[m], history.best[m]["value"])
+  ]
   for metric in improved:
     history.best[metric] = {"value": val[metric], "epoch": epoch}
   run.ckpts.save_best(improved, epoch, state.params, {"epoch": epoch, "valid": to_jsonable(val)})
@@ -494,44 +625,68 @@ def _end_epoch(method: Method, run: SeedRun, epoch: int, val: dict[str, float], 
       history.stopped = history.bad_epochs >= method.patience
   history.epoch = epoch
   train_means = {f"train/{k}": v for k, v in train_means.items()}
-  history.epochs.append({"epoch": epoch, "step": int(state.step), **train_means,
-                         **{f"valid/{k}": v for k, v in val.items()}})
+  history.epochs.append(
+    {
+      "epoch": epoch,
+      "step": int(state.step),
+      **train_means,
+      **{f"valid/{k}": v for k, v in val.items()},
+    }
+  )
   run.ckpts.save_latest(int(state.step), state, data_state, history.to_json())
   checkpoint_time = time.perf_counter() - t2
-  run.writer.write(int(state.step), {**train_means, **{f"valid/{k}": v for k, v in val.items()},
-                                     "time/train_epoch_s": train_time, "time/valid_s": valid_time,
-                                     "time/checkpoint_s": checkpoint_time}, epoch=epoch, seed=run.seed)
+  run.writer.write(
+    int(state.step),
+    {
+      **train_means,
+      **{f"valid/{k}": v for k, v in val.items()},
+      "time/train_epoch_s": train_time,
+      "time/valid_s": valid_time,
+      "time/checkpoint_s": checkpoint_time,
+    },
+    epoch=epoch,
+    seed=run.seed,
+  )
   if jax.process_index() == 0:
     shown = " ".join(f"{k}={val[k]:.4f}" for k in method.selection_metrics[:3])
-    print(f"[msa_jax] seed {run.seed} epoch {epoch}/{max_epochs} step {int(state.step)} "
-          f"loss {mean_loss:.4f} | valid{'' if method.valid_rate is None else f'@{method.valid_rate}'} "
-          f"{shown} | train {train_time:.1f}s valid {valid_time:.1f}s ckpt {checkpoint_time:.1f}s"
-          f"{' | best: ' + ','.join(improved) if improved else ''}"
-          f"{' | early stop' if history.stopped else ''}", flush=True)
+    print(
+      f"[msa_jax] seed {run.seed} epoch {epoch}/{max_epochs} step {int(state.step)} "
+      f"loss {mean_loss:.4f} | valid{'' if method.valid_rate is None else f'@{method.valid_rate}'} "
+      f"{shown} | train {train_time:.1f}s valid {valid_time:.1f}s ckpt {checkpoint_time:.1f}s"
+      f"{' | best: ' + ','.join(improved) if improved else ''}"
+      f"{' | early stop' if history.stopped else ''}",
+      flush=True,
+    )
 
 
 # ---- the seed stack (config.vmap_seeds) ------------------------------------------------------
 
+
 def _stack(mesh, trees: list) -> Any:
-  return jax.jit(lambda *t: jax.tree.map(lambda *x: jnp.stack(x), *t),
-                 out_shardings=sharding.replicated(mesh))(*trees)
+  return jax.jit(
+    lambda *t: jax.tree.map(lambda *x: jnp.stack(x), *t), out_shardings=sharding.replicated(mesh)
+  )(*trees)
 
 
 def _take_fn(mesh):
-  """The jit-compiled `(stacked tree, i) -> seed i's slice` (one compile for every seed and epoch)."""
-  return jax.jit(lambda t, i: jax.tree.map(lambda x: x[i], t), out_shardings=sharding.replicated(mesh))
-
-
+  """The jit-compiled `(stacked tree, i) -> seed i's slice` (one compile for every seed and
+  epoch)."""
+  return jax.jit(
+    lambda t, i: jax.tree.map(lambda x: x[i], t), out_shardings=sharding.replicated(mesh)
+  )
 
 
 # ---- the whole run -------------------------------------------------------------------------------
+
 
 def _finished_seeds(results_path: pathlib.Path) -> tuple[int, ...]:
   with open(results_path, encoding="utf-8") as f:
     return tuple(int(s) for s in json.load(f).get("seeds", ()))
 
 
-def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, mode: str = "train") -> dict:
+def run(
+  config: ml_collections.ConfigDict, workdir: str | pathlib.Path, mode: str = "train"
+) -> dict:
   """Trains and evaluates every seed of `config.seeds` in `workdir`; returns the summary dict."""
   if mode not in ("train", "eval"):
     raise RunConfigError(f"--mode={mode!r}: expected 'train' or 'eval'")
@@ -540,16 +695,22 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, mode: st
   results_path = workdir / "results.json"
   check_workdir(workdir, config)
   if mode == "train" and results_path.exists() and _finished_seeds(results_path) == seeds:
-    print(f"[msa_jax] run complete: results in {results_path} and {workdir / 'results.md'} "
-          "(use a new --workdir to train again, or --mode=eval to re-evaluate)", flush=True)
+    print(
+      f"[msa_jax] run complete: results in {results_path} and {workdir / 'results.md'} "
+      "(use a new --workdir to train again, or --mode=eval to re-evaluate)",
+      flush=True,
+    )
     with open(results_path, encoding="utf-8") as f:
       return json.load(f)
   splits = load_data(config)
   mesh = sharding.make_mesh()
   check_batches(config, splits, mesh)
   if jax.process_index() == 0:
-    print(f"[msa_jax] data parallel over {mesh.devices.size} {jax.default_backend()} devices in "
-          f"{jax.process_count()} process(es); global batch {config.batch_size}", flush=True)
+    print(
+      f"[msa_jax] data parallel over {mesh.devices.size} {jax.default_backend()} devices in "
+      f"{jax.process_count()} process(es); global batch {config.batch_size}",
+      flush=True,
+    )
   method = methods.build(config, splits)
   record_config(workdir, config)
   per_seed = train_seeds(config, method, splits, mesh, seeds, workdir, mode)
@@ -557,5 +718,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, mode: st
   if jax.process_index() == 0:
     write_json_atomic(results_path, summary)
     write_text_atomic(workdir / "results.md", methods.markdown(config, method, summary))
-    print(f"[msa_jax] results: {results_path}\n" + methods.markdown(config, method, summary), flush=True)
+    print(
+      f"[msa_jax] results: {results_path}\n" + methods.markdown(config, method, summary), flush=True
+    )
   return summary

@@ -1,4 +1,5 @@
-"""Optimizers and learning-rate schedules of both methods (docs/methods.md §4, §5), built from optax parts."""
+"""Optimizers and learning-rate schedules of both methods (docs/methods.md §4, §5), built from optax
+parts."""
 
 from __future__ import annotations
 
@@ -18,18 +19,21 @@ LNLN_SCHEDULES = ("per_step", "reference")
 class LNLNOptimizerConfig:
   """LNLN's AdamW settings: the peak learning rate, the decoupled weight decay and the schedule's
   kind (`lnln_schedule`)."""
+
   lr: float
   weight_decay: float
   lr_schedule: str
 
   def __post_init__(self):
     if self.lr_schedule not in LNLN_SCHEDULES:
-      raise ValueError(f"LNLNOptimizerConfig.lr_schedule={self.lr_schedule!r}, expected one of "
-                       f"{LNLN_SCHEDULES}")
+      raise ValueError(
+        f"LNLNOptimizerConfig.lr_schedule={self.lr_schedule!r}, expected one of {LNLN_SCHEDULES}"
+      )
 
 
-def lnln_schedule(base_lr: float, total_steps: int, steps_per_epoch: int, kind: str,
-                  warmup_fraction: float = 0.1) -> optax.Schedule:
+def lnln_schedule(
+  base_lr: float, total_steps: int, steps_per_epoch: int, kind: str, warmup_fraction: float = 0.1
+) -> optax.Schedule:
   """LNLN's learning rate (docs/methods.md §4).
 
   kind="per_step": linear warm-up from 0 over the first `warmup_fraction` of the steps,
@@ -40,20 +44,25 @@ def lnln_schedule(base_lr: float, total_steps: int, steps_per_epoch: int, kind: 
   """
   if kind == "per_step":
     warmup = max(1, int(round(warmup_fraction * total_steps)))
-    return optax.warmup_cosine_decay_schedule(0.0, base_lr, warmup, max(total_steps, warmup + 1), 0.0)
+    return optax.warmup_cosine_decay_schedule(
+      0.0, base_lr, warmup, max(total_steps, warmup + 1), 0.0
+    )
   if kind == "reference":
+
     def schedule(step):
       epoch = step // steps_per_epoch + 1
       warm = (epoch - 1) / 20.0
       cos = 0.5 * (1.0 + jnp.cos(jnp.pi * (epoch - 22) / 180.0))
       factor = jnp.where(epoch <= 21, warm, cos)
       return base_lr * factor
+
     return schedule
   raise ValueError(f"lr_schedule={kind!r}: expected 'per_step' or 'reference'")
 
 
 def lnln_optimizer(schedule: optax.Schedule, weight_decay: float) -> optax.GradientTransformation:
-  """AdamW with decoupled, lr-scaled weight decay on every parameter (PyTorch AdamW; docs/methods.md §4)."""
+  """AdamW with decoupled, lr-scaled weight decay on every parameter (PyTorch AdamW; docs/methods.md
+  §4)."""
   return optax.adamw(schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=weight_decay)
 
 
@@ -64,6 +73,7 @@ class GEAROptimizerConfig:
   Defaults are run.py's (MOSEI); `mosi()` zeroes every weight decay as run.py does for MOSI.
   Rates may be optax schedules. `accumulate_steps` micro-batch gradients are summed per update.
   """
+
   lr_bert: float | optax.Schedule = 5e-5
   wd_bert: float = 1e-3
   lr_audio: float | optax.Schedule = 5e-3
@@ -78,8 +88,9 @@ class GEAROptimizerConfig:
 
   def __post_init__(self):
     if self.accumulate_steps < 1:
-      raise ValueError(f"GEAROptimizerConfig: accumulate_steps={self.accumulate_steps}, "
-                       "expected >= 1")
+      raise ValueError(
+        f"GEAROptimizerConfig: accumulate_steps={self.accumulate_steps}, expected >= 1"
+      )
 
   @classmethod
   def mosi(cls) -> GEAROptimizerConfig:
@@ -97,10 +108,12 @@ def _adam_l2(lr: float | optax.Schedule, wd: float) -> optax.GradientTransformat
   return optax.chain(optax.add_decayed_weights(wd), optax.adam(lr))
 
 
-def gear_optimizer(cfg: GEAROptimizerConfig = GEAROptimizerConfig(),
-                   labels: Callable[[Any], Any] | Any = param_group_labels
-                   ) -> optax.GradientTransformation:
-  """GEAR's optimizer (docs/methods.md §5): per-group Adam with L2, gradients summed over micro-batches.
+def gear_optimizer(
+  cfg: GEAROptimizerConfig = GEAROptimizerConfig(),
+  labels: Callable[[Any], Any] | Any = param_group_labels,
+) -> optax.GradientTransformation:
+  """GEAR's optimizer (docs/methods.md §5): per-group Adam with L2, gradients summed over
+  micro-batches.
 
   `optax.multi_transform` over the `param_group_labels` groups, wrapped in
   `optax.MultiSteps(every_k_schedule=cfg.accumulate_steps, use_grad_mean=False)` (returned as its
@@ -108,15 +121,16 @@ def gear_optimizer(cfg: GEAROptimizerConfig = GEAROptimizerConfig(),
   on the accumulating micro-steps; the L2 term is added once to the summed gradient.
   """
   transforms = {
-      "bert": _adam_l2(cfg.lr_bert, cfg.wd_bert),
-      "bert_no_decay": _adam_l2(cfg.lr_bert, 0.0),
-      "audio": _adam_l2(cfg.lr_audio, cfg.wd_audio),
-      "vision": _adam_l2(cfg.lr_vision, cfg.wd_vision),
-      "extractor_other": _adam_l2(cfg.lr_other, cfg.wd_other),
-      "fusion": _adam_l2(cfg.lr_fusion, cfg.wd_fusion),
+    "bert": _adam_l2(cfg.lr_bert, cfg.wd_bert),
+    "bert_no_decay": _adam_l2(cfg.lr_bert, 0.0),
+    "audio": _adam_l2(cfg.lr_audio, cfg.wd_audio),
+    "vision": _adam_l2(cfg.lr_vision, cfg.wd_vision),
+    "extractor_other": _adam_l2(cfg.lr_other, cfg.wd_other),
+    "fusion": _adam_l2(cfg.lr_fusion, cfg.wd_fusion),
   }
   tx = optax.multi_transform(transforms, labels)
   if cfg.accumulate_steps == 1:
     return tx
-  return optax.MultiSteps(tx, every_k_schedule=cfg.accumulate_steps,
-                          use_grad_mean=False).gradient_transformation()
+  return optax.MultiSteps(
+    tx, every_k_schedule=cfg.accumulate_steps, use_grad_mean=False
+  ).gradient_transformation()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax
 import jax
@@ -35,7 +36,9 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation):
 
   def train_step(state: TrainState, batch: dict, key: jax.Array):
     step_key = jax.random.fold_in(key, state.step)
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, step_key, state.step)
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params, batch, step_key, state.step
+    )
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}

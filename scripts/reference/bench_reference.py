@@ -5,7 +5,8 @@ LNLN commit 80a052c62b7b3b7a6cb6956846e9d9c121f56eda / GEAR commit
 cab45ac62bd7f7880b5abadd15ff5136cad91761:
 
   python -m venv /tmp/torchvenv
-  /tmp/torchvenv/bin/pip install torch transformers safetensors numpy einops pyyaml scikit-learn tqdm
+  /tmp/torchvenv/bin/pip install torch transformers safetensors numpy einops pyyaml scikit-learn \
+      tqdm
   git clone https://github.com/Haoyu-ha/LNLN /tmp/lnln_ref
   git clone https://github.com/Teng-Sun/GEAR /tmp/gear_ref
   /tmp/torchvenv/bin/python scripts/reference/bench_reference.py --ref /tmp/lnln_ref \
@@ -78,10 +79,12 @@ timing, memory = _load_bench_module("timing"), _load_bench_module("memory")
 
 
 ENCODERS = {
-    "bert-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                      intermediate_size=3072),
-    "minilm": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
-                   intermediate_size=1536),
+  "bert-base": dict(
+    hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072
+  ),
+  "minilm": dict(
+    hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536
+  ),
 }
 TEXT_LEN, VISION, AUDIO = 50, (500, 20), (375, 5)
 
@@ -106,10 +109,14 @@ def reference_args(ref: pathlib.Path, bert_dir: pathlib.Path, encoder: str) -> d
   fe = args["model"]["feature_extractor"]
   fe["bert_pretrained"] = str(bert_dir)
   fe["input_dims"][0] = ENCODERS[encoder]["hidden_size"]
-  if (fe["input_length"], fe["input_dims"][1:]) != ([TEXT_LEN, VISION[0], AUDIO[0]],
-                                                    [VISION[1], AUDIO[1]]):
-    raise SystemExit(f"{path}: MOSI sizes {fe['input_length']} / {fe['input_dims']} are not the "
-                     f"paper's (50, 500, 375) / (768, 20, 5)")
+  if (fe["input_length"], fe["input_dims"][1:]) != (
+    [TEXT_LEN, VISION[0], AUDIO[0]],
+    [VISION[1], AUDIO[1]],
+  ):
+    raise SystemExit(
+      f"{path}: MOSI sizes {fe['input_length']} / {fe['input_dims']} are not the "
+      f"paper's (50, 500, 375) / (768, 20, 5)"
+    )
   return args
 
 
@@ -143,14 +150,17 @@ def random_batch(batch: int, seed: int) -> tuple[tuple, tuple, dict]:
   vision, vision_m = frames(VISION, rates[2])
   audio, audio_m = frames(AUDIO, rates[1])
   t = lambda a: torch.from_numpy(np.ascontiguousarray(a))
-  labels = {"sentiment_labels": t(rng.uniform(-3, 3, (batch, 1)).astype(np.float32)),
-            "completeness_labels": t((1.0 - rates[0]).reshape(batch, 1).astype(np.float32)),
-            "effectiveness_labels": torch.cat([torch.ones(batch * 8), torch.zeros(batch * 8)]).long()}
+  labels = {
+    "sentiment_labels": t(rng.uniform(-3, 3, (batch, 1)).astype(np.float32)),
+    "completeness_labels": t((1.0 - rates[0]).reshape(batch, 1).astype(np.float32)),
+    "effectiveness_labels": torch.cat([torch.ones(batch * 8), torch.zeros(batch * 8)]).long(),
+  }
   return (t(vision), t(audio), t(text)), (t(vision_m), t(audio_m), t(text_m)), labels
 
 
 class LNLNStep:
-  """The authors' LNLN model, loss and optimizer; `step()` runs one train step, as `train()` does."""
+  """The authors' LNLN model, loss and optimizer; `step()` runs one train step, as `train()`
+  does."""
 
   def __init__(self, ref: pathlib.Path, encoder: str, batch: int, seed: int):
     sys.path.insert(0, str(ref.resolve()))
@@ -163,8 +173,9 @@ class LNLNStep:
       torch.manual_seed(seed)
       self.model = build_model(args)
     self.loss_fn = MultimodalLoss(args)
-    self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=args["base"]["lr"],
-                                       weight_decay=args["base"]["weight_decay"])
+    self.optimizer = torch.optim.AdamW(
+      self.model.parameters(), lr=args["base"]["lr"], weight_decay=args["base"]["weight_decay"]
+    )
     self.complete, self.incomplete, self.labels = random_batch(batch, seed)
     self.params = sum(p.numel() for p in self.model.parameters())
 
@@ -183,17 +194,47 @@ def gear_args(bert_dir: pathlib.Path, encoder: str) -> types.SimpleNamespace:
   (config_regression.json `ifl_es` mosi, run.py defaults for what it leaves out)."""
   hidden = ENCODERS[encoder]["hidden_size"]
   return types.SimpleNamespace(
-      need_data_aligned=False, use_finetune=True, transformers="bert", pretrained=str(bert_dir),
-      feature_dims=[hidden, AUDIO[1], VISION[1]], text_out=hidden, swap_dim=32,
-      a_lstm_hidden_size=16, v_lstm_hidden_size=32, audio_out=16, video_out=32, a_lstm_layers=1,
-      v_lstm_layers=1, a_lstm_dropout=0.0, v_lstm_dropout=0.0, post_text_dropout=0.1,
-      post_audio_dropout=0.1, post_video_dropout=0.0, post_fusion_dropout=0.0,
-      post_fusion_dim=128, trans_layers=2, trans_heads=4, q=0.7, lambda_dis=15, lambda_swap=1.0,
-      swap_epochs=5, gce="tanh", weight="min", device="cpu", train_mode="regression",
-      update_epochs=2, learning_rate_bert=5e-5, learning_rate_audio=0.005,
-      learning_rate_video=0.005, learning_rate_other=0.001, weight_decay_bert=0.001,
-      weight_decay_audio=0.001, weight_decay_video=0.001, weight_decay_other=0.001,
-      weight_decay=0.0)
+    need_data_aligned=False,
+    use_finetune=True,
+    transformers="bert",
+    pretrained=str(bert_dir),
+    feature_dims=[hidden, AUDIO[1], VISION[1]],
+    text_out=hidden,
+    swap_dim=32,
+    a_lstm_hidden_size=16,
+    v_lstm_hidden_size=32,
+    audio_out=16,
+    video_out=32,
+    a_lstm_layers=1,
+    v_lstm_layers=1,
+    a_lstm_dropout=0.0,
+    v_lstm_dropout=0.0,
+    post_text_dropout=0.1,
+    post_audio_dropout=0.1,
+    post_video_dropout=0.0,
+    post_fusion_dropout=0.0,
+    post_fusion_dim=128,
+    trans_layers=2,
+    trans_heads=4,
+    q=0.7,
+    lambda_dis=15,
+    lambda_swap=1.0,
+    swap_epochs=5,
+    gce="tanh",
+    weight="min",
+    device="cpu",
+    train_mode="regression",
+    update_epochs=2,
+    learning_rate_bert=5e-5,
+    learning_rate_audio=0.005,
+    learning_rate_video=0.005,
+    learning_rate_other=0.001,
+    weight_decay_bert=0.001,
+    weight_decay_audio=0.001,
+    weight_decay_video=0.001,
+    weight_decay_other=0.001,
+    weight_decay=0.0,
+  )
 
 
 def gear_batch(batch: int, seed: int) -> dict[str, torch.Tensor]:
@@ -220,8 +261,10 @@ class GEARStep:
   def __init__(self, ref: pathlib.Path, encoder: str, batch: int, seed: int):
     src = ref.resolve() / "src"
     if not (src / "models" / "IFL_ES.py").is_file():
-      raise SystemExit(f"{src / 'models' / 'IFL_ES.py'}: not found; --ref must be a checkout of "
-                       f"the GEAR repository")
+      raise SystemExit(
+        f"{src / 'models' / 'IFL_ES.py'}: not found; --ref must be a checkout of "
+        f"the GEAR repository"
+      )
     sys.path.insert(0, str(src))
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
     sys.modules.setdefault("pynvml", types.ModuleType("pynvml"))  # imported by their utils only
@@ -236,10 +279,12 @@ class GEARStep:
       self.model = IFL_ES(self.args)
     owner = types.SimpleNamespace(args=self.args)  # `self` of Train's optimizer builders
     m = self.model
-    self.optimizers = [Train.get_optimizer_text(owner, m.text_model),
-                       Train.get_optimizer_audio(owner, m.audio_model),
-                       Train.get_optimizer_video(owner, m.video_model),
-                       Train.get_optimizer(owner, m.fusion_model)]
+    self.optimizers = [
+      Train.get_optimizer_text(owner, m.text_model),
+      Train.get_optimizer_audio(owner, m.audio_model),
+      Train.get_optimizer_video(owner, m.video_model),
+      Train.get_optimizer(owner, m.fusion_model),
+    ]
     self.training_loss = training_loss
     self.batch = gear_batch(batch, seed)
     self.params = sum(p.numel() for p in self.model.parameters())
@@ -267,8 +312,12 @@ def emit(obj: dict) -> None:
 def main(argv: list[str] | None = None) -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--method", choices=("lnln", "gear"), default="lnln")
-  p.add_argument("--ref", type=pathlib.Path, required=True,
-                 help="the authors' repository of --method (LNLN or GEAR checkout)")
+  p.add_argument(
+    "--ref",
+    type=pathlib.Path,
+    required=True,
+    help="the authors' repository of --method (LNLN or GEAR checkout)",
+  )
   p.add_argument("--encoder", choices=sorted(ENCODERS), default="bert-base")
   p.add_argument("--batch", type=int, default=64)
   p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -279,12 +328,19 @@ def main(argv: list[str] | None = None) -> None:
   opts = p.parse_args(argv)
   torch.set_num_threads(opts.threads)
   start = time.perf_counter()
-  runner = (LNLNStep if opts.method == "lnln" else GEARStep)(opts.ref, opts.encoder, opts.batch,
-                                                              opts.seed)
-  info = {"method": opts.method, "torch": torch.__version__,
-          "transformers": transformers.__version__,
-          "threads": torch.get_num_threads(), "encoder": opts.encoder, "batch": opts.batch,
-          "params": runner.params, "build_s": round(time.perf_counter() - start, 2)}
+  runner = (LNLNStep if opts.method == "lnln" else GEARStep)(
+    opts.ref, opts.encoder, opts.batch, opts.seed
+  )
+  info = {
+    "method": opts.method,
+    "torch": torch.__version__,
+    "transformers": transformers.__version__,
+    "threads": torch.get_num_threads(),
+    "encoder": opts.encoder,
+    "batch": opts.batch,
+    "params": runner.params,
+    "build_s": round(time.perf_counter() - start, 2),
+  }
   if opts.worker:
     emit({"ready": True, **info})
     for line in sys.stdin:
@@ -303,8 +359,15 @@ def main(argv: list[str] | None = None) -> None:
     runner.step()
   steps = [timing.timed(runner.step)[1:] for _ in range(opts.steps)]
   walls = [w for w, _ in steps]
-  emit({**info, "step_s_median": statistics.median(walls), "step_s": walls,
-        "cpu_s": [c for _, c in steps], "peak_rss_gb": memory.max_rss_bytes() / 1e9})
+  emit(
+    {
+      **info,
+      "step_s_median": statistics.median(walls),
+      "step_s": walls,
+      "cpu_s": [c for _, c in steps],
+      "peak_rss_gb": memory.max_rss_bytes() / 1e9,
+    }
+  )
 
 
 if __name__ == "__main__":

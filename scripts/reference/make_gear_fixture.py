@@ -31,7 +31,8 @@ What it does, using the authors' modules unchanged (`src/models/IFL_ES.py`):
   with the per-modality `np.random.permutation` draws recorded; the loss is computed as its
   `do_train` does (transcribed below, `training_loss`), with λ_swap = 0.5 (not 1, so that each
   place it multiplies is checked) and λ_dis = 15, for four settings of the reference's switches:
-    tanh_min      --gce tanh --weight min, q = 0.7   (msa_jax's published setting, docs/methods.md §9)
+    tanh_min      --gce tanh --weight min, q = 0.7   (msa_jax's published setting,
+                                                      docs/methods.md §9)
     sigmoid_avg   --gce sigmoid --weight avg
     off_none      --gce '' --weight ''               (the reference defaults: bias loss 0, no IPW)
     tanh_min_noswap  tanh / min at epoch 1 (before swap_epochs: no swap terms)
@@ -61,12 +62,33 @@ GEAR_COMMIT = "cab45ac62bd7f7880b5abadd15ff5136cad91761"
 MODALITIES = ("text", "audio", "vision")
 REF_MODALITY = {"text": "text_model", "audio": "audio_model", "vision": "video_model"}
 
-BERT = dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-            intermediate_size=64, max_position_embeddings=16, type_vocab_size=2,
-            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-SIZES = dict(batch=6, text_len=8, audio_frames=8, vision_frames=6, audio_in=5, vision_in=7,
-             audio_hidden=6, vision_hidden=7, audio_out=5, vision_out=6, swap_dim=8,
-             fusion_layers=2, fusion_heads=4, post_fusion_dim=12)
+BERT = dict(
+  vocab_size=64,
+  hidden_size=32,
+  num_hidden_layers=2,
+  num_attention_heads=2,
+  intermediate_size=64,
+  max_position_embeddings=16,
+  type_vocab_size=2,
+  hidden_dropout_prob=0.0,
+  attention_probs_dropout_prob=0.0,
+)
+SIZES = dict(
+  batch=6,
+  text_len=8,
+  audio_frames=8,
+  vision_frames=6,
+  audio_in=5,
+  vision_in=7,
+  audio_hidden=6,
+  vision_hidden=7,
+  audio_out=5,
+  vision_out=6,
+  swap_dim=8,
+  fusion_layers=2,
+  fusion_heads=4,
+  post_fusion_dim=12,
+)
 AUDIO_LENGTHS = (8, 5, 1, 8, 3, 6)
 VISION_LENGTHS = (6, 2, 4, 6, 1, 5)
 TEXT_LENGTHS = (8, 5, 3, 8, 2, 6)
@@ -75,26 +97,47 @@ NOISE_STD = 0.1
 SWAP_EPOCH, NO_SWAP_EPOCH, SWAP_EPOCHS = 6, 1, 5
 # name -> (--gce, --weight, epoch)
 VARIANTS = {
-    "tanh_min": ("tanh", "min", SWAP_EPOCH),
-    "sigmoid_avg": ("sigmoid", "avg", SWAP_EPOCH),
-    "off_none": ("", "", SWAP_EPOCH),
-    "tanh_min_noswap": ("tanh", "min", NO_SWAP_EPOCH),
+  "tanh_min": ("tanh", "min", SWAP_EPOCH),
+  "sigmoid_avg": ("sigmoid", "avg", SWAP_EPOCH),
+  "off_none": ("", "", SWAP_EPOCH),
+  "tanh_min_noswap": ("tanh", "min", NO_SWAP_EPOCH),
 }
 
 
 def reference_args(bert_dir: pathlib.Path) -> types.SimpleNamespace:
   """The `args` the reference's modules read: run.py's defaults with the tiny sizes above."""
   return types.SimpleNamespace(
-      need_data_aligned=False, use_finetune=True, transformers="bert", pretrained=str(bert_dir),
-      feature_dims=[BERT["hidden_size"], SIZES["audio_in"], SIZES["vision_in"]],
-      text_out=BERT["hidden_size"], swap_dim=SIZES["swap_dim"],
-      a_lstm_hidden_size=SIZES["audio_hidden"], v_lstm_hidden_size=SIZES["vision_hidden"],
-      audio_out=SIZES["audio_out"], video_out=SIZES["vision_out"], a_lstm_layers=1, v_lstm_layers=1,
-      a_lstm_dropout=0.0, v_lstm_dropout=0.0, post_text_dropout=0.0, post_audio_dropout=0.0,
-      post_video_dropout=0.0, post_fusion_dropout=0.0, post_fusion_dim=SIZES["post_fusion_dim"],
-      trans_layers=SIZES["fusion_layers"], trans_heads=SIZES["fusion_heads"],
-      q=Q, lambda_dis=LAMBDA_DIS, lambda_swap=LAMBDA_SWAP, swap_epochs=SWAP_EPOCHS,
-      gce="tanh", weight="min", device="cpu", train_mode="regression")
+    need_data_aligned=False,
+    use_finetune=True,
+    transformers="bert",
+    pretrained=str(bert_dir),
+    feature_dims=[BERT["hidden_size"], SIZES["audio_in"], SIZES["vision_in"]],
+    text_out=BERT["hidden_size"],
+    swap_dim=SIZES["swap_dim"],
+    a_lstm_hidden_size=SIZES["audio_hidden"],
+    v_lstm_hidden_size=SIZES["vision_hidden"],
+    audio_out=SIZES["audio_out"],
+    video_out=SIZES["vision_out"],
+    a_lstm_layers=1,
+    v_lstm_layers=1,
+    a_lstm_dropout=0.0,
+    v_lstm_dropout=0.0,
+    post_text_dropout=0.0,
+    post_audio_dropout=0.0,
+    post_video_dropout=0.0,
+    post_fusion_dropout=0.0,
+    post_fusion_dim=SIZES["post_fusion_dim"],
+    trans_layers=SIZES["fusion_layers"],
+    trans_heads=SIZES["fusion_heads"],
+    q=Q,
+    lambda_dis=LAMBDA_DIS,
+    lambda_swap=LAMBDA_SWAP,
+    swap_epochs=SWAP_EPOCHS,
+    gce="tanh",
+    weight="min",
+    device="cpu",
+    train_mode="regression",
+  )
 
 
 def write_tiny_bert(directory: pathlib.Path) -> None:
@@ -143,13 +186,16 @@ def make_inputs(rng: np.random.Generator) -> dict[str, np.ndarray]:
     x[pad] = 50.0
     return x
 
-  return {"text_bert": text,
-          "audio": frames(SIZES["audio_frames"], SIZES["audio_in"], AUDIO_LENGTHS),
-          "vision": frames(SIZES["vision_frames"], SIZES["vision_in"], VISION_LENGTHS),
-          "audio_lengths": np.asarray(AUDIO_LENGTHS, np.int64),
-          "vision_lengths": np.asarray(VISION_LENGTHS, np.int64),
-          "labels": np.concatenate([rng.uniform(-3, 3, size=b - b // 2),
-                                    rng.uniform(-0.5, 0.5, size=b // 2)]).astype(np.float32)}
+  return {
+    "text_bert": text,
+    "audio": frames(SIZES["audio_frames"], SIZES["audio_in"], AUDIO_LENGTHS),
+    "vision": frames(SIZES["vision_frames"], SIZES["vision_in"], VISION_LENGTHS),
+    "audio_lengths": np.asarray(AUDIO_LENGTHS, np.int64),
+    "vision_lengths": np.asarray(VISION_LENGTHS, np.int64),
+    "labels": np.concatenate(
+      [rng.uniform(-3, 3, size=b - b // 2), rng.uniform(-0.5, 0.5, size=b // 2)]
+    ).astype(np.float32),
+  }
 
 
 @contextlib.contextmanager
@@ -182,6 +228,7 @@ class Recorder:
   def _hook(self, name: str):
     def hook(_module, _inputs, output):
       self.calls[name].append(output.detach().clone())
+
     return hook
 
   def remove(self) -> None:
@@ -202,12 +249,15 @@ def training_loss(model: nn.Module, args, batch: dict[str, torch.Tensor], epochs
   labels = batch["labels"].view(-1, 1)
 
   loss_text_gce, loss_text_b, feature_t, swap_t = model_text(text, labels, epochs)
-  loss_audio_gce, loss_audio_b, feature_a, swap_a = model_audio(audio, audio_lengths, labels,
-                                                                epochs)
-  loss_video_gce, loss_video_b, feature_v, swap_v = model_video(vision, vision_lengths, labels,
-                                                                epochs)
-  loss_fusion, outputs = model_fusion(feature_t, feature_a, feature_v, labels,
-                                      swap_t, swap_a, swap_v, epochs)
+  loss_audio_gce, loss_audio_b, feature_a, swap_a = model_audio(
+    audio, audio_lengths, labels, epochs
+  )
+  loss_video_gce, loss_video_b, feature_v, swap_v = model_video(
+    vision, vision_lengths, labels, epochs
+  )
+  loss_fusion, outputs = model_fusion(
+    feature_t, feature_a, feature_v, labels, swap_t, swap_a, swap_v, epochs
+  )
 
   if args.weight == "avg":
     avgloss = (loss_text_b + loss_audio_b + loss_video_b) / 3
@@ -221,11 +271,16 @@ def training_loss(model: nn.Module, args, batch: dict[str, torch.Tensor], epochs
     loss_weight = torch.ones_like(loss_fusion)
     loss = loss_text_gce + loss_audio_gce + loss_video_gce + loss_fusion.mean()
 
-  return {"bias_loss": dict(zip(MODALITIES, (loss_text_gce, loss_audio_gce, loss_video_gce))),
-          "bias_error": dict(zip(MODALITIES, (loss_text_b, loss_audio_b, loss_video_b))),
-          "feature": dict(zip(MODALITIES, (feature_t, feature_a, feature_v))),
-          "feature_swap": dict(zip(MODALITIES, (swap_t, swap_a, swap_v))),
-          "fusion_loss": loss_fusion, "pred": outputs, "ipw": loss_weight, "total": loss}
+  return {
+    "bias_loss": dict(zip(MODALITIES, (loss_text_gce, loss_audio_gce, loss_video_gce))),
+    "bias_error": dict(zip(MODALITIES, (loss_text_b, loss_audio_b, loss_video_b))),
+    "feature": dict(zip(MODALITIES, (feature_t, feature_a, feature_v))),
+    "feature_swap": dict(zip(MODALITIES, (swap_t, swap_a, swap_v))),
+    "fusion_loss": loss_fusion,
+    "pred": outputs,
+    "ipw": loss_weight,
+    "total": loss,
+  }
 
 
 def _np(t) -> np.ndarray:
@@ -238,8 +293,9 @@ def _flat(t) -> np.ndarray:
   return a.reshape(-1) if a.size > 1 else a.reshape(())
 
 
-def run_variant(model, args, batch, gce: str, weight: str, epochs: int, seed: int
-                ) -> tuple[dict, dict, list[np.ndarray]]:
+def run_variant(
+  model, args, batch, gce: str, weight: str, epochs: int, seed: int
+) -> tuple[dict, dict, list[np.ndarray]]:
   """Runs `training_loss` with the given switches; returns (results, hooked calls, perms)."""
   args.gce, args.weight = gce, weight
   hooked = []
@@ -261,8 +317,9 @@ def gear_commit(ref: pathlib.Path) -> str:
   if not (ref / ".git").exists():
     return GEAR_COMMIT
   try:
-    out = subprocess.run(["git", "-C", str(ref), "rev-parse", "HEAD"], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+      ["git", "-C", str(ref), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    )
     return out.stdout.strip()
   except (OSError, subprocess.CalledProcessError):
     return GEAR_COMMIT
@@ -270,8 +327,12 @@ def gear_commit(ref: pathlib.Path) -> str:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--ref", type=pathlib.Path, required=True,
-                      help="the authors' GEAR checkout (holding src/models/IFL_ES.py)")
+  parser.add_argument(
+    "--ref",
+    type=pathlib.Path,
+    required=True,
+    help="the authors' GEAR checkout (holding src/models/IFL_ES.py)",
+  )
   parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("tests/fixtures"))
   parser.add_argument("--seed", type=int, default=0)
   opts = parser.parse_args()
@@ -296,8 +357,9 @@ def main() -> None:
   arrays: dict[str, np.ndarray] = {k: v for k, v in inputs.items()}
   permutation_seed = opts.seed + 3
 
-  main_results, calls, perms = run_variant(model, args, batch, *VARIANTS["tanh_min"],
-                                           seed=permutation_seed)
+  main_results, calls, perms = run_variant(
+    model, args, batch, *VARIANTS["tanh_min"], seed=permutation_seed
+  )
   if len(perms) != len(MODALITIES):
     raise RuntimeError(f"expected {len(MODALITIES)} permutation draws, got {len(perms)}")
   for m, perm in zip(MODALITIES, perms):
@@ -343,23 +405,37 @@ def main() -> None:
       if param.grad is not None:
         arrays[f"grad.{name}.{param_name}"] = _np(param.grad)
 
-  meta = {"gear_commit": gear_commit(opts.ref), "torch": torch.__version__,
-          "transformers": transformers.__version__, "safetensors": safetensors.__version__,
-          "numpy": np.__version__, "seed": opts.seed, "bert": BERT, "sizes": SIZES,
-          "lambda_dis": LAMBDA_DIS, "lambda_swap": LAMBDA_SWAP, "q": Q,
-          "swap_epochs": SWAP_EPOCHS, "noise_std": NOISE_STD,
-          "variants": {k: {"gce": g, "weight": w, "epoch": e} for k, (g, w, e) in VARIANTS.items()},
-          "command": "scripts/reference/make_gear_fixture.py --ref /tmp/gear_ref"}
+  meta = {
+    "gear_commit": gear_commit(opts.ref),
+    "torch": torch.__version__,
+    "transformers": transformers.__version__,
+    "safetensors": safetensors.__version__,
+    "numpy": np.__version__,
+    "seed": opts.seed,
+    "bert": BERT,
+    "sizes": SIZES,
+    "lambda_dis": LAMBDA_DIS,
+    "lambda_swap": LAMBDA_SWAP,
+    "q": Q,
+    "swap_epochs": SWAP_EPOCHS,
+    "noise_std": NOISE_STD,
+    "variants": {k: {"gce": g, "weight": w, "epoch": e} for k, (g, w, e) in VARIANTS.items()},
+    "command": "scripts/reference/make_gear_fixture.py --ref /tmp/gear_ref",
+  }
   arrays["meta_json"] = np.asarray(json.dumps(meta, sort_keys=True))
 
   state = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in model.state_dict().items()}
   opts.out.mkdir(parents=True, exist_ok=True)
-  safetensors.numpy.save_file(state, str(opts.out / "gear_reference.safetensors"),
-                              metadata={"gear_commit": meta["gear_commit"],
-                                        "torch": torch.__version__})
+  safetensors.numpy.save_file(
+    state,
+    str(opts.out / "gear_reference.safetensors"),
+    metadata={"gear_commit": meta["gear_commit"], "torch": torch.__version__},
+  )
   np.savez_compressed(opts.out / "gear_reference_io.npz", **arrays)
-  print(f"wrote {len(state)} tensors and {len(arrays)} arrays to {opts.out}; meta: "
-        f"{json.dumps({k: meta[k] for k in ('gear_commit', 'torch', 'transformers')})}")
+  print(
+    f"wrote {len(state)} tensors and {len(arrays)} arrays to {opts.out}; meta: "
+    f"{json.dumps({k: meta[k] for k in ('gear_commit', 'torch', 'transformers')})}"
+  )
   for name in VARIANTS:
     print(f"  {name}: total {float(arrays[f'loss.{name}.total']):.6f}")
 

@@ -64,18 +64,28 @@ TEXT_LEN, VISION_FRAMES, AUDIO_FRAMES = 12, 9, 10
 VISION_DIM, AUDIO_DIM = 7, 5
 TOKENS = 8  # hard-coded in the reference's models/lnln.py ([:, :8])
 DIM = 128  # hard-coded in the reference's models/lnln.py (h_hyper, h_p)
-BERT = dict(vocab_size=160, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-            intermediate_size=64, max_position_embeddings=64, type_vocab_size=2,
-            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+BERT = dict(
+  vocab_size=160,
+  hidden_size=32,
+  num_hidden_layers=2,
+  num_attention_heads=2,
+  intermediate_size=64,
+  max_position_embeddings=64,
+  type_vocab_size=2,
+  hidden_dropout_prob=0.0,
+  attention_probs_dropout_prob=0.0,
+)
 HEADS, DEPTH, FUSION_DEPTH, HYPER_LAYERS, HYPER_HEADS = 1, 1, 2, 2, 8
 LOSS_WEIGHTS = dict(alpha=0.9, beta=0.8, gamma=0.1, sigma=1.0)
 NOISE_STD = 0.2
 # Per-sample nominal missing rates (language, audio, vision); sample 0 keeps its text complete.
-MISSING_RATES = {"l": (0.0, 0.35, 0.7, 0.9), "a": (0.5, 0.0, 0.3, 0.8),
-                 "v": (0.2, 0.6, 0.0, 0.9)}
+MISSING_RATES = {"l": (0.0, 0.35, 0.7, 0.9), "a": (0.5, 0.0, 0.3, 0.8), "v": (0.2, 0.6, 0.0, 0.9)}
 TEXT_LENGTHS, AUDIO_LENGTHS, VISION_LENGTHS = (12, 9, 5, 12), (10, 7, 4, 10), (9, 5, 9, 3)
+
+
 def reference_args(bert_dir: pathlib.Path) -> dict:
   """The reference's config dict (configs/train_mosi.yaml layout) at the fixture's sizes."""
+
   def transformer(length: int, token_length: int | None = None, depth: int = DEPTH) -> dict:
     out = dict(input_length=length, depth=depth, heads=HEADS, input_dim=DIM, hidden_dim=DIM)
     if token_length is not None:
@@ -83,29 +93,39 @@ def reference_args(bert_dir: pathlib.Path) -> dict:
     return out
 
   return {
-      "base": dict(seed=SEED, **LOSS_WEIGHTS),
-      "model": {
-          "feature_extractor": dict(bert_pretrained=str(bert_dir),
-                                    input_length=[TEXT_LEN, VISION_FRAMES, AUDIO_FRAMES],
-                                    token_length=[TOKENS] * 3, heads=HEADS,
-                                    input_dims=[BERT["hidden_size"], VISION_DIM, AUDIO_DIM],
-                                    hidden_dims=[DIM] * 3, depth=DEPTH),
-          "dmc": {
-              "proxy_dominant_feature_generator": transformer(3 * TOKENS, TOKENS),
-              "effectiveness_discriminator": dict(input_dim=DIM, hidden_dim=64, out_dim=2),
-              "completeness_check": transformer(TOKENS, 1),
-          },
-          "reconstructor": transformer(TOKENS),
-          "dmml": {
-              "language_encoder": transformer(TOKENS, TOKENS),
-              "hyper_modality_learning": dict(depth=HYPER_LAYERS, heads=HYPER_HEADS,
-                                              input_dim=DIM, hidden_dim=DIM),
-              "fuison_transformer": dict(source_length=TOKENS, tgt_length=TOKENS,
-                                         depth=FUSION_DEPTH, heads=HEADS, input_dim=DIM,
-                                         hidden_dim=DIM),
-              "regression": dict(input_dim=DIM, out_dim=1),
-          },
+    "base": dict(seed=SEED, **LOSS_WEIGHTS),
+    "model": {
+      "feature_extractor": dict(
+        bert_pretrained=str(bert_dir),
+        input_length=[TEXT_LEN, VISION_FRAMES, AUDIO_FRAMES],
+        token_length=[TOKENS] * 3,
+        heads=HEADS,
+        input_dims=[BERT["hidden_size"], VISION_DIM, AUDIO_DIM],
+        hidden_dims=[DIM] * 3,
+        depth=DEPTH,
+      ),
+      "dmc": {
+        "proxy_dominant_feature_generator": transformer(3 * TOKENS, TOKENS),
+        "effectiveness_discriminator": dict(input_dim=DIM, hidden_dim=64, out_dim=2),
+        "completeness_check": transformer(TOKENS, 1),
       },
+      "reconstructor": transformer(TOKENS),
+      "dmml": {
+        "language_encoder": transformer(TOKENS, TOKENS),
+        "hyper_modality_learning": dict(
+          depth=HYPER_LAYERS, heads=HYPER_HEADS, input_dim=DIM, hidden_dim=DIM
+        ),
+        "fuison_transformer": dict(
+          source_length=TOKENS,
+          tgt_length=TOKENS,
+          depth=FUSION_DEPTH,
+          heads=HEADS,
+          input_dim=DIM,
+          hidden_dim=DIM,
+        ),
+        "regression": dict(input_dim=DIM, out_dim=1),
+      },
+    },
   }
 
 
@@ -150,7 +170,7 @@ def make_inputs(rng: np.random.Generator, generate_m) -> dict[str, np.ndarray]:
     text[i, 0, :n] = rng.integers(104, BERT["vocab_size"], n)
     text[i, 0, 0], text[i, 0, n - 1] = 101, 102
     text[i, 1, :n] = 1
-  text[1, 2, 4:TEXT_LENGTHS[1]] = 1  # a second segment
+  text[1, 2, 4 : TEXT_LENGTHS[1]] = 1  # a second segment
 
   def frames(steps: int, dim: int, lengths: tuple[int, ...]) -> np.ndarray:
     x = rng.normal(size=(B, steps, dim)).astype(np.float32)
@@ -164,14 +184,23 @@ def make_inputs(rng: np.random.Generator, generate_m) -> dict[str, np.ndarray]:
   # As MMDataset.__getitem__ at index 0 of a training epoch (dataset.py).
   ids_m = generate_m(None, text[:, 0, :], text[:, 1, :], None, rates["l"], SEED, mode="text")[0]
   text_m = np.concatenate([ids_m[:, None], text[:, 1:2], text[:, 2:3]], axis=1).astype(np.float32)
-  audio_m = generate_m(None, audio, None, np.asarray(AUDIO_LENGTHS), rates["a"], SEED,
-                       mode="audio")[0].astype(np.float32)
-  vision_m = generate_m(None, vision, None, np.asarray(VISION_LENGTHS), rates["v"], SEED,
-                        mode="vision")[0].astype(np.float32)
+  audio_m = generate_m(
+    None, audio, None, np.asarray(AUDIO_LENGTHS), rates["a"], SEED, mode="audio"
+  )[0].astype(np.float32)
+  vision_m = generate_m(
+    None, vision, None, np.asarray(VISION_LENGTHS), rates["v"], SEED, mode="vision"
+  )[0].astype(np.float32)
   labels = rng.uniform(-3.0, 3.0, size=B).astype(np.float32)
-  return {"text": text, "text_m": text_m, "audio": audio, "audio_m": audio_m, "vision": vision,
-          "vision_m": vision_m, "labels": labels,
-          **{f"missing_rate_{m}": r[:, 0].astype(np.float32) for m, r in rates.items()}}
+  return {
+    "text": text,
+    "text_m": text_m,
+    "audio": audio,
+    "audio_m": audio_m,
+    "vision": vision,
+    "vision_m": vision_m,
+    "labels": labels,
+    **{f"missing_rate_{m}": r[:, 0].astype(np.float32) for m, r in rates.items()},
+  }
 
 
 class Recorder:
@@ -182,12 +211,16 @@ class Recorder:
     self.handles = []
 
   def output(self, key: str, module: nn.Module) -> None:
-    self.handles.append(module.register_forward_hook(
-        lambda _m, _i, out: self.calls.setdefault(key, []).append(out)))
+    self.handles.append(
+      module.register_forward_hook(lambda _m, _i, out: self.calls.setdefault(key, []).append(out))
+    )
 
   def first_input(self, key: str, module: nn.Module) -> None:
-    self.handles.append(module.register_forward_hook(
-        lambda _m, inputs, _o: self.calls.setdefault(key, []).append(inputs[0])))
+    self.handles.append(
+      module.register_forward_hook(
+        lambda _m, inputs, _o: self.calls.setdefault(key, []).append(inputs[0])
+      )
+    )
 
   def remove(self) -> None:
     for h in self.handles:
@@ -203,8 +236,9 @@ def lnln_commit(ref: pathlib.Path, given: str | None) -> str:
   if given:
     return given
   try:
-    return subprocess.run(["git", "-C", str(ref), "rev-parse", "HEAD"], check=True,
-                          capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+      ["git", "-C", str(ref), "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
   except (OSError, subprocess.CalledProcessError) as e:
     raise SystemExit(f"{ref} is not a git checkout; pass --commit (e.g. {LNLN_COMMIT})") from e
 
@@ -246,11 +280,15 @@ def main() -> None:
   complete_input = (t["vision"], t["audio"], t["text"])
   incomplete_input = (t["vision_m"], t["audio_m"], t["text_m"])
   sentiment_labels = t["labels"].reshape(B, 1)
-  completeness_labels = 1. - t["missing_rate_l"].reshape(B, 1)
-  effectiveness_labels = torch.cat([torch.ones(len(sentiment_labels) * 8),
-                                    torch.zeros(len(sentiment_labels) * 8)]).long()
-  label = {"sentiment_labels": sentiment_labels, "completeness_labels": completeness_labels,
-           "effectiveness_labels": effectiveness_labels}
+  completeness_labels = 1.0 - t["missing_rate_l"].reshape(B, 1)
+  effectiveness_labels = torch.cat(
+    [torch.ones(len(sentiment_labels) * 8), torch.zeros(len(sentiment_labels) * 8)]
+  ).long()
+  label = {
+    "sentiment_labels": sentiment_labels,
+    "completeness_labels": completeness_labels,
+    "effectiveness_labels": effectiveness_labels,
+  }
   out = model(complete_input, incomplete_input)
   loss = MultimodalLoss(args)(out, label)
   loss["loss"].backward()
@@ -267,53 +305,89 @@ def main() -> None:
   c = rec.calls
   ints = lambda x: np.asarray(x, np.int32)
   arrays = {
-      # inputs, in the canonical msa_jax layout: text_bert (B, 3, L) int32
-      "text_bert": inputs["text"].astype(np.int32), "text_bert_m": inputs["text_m"].astype(np.int32),
-      **{k: inputs[k] for k in ("audio", "audio_m", "vision", "vision_m", "labels",
-                                "missing_rate_l", "missing_rate_a", "missing_rate_v")},
-      "text_lengths": ints(TEXT_LENGTHS), "audio_lengths": ints(AUDIO_LENGTHS),
-      "vision_lengths": ints(VISION_LENGTHS),
-      # sizes
-      "bert_config": np.asarray(json.dumps(BERT)),
-      "text_frames": ints(TEXT_LEN), "audio_frames": ints(AUDIO_FRAMES),
-      "vision_frames": ints(VISION_FRAMES), "audio_dim": ints(AUDIO_DIM),
-      "vision_dim": ints(VISION_DIM), "dim": ints(DIM), "token_len": ints(TOKENS),
-      "heads": ints(HEADS), "dim_head": ints(64), "mlp_dim": ints(DIM), "depth": ints(DEPTH),
-      "fusion_depth": ints(FUSION_DEPTH), "num_hyper_layers": ints(HYPER_LAYERS),
-      "hyper_heads": ints(HYPER_HEADS), "hyper_dim_head": ints(DIM // HYPER_HEADS),
-      "loss_weights": np.asarray(json.dumps(LOSS_WEIGHTS)),
-      # train-mode outputs (model.train(), complete + masked inputs)
-      "train/pred": _np(out["sentiment_preds"]), "train/w": _np(out["w"]),
-      "train/disc_logits": _np(out["effectiveness_discriminator_out"]),
-      "train/rec": _np(out["rec_feats"]), "train/full": _np(out["complete_feats"]),
-      # intermediate features of the masked branch (first call of each module)
-      "train/bert_m": _np(c["bert"][0]), "train/bert_full": _np(c["bert"][1]),
-      "train/h_l": _np(c["proj_l"][0][:, :8]), "train/h_a": _np(c["proj_a"][0][:, :8]),
-      "train/h_v": _np(c["proj_v"][0][:, :8]), "train/h_p": _np(c["proxy"][0][:, :8]),
-      "train/h_d": _np(c["h_d"][0]),
-      **{f"train/language_hidden_{i}": _np(h) for i, h in enumerate(c["language_encoder"][0])},
-      "train/h_hyper": _np(c["h_hyper"][0]), "train/fusion": _np(c["fusion"][0]),
-      # loss terms (MultimodalLoss), total, and gradients of the total
-      **{f"loss/{k}": np.float32(v.item()) for k, v in loss.items()},
-      **grads, "no_grad": np.asarray(no_grad),
-      # eval-mode outputs (model.eval(), masked inputs only, no_grad)
-      "eval/pred": _np(out_eval["sentiment_preds"]), "eval/w": _np(out_eval["w"]),
-      # provenance
-      "torch_version": np.asarray(torch.__version__),
-      "transformers_version": np.asarray(transformers.__version__),
-      "lnln_commit": np.asarray(commit),
-      "perturbed": np.asarray(perturbed),
+    # inputs, in the canonical msa_jax layout: text_bert (B, 3, L) int32
+    "text_bert": inputs["text"].astype(np.int32),
+    "text_bert_m": inputs["text_m"].astype(np.int32),
+    **{
+      k: inputs[k]
+      for k in (
+        "audio",
+        "audio_m",
+        "vision",
+        "vision_m",
+        "labels",
+        "missing_rate_l",
+        "missing_rate_a",
+        "missing_rate_v",
+      )
+    },
+    "text_lengths": ints(TEXT_LENGTHS),
+    "audio_lengths": ints(AUDIO_LENGTHS),
+    "vision_lengths": ints(VISION_LENGTHS),
+    # sizes
+    "bert_config": np.asarray(json.dumps(BERT)),
+    "text_frames": ints(TEXT_LEN),
+    "audio_frames": ints(AUDIO_FRAMES),
+    "vision_frames": ints(VISION_FRAMES),
+    "audio_dim": ints(AUDIO_DIM),
+    "vision_dim": ints(VISION_DIM),
+    "dim": ints(DIM),
+    "token_len": ints(TOKENS),
+    "heads": ints(HEADS),
+    "dim_head": ints(64),
+    "mlp_dim": ints(DIM),
+    "depth": ints(DEPTH),
+    "fusion_depth": ints(FUSION_DEPTH),
+    "num_hyper_layers": ints(HYPER_LAYERS),
+    "hyper_heads": ints(HYPER_HEADS),
+    "hyper_dim_head": ints(DIM // HYPER_HEADS),
+    "loss_weights": np.asarray(json.dumps(LOSS_WEIGHTS)),
+    # train-mode outputs (model.train(), complete + masked inputs)
+    "train/pred": _np(out["sentiment_preds"]),
+    "train/w": _np(out["w"]),
+    "train/disc_logits": _np(out["effectiveness_discriminator_out"]),
+    "train/rec": _np(out["rec_feats"]),
+    "train/full": _np(out["complete_feats"]),
+    # intermediate features of the masked branch (first call of each module)
+    "train/bert_m": _np(c["bert"][0]),
+    "train/bert_full": _np(c["bert"][1]),
+    "train/h_l": _np(c["proj_l"][0][:, :8]),
+    "train/h_a": _np(c["proj_a"][0][:, :8]),
+    "train/h_v": _np(c["proj_v"][0][:, :8]),
+    "train/h_p": _np(c["proxy"][0][:, :8]),
+    "train/h_d": _np(c["h_d"][0]),
+    **{f"train/language_hidden_{i}": _np(h) for i, h in enumerate(c["language_encoder"][0])},
+    "train/h_hyper": _np(c["h_hyper"][0]),
+    "train/fusion": _np(c["fusion"][0]),
+    # loss terms (MultimodalLoss), total, and gradients of the total
+    **{f"loss/{k}": np.float32(v.item()) for k, v in loss.items()},
+    **grads,
+    "no_grad": np.asarray(no_grad),
+    # eval-mode outputs (model.eval(), masked inputs only, no_grad)
+    "eval/pred": _np(out_eval["sentiment_preds"]),
+    "eval/w": _np(out_eval["w"]),
+    # provenance
+    "torch_version": np.asarray(torch.__version__),
+    "transformers_version": np.asarray(transformers.__version__),
+    "lnln_commit": np.asarray(commit),
+    "perturbed": np.asarray(perturbed),
   }
-  state_dict = {k: v.detach().contiguous().to(torch.float32)
-                for k, v in model.state_dict().items()}
+  state_dict = {k: v.detach().contiguous().to(torch.float32) for k, v in model.state_dict().items()}
   opts.out.mkdir(parents=True, exist_ok=True)
-  safetensors.torch.save_file(state_dict, opts.out / "lnln_reference.safetensors",
-                              metadata={"lnln_commit": commit, "torch": torch.__version__,
-                                        "transformers": transformers.__version__})
+  safetensors.torch.save_file(
+    state_dict,
+    opts.out / "lnln_reference.safetensors",
+    metadata={
+      "lnln_commit": commit,
+      "torch": torch.__version__,
+      "transformers": transformers.__version__,
+    },
+  )
   np.savez_compressed(opts.out / "lnln_reference_io.npz", **arrays)
-  print(f"{len(state_dict)} tensors, {sum(v.numel() for v in state_dict.values())} values; "
-        f"{len(perturbed)} perturbed; loss " + ", ".join(f"{k} {v.item():.6f}"
-                                                       for k, v in loss.items()))
+  print(
+    f"{len(state_dict)} tensors, {sum(v.numel() for v in state_dict.values())} values; "
+    f"{len(perturbed)} perturbed; loss " + ", ".join(f"{k} {v.item():.6f}" for k, v in loss.items())
+  )
 
 
 if __name__ == "__main__":

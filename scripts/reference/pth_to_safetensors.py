@@ -23,7 +23,9 @@ def main(src: str, dst: str) -> None:
   tensors = {k: v.detach().float().contiguous() for k, v in obj.items() if torch.is_tensor(v)}
   skipped = sorted(k for k, v in obj.items() if not torch.is_tensor(v))
   save_file(tensors, dst)
-  print(f"wrote {dst}: {len(tensors)} tensors" + (f"; skipped non-tensors {skipped}" if skipped else ""))
+  print(
+    f"wrote {dst}: {len(tensors)} tensors" + (f"; skipped non-tensors {skipped}" if skipped else "")
+  )
 
 
 if __name__ == "__main__":
