@@ -40,6 +40,9 @@ def get_config(
   # > 0: a train-loss record every that many steps in steps.jsonl and TensorBoard.
   c.log_every_steps = 0
   c.tensorboard = True
+  # JAX's persistent compilation cache: a second run loads its compiled programs instead of
+  # compiling them again. "" turns it off; JAX_COMPILATION_CACHE_DIR in the environment wins.
+  c.compile_cache = "~/.cache/msa_jax/xla"
 
   c.model = ml_collections.ConfigDict()
   # Performance options (no effect on parameters; float32 results equal up to float rounding):

@@ -2,6 +2,10 @@
 
 import ctypes
 import ctypes.util
+import os
+import pathlib
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -58,3 +62,45 @@ def test_release_host_memory_returns_freed_heap_pages():
     libc.free(b)
   assert xla.release_host_memory() is True
   libc.free(blocks[-1])
+
+
+_CACHE_PROBE = """
+import sys
+import jax, jax.numpy as jnp
+from msa_jax import xla
+hits = []
+jax.monitoring.register_event_listener(
+  lambda event, **kw: hits.append(event) if event == "/jax/compilation_cache/cache_hits" else None)
+print(xla.enable_compilation_cache(sys.argv[1]))
+print(float(jax.jit(lambda x: jnp.tanh(x @ x.T).sum())(jnp.ones((64, 64)))), len(hits))
+"""
+
+
+def test_compilation_cache_is_filled_and_used_by_a_second_process(tmp_path):
+  env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+  env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"  # cache even this small program
+  cache = tmp_path / "cache"
+
+  def run() -> list[str]:
+    out = subprocess.run(
+      [sys.executable, "-c", _CACHE_PROBE, str(cache)],
+      env=env,
+      check=True,
+      capture_output=True,
+      text=True,
+    ).stdout.split()
+    return out
+
+  first = run()
+  assert first[0] == str(cache) and first[2] == "0"  # compiled, nothing to load yet
+  assert any(cache.iterdir())
+  second = run()
+  assert second[1] == first[1] and int(second[2]) >= 1  # the second process loads it
+
+
+def test_compilation_cache_off_with_an_empty_path_and_the_environment_wins(monkeypatch, tmp_path):
+  monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+  assert xla.enable_compilation_cache("") is None
+  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path))
+  assert xla.enable_compilation_cache("~/elsewhere") == tmp_path
+  assert not (pathlib.Path("~/elsewhere").expanduser()).exists()

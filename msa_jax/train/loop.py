@@ -48,7 +48,7 @@ from msa_jax.train.state import TrainState, create_state, make_seeds_train_step,
 # Config keys that may differ between a run and its resumption. `seeds` may change because every
 # seed trains in its own seed_N directory: adding seeds to a finished run trains only the new ones
 # and rewrites results.json (and config.json's seed list) for the new list.
-_RESUMABLE_KEYS = frozenset({"progress", "log_every_steps", "seeds"})
+_RESUMABLE_KEYS = frozenset({"progress", "log_every_steps", "seeds", "compile_cache"})
 
 
 def parse_seeds(seeds: Any) -> tuple[int, ...]:
@@ -702,6 +702,7 @@ def run(
     )
     with open(results_path, encoding="utf-8") as f:
       return json.load(f)
+  xla.enable_compilation_cache(config.compile_cache)
   splits = load_data(config)
   mesh = sharding.make_mesh()
   check_batches(config, splits, mesh)
