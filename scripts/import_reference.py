@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from msa_jax.io import write_json_atomic  # noqa: E402
+from msa_jax.io import atomic_file, write_json_atomic  # noqa: E402
 from msa_jax.reference import ReferenceConversionError  # noqa: E402
 
 
@@ -56,10 +56,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   return p.parse_args(argv)
 
 
-def _write_bytes_atomic(path: pathlib.Path, data: bytes) -> None:
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_bytes(data)
-  tmp.replace(path)
+def read_weights(weights: pathlib.Path) -> dict[str, Any]:
+  """The tensors of a safetensors file; ValueError (one line) for a file that is not safetensors
+  or a tensor holding NaN or infinity."""
+  import numpy as np
+  from safetensors import SafetensorError
+  from safetensors.numpy import load_file
+
+  try:
+    state = load_file(str(weights))
+  except SafetensorError as e:
+    raise ValueError(f"{weights}: not a safetensors file ({e})") from None
+  for name, tensor in state.items():
+    bad = int(np.size(tensor) - np.count_nonzero(np.isfinite(tensor)))
+    if bad:
+      raise ValueError(f"{weights}: tensor {name!r} holds {bad} non-finite values (NaN or inf)")
+  return state
 
 
 def convert_file(
@@ -72,10 +84,8 @@ def convert_file(
   fusion_heads: int = 4,
 ) -> tuple[dict[str, Any], Any]:
   """(params, model config) from a reference safetensors file; ReferenceConversionError if it does
-  not fill our model exactly."""
-  from safetensors.numpy import load_file
-
-  state = load_file(str(weights))
+  not fill our model exactly, ValueError if it is not safetensors or holds non-finite values."""
+  state = read_weights(weights)
   if method == "lnln":
     from msa_jax.reference import lnln
 
@@ -114,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
   import flax.serialization
   import jax
 
-  msgpack_path.parent.mkdir(parents=True, exist_ok=True)
-  _write_bytes_atomic(msgpack_path, flax.serialization.msgpack_serialize(params))
+  with atomic_file(msgpack_path, "wb") as f:
+    f.write(flax.serialization.msgpack_serialize(params))
   leaves = jax.tree_util.tree_flatten_with_path(params)[0]
   write_json_atomic(
     json_path,

@@ -91,3 +91,30 @@ def test_existing_output_is_kept_and_bad_weights_are_one_line_errors(tmp_path):
     text=True,
   )
   assert proc.returncode == 1 and name in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_non_safetensors_and_non_finite_weights_are_one_line_errors(tmp_path):
+  not_safetensors = tmp_path / "model.pth"
+  not_safetensors.write_bytes(b"PK\x03\x04 a torch zip, not safetensors")
+  state = load_file(str(FIXTURES / "gear_reference.safetensors"))
+  name = "fusion_model.fusion.fusion_layer_1.bias"
+  state[name] = state[name].copy()
+  state[name][[0, 2]] = [np.nan, np.inf]
+  with_nan = tmp_path / "nan.safetensors"
+  save_file(state, str(with_nan))
+  for weights, message in (
+    (not_safetensors, f"{not_safetensors}: not a safetensors file"),
+    (with_nan, f"{with_nan}: tensor '{name}' holds 2 non-finite values (NaN or inf)"),
+  ):
+    out = tmp_path / weights.stem
+    cmd = [sys.executable, "scripts/import_reference.py", "--method", "gear", "--weights"]
+    proc = subprocess.run(
+      [*cmd, str(weights), "--out", str(out), "--text-heads", "2"],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {message}")
+    assert not out.with_name(out.name + ".msgpack").exists()
