@@ -125,16 +125,38 @@ def gear_loss(
     bias_total = bias_total + terms[f"bias_{m}"] + swap_term
 
   abs_err = l1_per_sample(outputs["pred"], labels)
-  fusion = abs_err
-  if swapping:
-    fusion = fusion + select(lambda_swap * l1_per_sample(outputs["pred_swap"], labels))
-  bias_errors = {m: l1_per_sample(p, labels) for m, p in outputs["bias_preds"].items()}
-  weights = ipw_weights(bias_errors, fusion, ipw_kind)
+  fusion, weights = _fusion_and_weights(outputs, labels, ipw_kind, lambda_swap, swap_active)
   terms["fusion"] = jnp.mean(fusion)
   terms["fusion_weighted"] = jnp.mean(weights * fusion)
   terms["ipw_mean"] = jnp.mean(weights)
   terms["mae"] = jnp.mean(abs_err)
   return bias_total + terms["fusion_weighted"], terms
+
+
+def _fusion_and_weights(
+  outputs: dict, labels: jax.Array, ipw_kind: str, lambda_swap: float, swap_active: bool | jax.Array
+) -> tuple[jax.Array, jax.Array]:
+  """GEAR's per-sample fusion loss L_f (B,) and its inverse-probability weights W (B,)."""
+  fusion = l1_per_sample(outputs["pred"], labels)
+  if swap_active is not False:
+    active = jnp.asarray(swap_active, bool)
+    swap = lambda_swap * l1_per_sample(outputs["pred_swap"], labels)
+    fusion = fusion + jnp.where(active, swap, jnp.zeros_like(swap))
+  bias_errors = {m: l1_per_sample(p, labels) for m, p in outputs["bias_preds"].items()}
+  return fusion, ipw_weights(bias_errors, fusion, ipw_kind)
+
+
+def gear_sample_weights(
+  outputs: dict,
+  labels: jax.Array,
+  *,
+  ipw_kind: str = "min",
+  lambda_swap: float = 1.0,
+  swap_active: bool | jax.Array = False,
+) -> jax.Array:
+  """The weights W (B,) that `gear_loss` with the same arguments puts on each sample's fusion loss
+  (without gradient); for diagnostics of what the weighting favours."""
+  return _fusion_and_weights(outputs, jnp.asarray(labels), ipw_kind, lambda_swap, swap_active)[1]
 
 
 # ---- LNLN (docs/methods.md §4) -------------------------------------------------------------------

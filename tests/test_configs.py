@@ -54,7 +54,15 @@ def _splits(frames=(32, 32), dims=(5, 20), text_len=50) -> dict[str, Split]:
 
 
 def test_both_methods_start_from_the_common_keys_and_keep_only_keys_with_an_effect():
-  varying = {"method", "seeds", "data.synthetic", "data.path", "batch_size", "max_epochs"}
+  varying = {
+    "method",
+    "seeds",
+    "data.synthetic",
+    "data.synthetic_version",
+    "data.path",
+    "batch_size",
+    "max_epochs",
+  }
   base = _flat(
     common.get_config(method="m", seeds="1", synthetic="mosi", batch_size=1, max_epochs=1)
   )
@@ -64,7 +72,7 @@ def test_both_methods_start_from_the_common_keys_and_keep_only_keys_with_an_effe
     for key in set(base) - varying:
       assert flat[key] == base[key], key
   assert lnln_config.get_config().data.path == "data/synthetic_mosi_small_seed0.pkl"
-  assert gear_config.get_config().data.path == "data/synthetic_mosi_seed0.pkl"
+  assert gear_config.get_config().data.path == "data/synthetic_mosi_v2_seed0.pkl"
   gear_flat, lnln_flat = _flat(gear_config.get_config()), _flat(lnln_config.get_config())
   assert not {"mask_seed", "eval_rates_per_pass"} & set(gear_flat)
   assert "data.ood" not in lnln_flat and "data.ood" in gear_flat

@@ -296,6 +296,7 @@ def test_training_from_converted_directory_gives_the_same_results(
   results = {}
   for name, path in (("pickle", synthetic_pickle), ("converted", converted)):
     config = _config(path)
+    config.data.synthetic_version = "v1"  # synthetic_pickle's benchmark
     config.max_epochs = 2
     train.run(config, tmp_path / name)
     results[name] = json.loads((tmp_path / name / "results.json").read_text())
@@ -304,5 +305,7 @@ def test_training_from_converted_directory_gives_the_same_results(
   monkeypatch.undo()
   config = gear_config.get_config()
   config.data.path = str(converted)
+  config.data.synthetic_version = "v1"
+  config.gear.criterion = "Acc_2_mean"  # synth-v1 has no OOD validation splits
   gear = methods.build(config, train.loop.load_data(config))
   assert gear.name == "gear"

@@ -325,7 +325,8 @@ def test_mixed_methods_labels_and_default_out(tmp_path):
   assert compare.default_out(paths) == (tmp_path / "a" / "report_run_vs_run").resolve()
   result = compare.build_report(paths, metrics=["MAE", "Corr"], plots_enabled=False)
   md = result["markdown"]
-  assert "## LNLN on MOSI" in md and "## GEAR on MOSI" in md
+  assert "## LNLN on synthetic MOSI-shaped, synth-v1" in md
+  assert "## GEAR on synthetic MOSI-shaped, synth-v1" in md
   assert table_after(md, "### Mean over missing rates")[0][1:] == ["MAE", "Corr"]
   assert "### MAE " in md and "### Corr " in md and "### Has0_acc_2 " not in md
   assert result["files"] == [tmp_path / "a" / "report_run_vs_run" / "report.md"]

@@ -70,10 +70,15 @@ def bind(predict: Any, params: Any, mesh, key: jax.Array, rates: list[float]) ->
 
 
 def predict_split(
-  predict: BatchPredict, split: Split, batch_size: int, desc: str | None = None
+  predict: BatchPredict,
+  split: Split,
+  batch_size: int,
+  desc: str | None = None,
+  batch_axis: int = -1,
 ) -> np.ndarray:
   """`predict` over every sample of `split`, in split order: (..., N) with the leading axes of
-  `predict`'s output. `desc`: show a progress bar over the batches."""
+  `predict`'s output, or N on `batch_axis` (e.g. -2 for per-sample vectors (..., N, K)). `desc`:
+  show a progress bar over the batches."""
   ds = pipeline.eval_dataset(
     split, batch_size, process_index=jax.process_index(), process_count=jax.process_count()
   )
@@ -82,8 +87,8 @@ def predict_split(
     from tqdm.auto import tqdm
 
     batches = tqdm(batches, total=len(ds), desc=desc, leave=False)
-  out = [predict(local) for local in batches]
-  return np.concatenate(out, axis=-1)[..., : len(split)]
+  out = np.concatenate([predict(local) for local in batches], axis=batch_axis)
+  return np.take(out, np.arange(len(split)), axis=batch_axis)
 
 
 def evaluate(

@@ -172,11 +172,23 @@ def unique_labels(paths: Sequence[pathlib.Path]) -> list[str]:
   return [str(p) for p in paths]
 
 
+def _expand_variants(path: pathlib.Path) -> list[pathlib.Path]:
+  """A directory of side-by-side runs (GEAR with its plain model: results.json lists `variants`)
+  -> its sub-runs; any other directory -> itself."""
+  results = path / "results.json"
+  if path.is_dir() and results.is_file():
+    variants = _read_json(results)
+    if isinstance(variants, dict) and isinstance(variants.get("variants"), list):
+      return [path / str(name) for name in variants["variants"]]
+  return [path]
+
+
 def load_runs(paths: Sequence[str | pathlib.Path]) -> list[Run]:
-  """Every run of `paths`, labelled by the shortest distinguishing path suffix."""
+  """Every run of `paths` (the sub-runs of a side-by-side directory), labelled by the shortest
+  distinguishing path suffix."""
   if not paths:
     raise ReportError("no run directory given")
-  paths = [pathlib.Path(p) for p in paths]
+  paths = [v for p in paths for v in _expand_variants(pathlib.Path(p))]
   seen: dict[pathlib.Path, pathlib.Path] = {}
   for p in paths:
     if p.resolve() in seen:
@@ -278,7 +290,7 @@ def lnln_section(
   columns = LNLN_PAPER_COLUMNS[dataset]
   chosen = _select_metrics(columns, metrics, columns)
   name = DATASET_NAMES[dataset]
-  out = [f"## LNLN on {name}", "", _runs_list(runs), ""]
+  out = [f"## LNLN on {data_name(runs, dataset)}", "", _runs_list(runs), ""]
   reason = _published_reason(runs, dataset)
   table = {r.label: r.results["table"]["mean"] for r in runs}
   n_seeds: dict[str, int] = {r.label: r.n_seeds for r in runs}
@@ -378,6 +390,18 @@ def gear_splits_of(runs: Sequence[Run]) -> list[str]:
   return [s for s in GEAR_SPLITS if s in have]
 
 
+def data_name(runs: Sequence[Run], dataset: str) -> str:
+  """The data of `runs` as titles name it: the real dataset, or for synthetic runs the benchmark
+  by shape and version ("synthetic MOSI-shaped, synth-v2")."""
+  if runs and all(r.synthetic for r in runs):
+    versions = sorted(
+      {str((r.config.get("data") or {}).get("synthetic_version") or "v1") for r in runs}
+    )
+    shape = dataset.upper() if dataset != "sims" else "SIMS"
+    return f"synthetic {shape}-shaped, {', '.join('synth-' + v for v in versions)}"
+  return DATASET_NAMES[dataset]
+
+
 def gear_section(
   runs: Sequence[Run], dataset: str, metrics: Sequence[str] | None, figure: str | None
 ) -> str:
@@ -387,7 +411,7 @@ def gear_section(
   chosen = _select_metrics(keys, metrics, GEAR_DEFAULT_METRICS)
   splits = gear_splits_of(runs)
   name = DATASET_NAMES[dataset]
-  out = [f"## GEAR on {name}", "", _runs_list(runs), ""]
+  out = [f"## GEAR on {data_name(runs, dataset)}", "", _runs_list(runs), ""]
   reason = _published_reason(runs, dataset)
   paper = published.gear_splits(dataset) if reason is None else {}
   for m in chosen:
@@ -419,7 +443,7 @@ def gear_section(
       "",
     ]
   if figure:
-    out += [f"![GEAR on {name}: IID and OOD splits]({figure})", ""]
+    out += [f"![GEAR on {data_name(runs, dataset)}: IID and OOD splits]({figure})", ""]
   for r in runs:
     summary = _gear_summary(r)
     rows = [s for s in GEAR_SPLITS if s in summary]
@@ -471,7 +495,7 @@ def lnln_figure(runs: Sequence[Run], dataset: str, metrics: Sequence[str] | None
         std={},
       )
   return plots.lnln_rates_figure(
-    series, chosen, f"LNLN on {DATASET_NAMES[dataset]}: mean ± std over seeds", paper_series
+    series, chosen, f"LNLN on {data_name(runs, dataset)}: mean ± std over seeds", paper_series
   )
 
 
@@ -492,7 +516,10 @@ def gear_figure(runs: Sequence[Run], dataset: str, metrics: Sequence[str] | None
       )
     )
   return plots.gear_bars_figure(
-    series, splits, chosen, f"GEAR on {DATASET_NAMES[dataset]}: IID vs OOD (mean ± std over seeds)"
+    series,
+    splits,
+    chosen,
+    f"GEAR on {data_name(runs, dataset)}: IID vs OOD (mean ± std over seeds)",
   )
 
 

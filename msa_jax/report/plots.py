@@ -125,6 +125,17 @@ def lnln_rates_figure(
   return fig
 
 
+# The score of a constant guess, drawn as a line where a metric has one: the binary accuracies
+# (and their F1 scores, for a balanced guess) of the GEAR plots.
+CHANCE = {
+  "Has0_acc_2": 0.5,
+  "Non0_acc_2": 0.5,
+  "Has0_F1_score": 0.5,
+  "Non0_F1_score": 0.5,
+  "Acc_2_mean": 0.5,
+}
+
+
 def gear_bars_figure(
   series: Sequence[Series], splits: Sequence[str], metrics: Sequence[str], title: str
 ) -> Figure:
@@ -147,6 +158,8 @@ def gear_bars_figure(
         capsize=2,
         label=f"{s.label} ({s.n_seeds} seed{'s' * (s.n_seeds > 1)})",
       )
+    if m in CHANCE:
+      ax.axhline(k * CHANCE[m], color="0.3", linestyle="--", linewidth=1, label="chance")
     ax.set_xticks(x, list(splits), rotation=30, ha="right")
     ax.set_title(m)
     ax.set_ylabel(_unit(m))

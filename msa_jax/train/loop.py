@@ -35,8 +35,9 @@ from msa_jax.data import ood as ood_lib
 from msa_jax.data import pipeline
 from msa_jax.data.split import OOD_SPLITS, Split
 from msa_jax.errors import NonFiniteLossError, RunConfigError
+from msa_jax.evaluate.diagnostics import cue_weight_summary
 from msa_jax.evaluate.final import final_evaluation
-from msa_jax.evaluate.predict import bind, evaluate, make_predict
+from msa_jax.evaluate.predict import bind, evaluate, make_predict, predict_split
 from msa_jax.io import to_jsonable, write_json_atomic, write_text_atomic
 from msa_jax.text import BERT_UNCASED_VOCAB_SIZE
 from msa_jax.train import checkpoints as ckpt_lib
@@ -213,6 +214,21 @@ class History:
   def active(self, max_epochs: int) -> bool:
     """Whether this seed still trains: not stopped early and below `max_epochs`."""
     return self.epoch < max_epochs and not self.stopped
+
+
+def update_best(best: dict[str, dict], val: dict[str, float], epoch: int) -> list[str]:
+  """Model selection after one epoch: each metric of `best` ({metric: {"value", "epoch"}}) whose
+  validation value in `val` improves on its best so far (or that has none yet, even where the value
+  is NaN, so that every metric has a checkpoint) takes this epoch. Changes `best`; returns the
+  metrics that improved. Ties keep the earlier epoch."""
+  improved = [
+    m
+    for m in best
+    if best[m]["epoch"] is None or metrics_lib.is_better(m, val[m], best[m]["value"])
+  ]
+  for metric in improved:
+    best[metric] = {"value": val[metric], "epoch": epoch}
+  return improved
 
 
 def _improves_patience(metric: str, new: float, best: float, min_delta: float = 1e-6) -> bool:
@@ -486,6 +502,11 @@ def _train_epochs(
   step_fn = train_step_fn(method, mesh, seeds_axis=stacked)
   if stacked:
     predict = make_predict(method.predict_fn, mesh, method.eval_rates_per_pass, seeds_axis=True)
+  diagnose = (
+    None
+    if method.diagnostic_fn is None
+    else make_predict(method.diagnostic_fn, mesh, None, seeds_axis=stacked)
+  )
   it = pipeline.restore_iterator(train_ds, data_state)
   spe = pipeline.steps_per_epoch(len(splits["train"]), config.batch_size)
   keys = _stack(mesh, [run.k_train for run in runs]) if stacked else runs[0].k_train
@@ -518,11 +539,8 @@ def _train_epochs(
     metrics.read(pending)
     train_time = time.perf_counter() - t0
     t1 = time.perf_counter()
-    vals = evaluate(
-      bind(predict, state.params, mesh, k_eval, [_valid_rate(method)]),
-      splits["valid"],
-      config.eval_batch_size,
-      config.data.dataset,
+    vals = _validate(
+      config, method, splits, mesh, state.params, predict, diagnose, k_eval, len(runs)
     )
     xla.release_host_memory()
     valid_time = time.perf_counter() - t1
@@ -532,7 +550,7 @@ def _train_epochs(
         method,
         runs[i],
         epoch,
-        vals[i][0] if stacked else vals[0],
+        vals[i],
         take(state, i) if stacked else state,
         data_state,
         metrics.means(i),
@@ -541,6 +559,43 @@ def _train_epochs(
         valid_time,
         config.max_epochs,
       )
+
+
+def _validate(
+  config, method: Method, splits: dict[str, Split], mesh, params, predict, diagnose, k_eval, n: int
+) -> list[dict[str, float]]:
+  """The validation record of each of the `n` seeds of `params` (a stack when n > 1): the metrics
+  of "valid", those of the method's other validation splits as `<split>/<metric>`, the method's
+  `valid_summary` and `diagnostic_summary` figures."""
+  rate = [_valid_rate(method)]
+  per_split: dict[str, list[dict]] = {}
+  for name in method.valid_splits:
+    out = evaluate(
+      bind(predict, params, mesh, k_eval, rate),
+      splits[name],
+      config.eval_batch_size,
+      config.data.dataset,
+    )
+    per_split[name] = [o[0] for o in out] if n > 1 else [out[0]]
+  vals = []
+  for i in range(n):
+    val = dict(per_split["valid"][i])
+    for name in method.valid_splits[1:]:
+      val.update({f"{name}/{k}": v for k, v in per_split[name][i].items()})
+    if method.valid_summary is not None:
+      val.update(method.valid_summary({name: per_split[name][i] for name in per_split}))
+    vals.append(val)
+  if diagnose is not None:
+    outputs = predict_split(
+      bind(diagnose, params, mesh, k_eval, rate),
+      splits["valid"],
+      config.eval_batch_size,
+      batch_axis=-2,
+    )  # (R, N, K), or (S, R, N, K) for a stack
+    for i in range(n):
+      seed_out = outputs[i, 0] if n > 1 else outputs[0]
+      vals[i].update(method.diagnostic_summary(seed_out, splits["valid"]))
+  return vals
 
 
 @dataclasses.dataclass
@@ -606,16 +661,8 @@ def _end_epoch(
   checkpoints, the metric records and the console line."""
   history, primary = run.history, method.selection_metrics[0]
   t2 = time.perf_counter()
-  # The first epoch is every metric's best so far, even where the metric is NaN (e.g. Corr of a
-  # constant prediction), so that each selection metric always has a checkpoint to evaluate.
-  improved = [
-    m
-    for m in method.selection_metrics
-    if history.best[m]["epoch"] is None
-    or metrics_lib.is_better(m, val[m], history.best[m]["value"])
-  ]
-  for metric in improved:
-    history.best[metric] = {"value": val[metric], "epoch": epoch}
+  train_means = {**train_means, **cue_weight_summary(train_means)}
+  improved = update_best(history.best, val, epoch)
   run.ckpts.save_best(improved, epoch, state.params, {"epoch": epoch, "valid": to_jsonable(val)})
   if method.patience is not None:
     if _improves_patience(primary, val[primary], history.patience_best):
@@ -687,10 +734,32 @@ def _finished_seeds(results_path: pathlib.Path) -> tuple[int, ...]:
 def run(
   config: ml_collections.ConfigDict, workdir: str | pathlib.Path, mode: str = "train"
 ) -> dict:
-  """Trains and evaluates every seed of `config.seeds` in `workdir`; returns the summary dict."""
+  """Trains and evaluates every seed of `config.seeds` in `workdir`; returns the summary dict.
+
+  A config with side-by-side variants (`methods.variants`: GEAR with `gear.baseline`) runs each in
+  `workdir/<variant>` as a run of its own (resumable, refused if its config differs), then writes
+  the comparison to `workdir/results.json` and `results.md`."""
   if mode not in ("train", "eval"):
     raise RunConfigError(f"--mode={mode!r}: expected 'train' or 'eval'")
   workdir = pathlib.Path(workdir).expanduser().absolute()
+  pairs = methods.variants(config)
+  if pairs:
+    check_workdir(workdir, config)
+    summaries = {name: _run_one(cfg, workdir / name, mode) for name, cfg in pairs}
+    comparison, text = methods.compare(config, summaries)
+    record_config(workdir, config)
+    if jax.process_index() == 0:
+      write_json_atomic(
+        workdir / "results.json", {"variants": list(summaries), "comparison": comparison}
+      )
+      write_text_atomic(workdir / "results.md", text)
+      print(f"[msa_jax] comparison: {workdir / 'results.md'}\n{text}", flush=True)
+    return {"variants": summaries, "comparison": comparison}
+  return _run_one(config, workdir, mode)
+
+
+def _run_one(config: ml_collections.ConfigDict, workdir: pathlib.Path, mode: str) -> dict:
+  """`run` of a config without variants."""
   seeds = parse_seeds(config.seeds)
   results_path = workdir / "results.json"
   check_workdir(workdir, config)

@@ -32,6 +32,14 @@ class Method:
       masks; a method whose `predict_fn` ignores the key keeps 0).
     eval_rates_per_pass: missing rates vmapped together in one pass of the evaluation program, the
       passes running in sequence (bounds memory); None: every rate at once.
+    valid_splits: the splits evaluated after every epoch, "valid" first; the metrics of every other
+      one are recorded as `<split>/<metric>`.
+    valid_summary: {split: metrics} of `valid_splits` -> more validation figures (e.g. an OOD
+      selection criterion), or None.
+    diagnostic_fn: (params, batch, key, rate) -> (B, K) per-sample outputs evaluated on the
+      validation split after every epoch (e.g. bias-head predictions), or None.
+    diagnostic_summary: (the (N, K) outputs of `diagnostic_fn`, the validation Split) -> figures
+      added to the epoch's validation record.
   """
 
   name: str
@@ -45,3 +53,7 @@ class Method:
   patience: int | None = None
   mask_seed: int = 0
   eval_rates_per_pass: int | None = None
+  valid_splits: tuple[str, ...] = ("valid",)
+  valid_summary: Callable[[dict[str, dict[str, float]]], dict[str, float]] | None = None
+  diagnostic_fn: Callable[[Any, dict, jax.Array, jax.Array], jax.Array] | None = None
+  diagnostic_summary: Callable[[Any, Any], dict[str, float]] | None = None

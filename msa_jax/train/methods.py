@@ -29,3 +29,17 @@ def summarise(config: ml_collections.ConfigDict, method: Method, per_seed: dict[
 
 def markdown(config: ml_collections.ConfigDict, method: Method, summary: dict) -> str:
   return _module(config).markdown(config, method, summary)
+
+
+def variants(config: ml_collections.ConfigDict) -> list[tuple[str, ml_collections.ConfigDict]]:
+  """The runs that one command trains side by side (GEAR with `gear.baseline`: GEAR and the plain
+  model), as (sub-directory, config); [] for a single run."""
+  module = _module(config)
+  return module.variants(config) if hasattr(module, "variants") else []
+
+
+def compare(config: ml_collections.ConfigDict, summaries: dict[str, dict]) -> tuple[dict, str]:
+  """The side-by-side summary of `variants`' results and its markdown."""
+  module = _module(config)
+  comparison = module.compare(summaries)
+  return comparison, module.compare_markdown(config, summaries, comparison)
