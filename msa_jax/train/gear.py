@@ -49,6 +49,17 @@ def _check(config: ml_collections.ConfigDict) -> None:
     )
 
 
+def predict_fn(model: GEAR):
+  """`model`'s `Method.predict_fn`: (params, batch, key, rate) -> (B,) predictions in evaluation
+  mode (GEAR ignores the key and the missing rate)."""
+
+  def fn(params, batch, key, rate):
+    del key, rate
+    return model.apply({"params": params}, batch, deterministic=True)["pred"]
+
+  return fn
+
+
 def build(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> Method:
   """The GEAR `Method` for `config` and the data shapes of `splits`."""
   _check(config)
@@ -84,17 +95,13 @@ def build(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> Method
     )
     return loss, {**terms, "swap_active": swap_active.astype(jnp.float32)}
 
-  def predict_fn(params, batch, key, rate):
-    del key, rate
-    return model.apply({"params": params}, batch, deterministic=True)["pred"]
-
   opt = common.from_config(optimizers.GEAROptimizerConfig, config.optim, "optim")
   tx = optimizers.gear_optimizer(opt)
   return Method(
     name="gear",
     init_params=init_params,
     loss_fn=loss_fn,
-    predict_fn=predict_fn,
+    predict_fn=predict_fn(model),
     optimizer=tx,
     selection_metrics=(g.criterion,),
     valid_rate=None,
