@@ -1,6 +1,8 @@
 """msa_jax: robust multimodal sentiment analysis (LNLN, GEAR) in JAX/Flax."""
 
-__version__ = "0.1.0"
+from msa_jax.version import __version__
+
+__all__ = ["__version__", "restore"]
 
 
 def restore(workdir, selection=None, seed=None):

@@ -24,8 +24,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from msa_jax import __version__, sharding
 from msa_jax import metrics as metrics_lib
+from msa_jax import sharding
 from msa_jax.data.split import Split
 from msa_jax.data.validate import Where, dataset_limits, split_from_dict
 from msa_jax.errors import ModelInputError, RunConfigError
@@ -38,6 +38,7 @@ from msa_jax.train import checkpoints as ckpt_lib
 from msa_jax.train import common
 from msa_jax.train import gear as gear_train
 from msa_jax.train import lnln as lnln_train
+from msa_jax.version import __version__
 
 # An exported model directory.
 MODEL_FILE = "model.json"
