@@ -125,15 +125,16 @@ def best_epochs(best: ocp.CheckpointManager) -> dict[str, int]:
 
 
 def open_best(directory: str | pathlib.Path) -> ocp.CheckpointManager:
-  """The best checkpoints under a seed's `checkpoints/` directory, opened read-only."""
-  opts = ocp.CheckpointManagerOptions(read_only=True, enable_async_checkpointing=False)
+  """The best checkpoints under a seed's `checkpoints/` directory, opened for reading (nothing is
+  created)."""
+  opts = ocp.CheckpointManagerOptions(create=False, enable_async_checkpointing=False)
   return ocp.CheckpointManager(pathlib.Path(directory).absolute() / "best", options=opts)
 
 
 def restore_params(best: ocp.CheckpointManager, epoch: int, sharding: Any) -> tuple[Any, dict]:
   """(params, meta) of the best checkpoint of `epoch`, every array placed with `sharding` whatever
   the devices it was saved from (the shapes and dtypes come from the checkpoint itself)."""
-  saved = ocp.StandardCheckpointer().metadata(best.directory / str(epoch) / "params").item_metadata
+  saved = ocp.StandardCheckpointHandler().metadata(best.directory / str(epoch) / "params")
   target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), saved)
   out = best.restore(
     epoch,
