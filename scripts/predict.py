@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
   except (ModelInputError, RunConfigError, data.DataFormatError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
-  except ValueError as e:
+  except ValueError as e:  # a missing rate out of range, or one given to GEAR
     print(f"error: {e}", file=sys.stderr)
     return 1
   text = io.StringIO()
