@@ -8,3 +8,8 @@ class RunConfigError(ValueError):
 class NonFiniteLossError(FloatingPointError):
   """Training produced a non-finite loss; the message names the step and the last good
   checkpoint."""
+
+
+class ModelInputError(ValueError):
+  """Data that does not fit a restored model (feature size, frame count, token ids); the message
+  names the key and both sizes."""

@@ -9,6 +9,9 @@ function-level ones included. The layers:
 - models import no data / train / evaluate / report;
 - evaluate imports no train / report; report imports no train;
 - reference (conversion of the authors' checkpoints) imports no data / train / evaluate / report;
+- inference (restoring, predicting with and exporting a trained model) reads what a run wrote
+  through data / models / evaluate and the method glue of train, never the training loop (checked
+  on every module it reaches); only bench and the package's lazy `msa_jax.restore` import it;
 - bench (speed and memory measurement) sits on top, like the scripts: nothing imports it.
 """
 
@@ -22,22 +25,26 @@ import pytest
 
 PACKAGE = "msa_jax"
 ROOT = pathlib.Path(__file__).resolve().parents[1] / PACKAGE
-LAYERS = ("data", "models", "train", "evaluate", "report", "reference", "bench")
+LAYERS = ("data", "models", "train", "evaluate", "report", "reference", "inference", "bench")
 ALL = frozenset(LAYERS) | {"utility", "metrics", "losses"}
 # Layer -> the layers it must not import.
 FORBIDDEN = {
   "utility": ALL - {"utility"},
   "metrics": ALL,
   "losses": ALL,
-  "data": frozenset({"models", "train", "evaluate", "report", "reference", "bench"}),
-  "models": frozenset({"data", "train", "evaluate", "report", "bench"}),
-  "evaluate": frozenset({"train", "report", "bench"}),
-  "report": frozenset({"train", "bench"}),
-  "reference": frozenset({"data", "train", "evaluate", "report", "bench"}),
-  "train": frozenset({"bench"}),
+  "data": frozenset({"models", "train", "evaluate", "report", "reference", "inference", "bench"}),
+  "models": frozenset({"data", "train", "evaluate", "report", "inference", "bench"}),
+  "evaluate": frozenset({"train", "report", "inference", "bench"}),
+  "report": frozenset({"train", "inference", "bench"}),
+  "reference": frozenset({"data", "train", "evaluate", "report", "inference", "bench"}),
+  "train": frozenset({"inference", "bench"}),
+  "inference": frozenset({"report", "bench"}),
   "bench": frozenset(),
   "package": frozenset({"bench"}),
 }
+# Modules that must not reach the training loop through any chain of imports.
+LOOP = "msa_jax.train.loop"
+LOOP_FREE = ("msa_jax.inference",)
 # What metrics (plain numpy) and losses (pure JAX) may import besides the standard library.
 THIRD_PARTY_ALLOWED = {"metrics": {"numpy"}, "losses": {"jax"}}
 
@@ -166,6 +173,30 @@ def test_every_module_is_seen_with_its_imports():
 
 def test_imports_keep_the_layers():
   assert layer_violations(*import_graph()) == []
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+  """Every module `start` imports directly or through other modules."""
+  seen, todo = set(), [start]
+  while todo:
+    for dep in graph.get(todo.pop(), ()):
+      if dep not in seen:
+        seen.add(dep)
+        todo.append(dep)
+  return seen
+
+
+def test_inference_never_reaches_the_training_loop():
+  graph, _ = import_graph()
+  for module in LOOP_FREE:
+    assert module in graph
+    assert "msa_jax.train.lnln" in reachable(graph, module)  # the method glue it does use
+    assert LOOP not in reachable(graph, module), f"{module} reaches {LOOP}"
+
+
+def test_the_reachability_check_catches_a_planted_chain():
+  graph = {"a": {"b"}, "b": {"c"}, "c": {LOOP}}
+  assert LOOP in reachable(graph, "a") and reachable(graph, "c") == {LOOP}
 
 
 def test_no_import_cycles():

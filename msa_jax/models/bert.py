@@ -37,7 +37,7 @@ import numpy as np
 
 from msa_jax.models.dropout import check_impl as check_dropout_impl
 from msa_jax.models.dropout import dropout
-from msa_jax.text import BERT_UNCASED_VOCAB_SIZE, minilm_dir
+from msa_jax.text import BERT_UNCASED_VOCAB_SIZE, bert_uncased_vocab_file, minilm_dir
 
 Params = Mapping[str, Any]
 
@@ -589,15 +589,51 @@ def encoder_from_preset(
   `tiny` (random, fast CPU runs), `minilm` (all-MiniLM-L6-v2 from the installed package),
   `bert-base` (random, bert-base shapes), `path:<dir>` (any local Hugging Face BERT checkpoint).
   """
-  if name == "tiny":
-    return BertConfig.tiny(), None
-  if name == "bert-base":
-    return BertConfig.bert_base(), None
+  model_dir = _preset_dir(name)
+  if model_dir is None:
+    return preset_config(name), None
+  return load_hf_bert(model_dir, add_pooler)
+
+
+def _preset_dir(name: str) -> pathlib.Path | None:
+  """The model directory of a pretrained preset (`minilm`, `path:<dir>`); None for `tiny` and
+  `bert-base`, which are randomly initialised."""
+  if name in ("tiny", "bert-base"):
+    return None
   if name == "minilm":
-    return load_hf_bert(minilm_dir(), add_pooler)
+    return minilm_dir()
   if name.startswith("path:") and len(name) > len("path:"):
-    return load_hf_bert(name[len("path:") :], add_pooler)
+    return resolve_model_dir(name[len("path:") :])
   raise ValueError(f"unknown text encoder preset {name!r}; valid: {', '.join(PRESETS)}")
+
+
+def preset_config(name: str) -> BertConfig:
+  """The `BertConfig` of the encoder preset `name` (as `encoder_from_preset`), without reading its
+  weights."""
+  model_dir = _preset_dir(name)
+  if model_dir is None:
+    return BertConfig.tiny() if name == "tiny" else BertConfig.bert_base()
+  return BertConfig.from_hf_json(model_dir / "config.json")
+
+
+def preset_vocab_file(name: str) -> pathlib.Path:
+  """The `vocab.txt` of the encoder preset `name`: the model directory's own, or for the random
+  `tiny` and `bert-base` the bert-base-uncased vocabulary their ids come from.
+
+  Raises:
+    FileNotFoundError: the model directory has no vocab.txt.
+  """
+  model_dir = _preset_dir(name)
+  path = bert_uncased_vocab_file() if model_dir is None else model_dir / "vocab.txt"
+  if not path.is_file():
+    raise FileNotFoundError(f"text encoder {name!r}: {path} does not exist")
+  return path
+
+
+def hf_config_dict(config: BertConfig) -> dict[str, Any]:
+  """`config` as a Hugging Face BERT `config.json` dict, which `BertConfig.from_hf_json` reads
+  back."""
+  return {"model_type": "bert", "hidden_act": "gelu", **dataclasses.asdict(config)}
 
 
 def load_tokenizer(model_dir: str | os.PathLike):

@@ -134,6 +134,14 @@ class GEARConfig:
     )
 
 
+def input_sizes(params: Mapping[str, Any]) -> dict[str, int]:
+  """The `GEARConfig` fields that come from the data (`audio_in`, `vision_in`: per-frame feature
+  sizes), read from a parameter tree of arrays or shape structs."""
+  return {
+    f"{m}_in": int(params[f"{m}_robust"]["lstm"]["weight_ih"].shape[1]) for m in ("audio", "vision")
+  }
+
+
 class _ZeroBiasDense(nn.Module):
   """A `TorchDense` whose bias starts at zero (PyTorch MHA out-projection): (..., D) -> (..., F)."""
 

@@ -217,6 +217,21 @@ class LNLNConfig:
     )
 
 
+def input_sizes(params: Mapping[str, Any]) -> dict[str, int]:
+  """The `LNLNConfig` fields that come from the data (text / audio / vision frame counts, audio /
+  vision feature sizes), read from a parameter tree of arrays or shape structs: the input sizes the
+  parameters were built for."""
+  token_len = params["proj_a"]["transformer"]["extra_token"].shape[1]
+  frames = lambda m: int(params[m]["transformer"]["pos_embedding"].shape[1]) - int(token_len)
+  return {
+    "text_frames": frames("proj_l"),
+    "audio_frames": frames("proj_a"),
+    "vision_frames": frames("proj_v"),
+    "audio_dim": int(params["proj_a"]["dense"]["kernel"].shape[0]),
+    "vision_dim": int(params["proj_v"]["dense"]["kernel"].shape[0]),
+  }
+
+
 class ModalityEncoder(nn.Module):
   """Step-1 encoder: Dense(D -> dim) then TokenTransformer(num_frames, token_len), keeping the
   token_len extra-token outputs (docs/methods.md §4 step 1). x (B, N, D) -> (B, token_len, dim)."""

@@ -35,12 +35,8 @@ class Checkpoints:
     self.latest = ocp.CheckpointManager(self.directory / "latest", options=opts)
     best_opts = ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=False)
     self.best = ocp.CheckpointManager(self.directory / "best", options=best_opts)
-    self._best_epoch = {m: None for m in self.selection_metrics}
-    for epoch in self.best.all_steps():
-      meta = self.best.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-      for m in meta.get("best_for", []):
-        if m in self._best_epoch and (self._best_epoch[m] is None or epoch > self._best_epoch[m]):
-          self._best_epoch[m] = epoch
+    kept = best_epochs(self.best)
+    self._best_epoch = {m: kept.get(m) for m in self.selection_metrics}
 
   def latest_step(self) -> int | None:
     return self.latest.latest_step()
@@ -115,6 +111,36 @@ class Checkpoints:
   def close(self) -> None:
     self.latest.close()
     self.best.close()
+
+
+def best_epochs(best: ocp.CheckpointManager) -> dict[str, int]:
+  """Selection metric -> the epoch of its best checkpoint, read from the `best_for` lists of the
+  checkpoints `best` holds (a metric several name: the latest epoch)."""
+  out: dict[str, int] = {}
+  for epoch in best.all_steps():
+    meta = best.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    for m in meta.get("best_for", []):
+      out[m] = max(epoch, out.get(m, epoch))
+  return out
+
+
+def open_best(directory: str | pathlib.Path) -> ocp.CheckpointManager:
+  """The best checkpoints under a seed's `checkpoints/` directory, opened for reading (nothing is
+  created)."""
+  opts = ocp.CheckpointManagerOptions(create=False, enable_async_checkpointing=False)
+  return ocp.CheckpointManager(pathlib.Path(directory).absolute() / "best", options=opts)
+
+
+def restore_params(best: ocp.CheckpointManager, epoch: int, sharding: Any) -> tuple[Any, dict]:
+  """(params, meta) of the best checkpoint of `epoch`, every array placed with `sharding` whatever
+  the devices it was saved from (the shapes and dtypes come from the checkpoint itself)."""
+  saved = ocp.StandardCheckpointHandler().metadata(best.directory / str(epoch) / "params")
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), saved)
+  out = best.restore(
+    epoch,
+    args=ocp.args.Composite(params=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()),
+  )
+  return out["params"], dict(out["meta"])
 
 
 def abstract(tree: Any) -> Any:

@@ -79,6 +79,17 @@ def _cue_alignment(split: Split) -> jax.Array | None:
   return jnp.asarray(diagnostics.cue_alignment(split.labels, split.cue_signs))
 
 
+def predict_fn(model: GEAR):
+  """`model`'s `Method.predict_fn`: (params, batch, key, rate) -> (B,) predictions in evaluation
+  mode (GEAR ignores the key and the missing rate)."""
+
+  def fn(params, batch, key, rate):
+    del key, rate
+    return model.apply({"params": params}, batch, deterministic=True)["pred"]
+
+  return fn
+
+
 def build(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> Method:
   """The GEAR `Method` for `config` and the data shapes of `splits`."""
   _check(config)
@@ -125,10 +136,6 @@ def build(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> Method
       terms.update(diagnostics.cue_weight_sums(weights, train_alignment[batch["index"]]))
     return loss, terms
 
-  def predict_fn(params, batch, key, rate):
-    del key, rate
-    return model.apply({"params": params}, batch, deterministic=True)["pred"]
-
   def bias_predict_fn(params, batch, key, rate):
     del key, rate
     preds = model.apply({"params": params}, batch, deterministic=True)["bias_preds"]
@@ -143,7 +150,7 @@ def build(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> Method
     name="gear",
     init_params=init_params,
     loss_fn=loss_fn,
-    predict_fn=predict_fn,
+    predict_fn=predict_fn(model),
     optimizer=tx,
     selection_metrics=criteria,
     valid_rate=None,

@@ -46,6 +46,18 @@ def model_config(config: ml_collections.ConfigDict, splits: dict[str, Split], te
   )
 
 
+def predict_fn(model: LNLN):
+  """`model`'s `Method.predict_fn`: (params, batch, key, rate) -> (B,) predictions of the batch
+  with the evaluation's missing-data masks at `rate` (docs/methods.md §2; each sample's mask drawn
+  from `fold_in(key, batch["index"])`)."""
+
+  def fn(params, batch, key, rate):
+    masked, _ = masking.mask_eval(batch, key, rate, batch["index"])
+    return model.apply({"params": params}, masked, None, deterministic=True)["pred"]
+
+  return fn
+
+
 def build(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> Method:
   """The LNLN `Method` for `config` and the data shapes of `splits`."""
   try:
@@ -79,15 +91,11 @@ def build(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> Method
     loss, terms = losses.lnln_loss(outputs, batch["labels"], text_rate, weights)
     return loss, {**terms, "lr": schedule(step)}
 
-  def predict_fn(params, batch, key, rate):
-    masked, _ = masking.mask_eval(batch, key, rate, batch["index"])
-    return model.apply({"params": params}, masked, None, deterministic=True)["pred"]
-
   return Method(
     name="lnln",
     init_params=init_params,
     loss_fn=loss_fn,
-    predict_fn=predict_fn,
+    predict_fn=predict_fn(model),
     optimizer=optimizers.lnln_optimizer(schedule, opt.weight_decay),
     selection_metrics=SELECTION[config.data.dataset],
     valid_rate=config.lnln.valid_missing_rate,
