@@ -40,7 +40,10 @@ def manual_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def built(manual_dir, tmp_path_factory) -> Path:
-  return tfds_mmsa.build("mosi", "unaligned_50", manual_dir, tmp_path_factory.mktemp("tfds"))
+  # Shards of 40 samples: every split but valid spans several array_record files.
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(tfds_mmsa, "SHARD_ROWS", 40)
+    return tfds_mmsa.build("mosi", "unaligned_50", manual_dir, tmp_path_factory.mktemp("tfds"))
 
 
 def _assert_same(want: dict[str, Split], got: dict[str, Split]) -> None:
@@ -65,7 +68,8 @@ def test_build_reads_back_equal_to_the_pickle(manual_dir, built):
   assert set(want) == {"train", "valid", "test", *OOD_SPLITS}
   _assert_same(want, got)
   assert got_meta == json.loads(json.dumps(want_meta))
-  assert [f.name for f in built.glob("*-train.array_record-*")], list(built.iterdir())
+  shards = sorted(f.name for f in built.glob("*-train.array_record-*"))
+  assert shards == [f"mmsa_mosi-train.array_record-0000{i}-of-00003" for i in range(3)], shards
   assert "tensorflow" not in sys.modules
 
 

@@ -18,17 +18,17 @@ with its one-line errors. When the OOD index file of `scripts/build_ood_splits.p
 (`<config>.pkl.ood.json`) lies beside the pickle, its four OOD splits replace any the pickle
 carries, as `--config.data.ood` does for a pickle.
 
-Records: one per sample, in split order (shuffling disabled), with the `Split` fields of the file
-(`text_bert`, `audio`, `vision`, lengths, `labels`, and `text`, `labels_T/A/V`, `ids`, `raw_text`,
-`cue_signs` where the file has them; feature tensors stored as raw bytes) and `index`, the
-sample's position in its split. Fields a file lacks are left empty and listed as absent in the
-dataset's metadata, with the file's own metadata. Default file format: `array_record`, which
-`tfds.data_source` reads with random access and without TensorFlow.
+Records: one per sample, in split order, in array_record shards of `SHARD_ROWS` samples, with the
+`Split` fields of the file (`text_bert`, `audio`, `vision`, lengths, `labels`, and `text`,
+`labels_T/A/V`, `ids`, `raw_text`, `cue_signs` where the file has them; feature tensors stored as
+raw bytes) and `index`, the sample's position in its split. Fields a file lacks hold a placeholder
+and are left out of the list of fields in the dataset's metadata, which also holds the file's own
+metadata. `tfds.data_source` reads array_record with random access and without TensorFlow.
 
-`open_tfds` (and `msa_jax.data.load` with a path `tfds:NAME[/CONFIG][:VERSION]`) opens a built
-dataset as `Split`s: the small fields are read into memory once and validated again as a
-converted directory's are; `audio`, `vision` and `text` stay in the record files as
-`RecordColumn`s that the pipeline reads a batch at a time.
+`open_tfds_with_metadata` (and `msa_jax.data.load` with a data path `tfds:NAME[/CONFIG][:VERSION]`
+or `tfds:DIR`) opens a built dataset as `Split`s: the small fields are read into memory once and
+validated again as a converted directory's are; `audio`, `vision` and `text` stay in the record
+files as `RecordColumn`s that the pipeline reads a batch at a time.
 
 Needs the optional `tensorflow-datasets` package (`bash scripts/install.sh --tfds`), not
 TensorFlow.
@@ -36,9 +36,10 @@ TensorFlow.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +74,10 @@ _STRINGS = ("ids", "raw_text")
 _OPTIONAL = frozenset({"text", "cue_signs", "labels_T", "labels_A", "labels_V", *_STRINGS})
 # The fields that stay in the record files when opened (nearly all of a split's bytes).
 COLUMN_FIELDS = ("audio", "vision", "text")
-# Records read per request while the small fields are loaded.
+# Records read per request while the small fields are loaded, and rows serialized per block.
 _CHUNK = 256
+# Samples per array_record shard (about 450 MB of MOSEI-shaped records).
+SHARD_ROWS = 2048
 
 
 def _features() -> tfds.features.FeaturesDict:
@@ -102,11 +105,10 @@ def _present(splits: dict[str, Split]) -> list[str]:
   return sorted(f for f in _OPTIONAL if getattr(splits["train"], f) is not None)
 
 
-def _examples(split: Split) -> Iterator[tuple[int, dict[str, Any]]]:
-  """(key, record) for every sample of `split`, feature rows read in chunks."""
-  n = len(split)
-  for start in range(0, n, _CHUNK):
-    rows = slice(start, min(n, start + _CHUNK))
+def _examples(split: Split, first: int, stop: int) -> Iterator[tuple[int, dict[str, Any]]]:
+  """(key, record) for samples [first, stop) of `split`, feature rows read in chunks."""
+  for start in range(first, stop, _CHUNK):
+    rows = slice(start, min(stop, start + _CHUNK))
     block = {
       name: (None if getattr(split, name) is None else np.asarray(getattr(split, name)[rows]))
       for name in (*_TENSORS, *_SCALARS, *_STRINGS)
@@ -126,8 +128,22 @@ def _examples(split: Split) -> Iterator[tuple[int, dict[str, Any]]]:
       yield start + j, record
 
 
-class _MmsaBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """One MMSA data set from its feature pickle in the manual directory (module docstring)."""
+def _shards(split: Split) -> list[Callable[[], Iterator[tuple[int, dict[str, Any]]]]]:
+  """One record generator per shard of `SHARD_ROWS` samples, in split order."""
+  n = len(split)
+  return [
+    functools.partial(_examples, split, start, min(n, start + SHARD_ROWS))
+    for start in range(0, max(n, 1), SHARD_ROWS)
+  ]
+
+
+class _MmsaBuilder(tfds.core.ShardBasedBuilder, skip_registration=True):
+  """One MMSA data set from its feature pickle in the manual directory (module docstring).
+
+  A `ShardBasedBuilder`: records are written in split order, shard by shard, as they are
+  serialized (a `GeneratorBasedBuilder` passes them through TFDS's shuffler, which needs
+  TensorFlow once a split exceeds 1 GB).
+  """
 
   DATASET = ""
   VERSION = tfds.core.Version("1.0.0")
@@ -153,7 +169,7 @@ class _MmsaBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _source(self, dl_manager: Any) -> Path:
     return Path(dl_manager.manual_dir) / f"{self.builder_config.name}.pkl"
 
-  def _split_generators(self, dl_manager: Any) -> dict[str, Iterator]:
+  def _shard_iterators_per_split(self, dl_manager: Any) -> dict[str, list]:
     source = self._source(dl_manager)
     if not source.is_file():
       raise DataFormatError(
@@ -178,10 +194,7 @@ class _MmsaBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         "metadata": plain(metadata),
       }
     )
-    return {name: _examples(split) for name, split in splits.items()}
-
-  def _generate_examples(self, examples: Iterator) -> Iterator:  # noqa: D102 - TFDS hook
-    yield from examples
+    return {name: _shards(split) for name, split in splits.items()}
 
 
 class MmsaMosi(_MmsaBuilder):
