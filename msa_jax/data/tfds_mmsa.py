@@ -7,9 +7,9 @@ download: put the pickle in the manual directory under the name of the builder c
       --manual_dir MOSI/Processed --data_dir ~/tensorflow_datasets
   python train.py --config=configs/lnln.py:mosi --config.data.path=tfds:mmsa_mosi/unaligned_50
 
-(`tfds build msa_jax/data/tfds_mmsa.py --datasets=mmsa_mosi/unaligned_50 --manual_dir DIR
---file_format=array_record` does the same where TensorFlow is installed: TFDS 4.9.10's command
-line imports it, its builders and `tfds.data_source` do not.)
+The builders are ordinary TFDS builders (`tfds.builder('mmsa_mosi/unaligned_50')` once this module
+is imported), but TFDS 4.9.10's `tfds build` command line imports TensorFlow, so the script above
+is the way to build without it.
 
 Datasets `mmsa_mosi` and `mmsa_mosei` (configs `unaligned_50`, `aligned_50`) and `mmsa_sims`
 (config `unaligned_39`). The pickle is read by `msa_jax.data.mmsa.load_source` with the dataset's
