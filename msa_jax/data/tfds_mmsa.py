@@ -69,7 +69,7 @@ _SCALARS = {
   "labels_V": np.float32,
 }
 _STRINGS = ("ids", "raw_text")
-# Fields a file may lack; a record then holds an empty placeholder (`_absent`) and the dataset's
+# Fields a file may lack; a record then holds a placeholder (`_absent`) and the dataset's
 # metadata leaves the field out of its list of fields.
 _OPTIONAL = frozenset({"text", "cue_signs", "labels_T", "labels_A", "labels_V", *_STRINGS})
 # The fields that stay in the record files when opened (nearly all of a split's bytes).
