@@ -186,3 +186,18 @@ def test_training_from_tfds_gives_the_same_results(manual_dir, built, tmp_path, 
     results[name] = json.loads((tmp_path / name / "results.json").read_text())
   assert results["pickle"] == results["tfds"]
   assert results["tfds"]["per_seed"]["1003"]["epochs_trained"] == 2
+
+
+def test_input_benchmark_reads_the_same_batches(tmp_path):
+  """scripts/bench_input.py's measurement on a tiny MOSEI-shaped file: both forms are written
+  once (a second prepare reuses them) and the two pipelines deliver the same batch."""
+  from msa_jax.bench import data_formats
+
+  first = data_formats.prepare(tmp_path, "mosei", scale=0.005)
+  again = data_formats.prepare(tmp_path, "mosei", scale=0.005)
+  assert all(v is not None for v in first["seconds"].values())
+  assert all(v is None for v in again["seconds"].values())
+  assert all(v > 0 for v in first["bytes"].values())
+  result = data_formats.compare(first["paths"], batch_size=4, rounds=2, batches=3)
+  assert result["checksum_equal"]
+  assert len(result["batches_per_second_rounds"]["tfds"]) == 2
