@@ -28,8 +28,9 @@ ours are added where the configuration matches theirs (paper shapes, batch 64, f
 
 `compare` times config variants of one configuration interleaved in one process, optionally with
 the authors' PyTorch train step as one more variant (`reference`). `profile` attributes traced op
-time to model parts. `output` formats the tables. docs/benchmarks.md has the measured tables and
-how to reproduce them.
+time to model parts. `output` formats the tables. `data_formats` (scripts/bench_input.py) times the
+input pipeline over the two on-disk forms of MOSEI-sized data, memory-mapped `.npy` and a TFDS
+build. docs/benchmarks.md has the measured tables and how to reproduce them.
 
 `timing` and `memory` import only the standard library: scripts/reference/bench_reference.py loads
 them by path in a virtualenv that has torch and no jax. Nothing is imported here for that reason.

@@ -1,5 +1,6 @@
-"""One entry point for every data layout: an MMSA pickle, a GEAR split directory, or a directory
-converted by `msa_jax.data.ondisk` (MOSEI-sized data, memory-mapped)."""
+"""One entry point for every data layout: an MMSA pickle, a GEAR split directory, a directory
+converted by `msa_jax.data.ondisk` (MOSEI-sized data, memory-mapped), or a TFDS dataset built by
+`msa_jax.data.tfds_mmsa` (named `tfds:...`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,15 @@ from pathlib import Path
 
 from msa_jax.data import mmsa, ondisk
 from msa_jax.data.split import Split
+
+# A data path that starts with this names a built TFDS dataset (`msa_jax.data.tfds_mmsa`).
+TFDS_PREFIX = "tfds:"
+
+
+def is_tfds(path: str | os.PathLike) -> bool:
+  """True for a data path naming a built TFDS dataset: `tfds:NAME[/CONFIG][:VERSION]` or
+  `tfds:DIR`."""
+  return str(path).startswith(TFDS_PREFIX)
 
 
 def load_with_metadata(
@@ -20,7 +30,8 @@ def load_with_metadata(
       holding GEAR's train.pkl, valid.pkl, test_iid.pkl and optionally test_nn_{text, audio,
       vision, tav}.pkl (loaded as splits test, ood_text, ood_audio, ood_vision, ood_all), or a
       directory written by `msa_jax.data.ondisk.convert` (recognised by its manifest.json;
-      opened memory-mapped).
+      opened memory-mapped), or `tfds:NAME[/CONFIG][:VERSION]` / `tfds:DIR`, a dataset built by
+      `msa_jax.data.tfds_mmsa` (needs tensorflow-datasets; frame arrays read on demand).
     dataset: 'mosi' / 'mosei' (labels in [-3, 3]), 'sims' (labels in [-1, 1]), case-insensitive,
       or None (labels finite with |y| <= 3).
     vocab_size: token ids must lie in [0, vocab_size); default: bert-base-uncased's size,
@@ -34,6 +45,10 @@ def load_with_metadata(
     DataFormatError: the path does not exist, or a file is unsafe, unreadable or malformed.
     ValueError: unknown `dataset` or bad `vocab_size`.
   """
+  if is_tfds(path):
+    from msa_jax.data import tfds_mmsa
+
+    return tfds_mmsa.open_tfds_with_metadata(str(path)[len(TFDS_PREFIX) :], dataset, vocab_size)
   path = Path(path)
   if ondisk.is_converted(path):
     return ondisk.open_ondisk_with_metadata(path, dataset, vocab_size)

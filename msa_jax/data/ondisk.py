@@ -7,17 +7,11 @@ recognises a converted directory) opens them with `np.load(mmap_mode="r")`, so a
 rows it uses and `msa_jax.data.pipeline` fetches a batch's rows with `pread` (page cache, not
 process memory).
 
-Format: memory-mapped `.npy`, not TFDS `array_record`. tensorflow-datasets 4.9.10 does write
-`array_record` and read it through `as_data_source` without TensorFlow installed (checked in a
-separate venv with a GeneratorBasedBuilder), but measured on this project's 2-core machine (loaded)
-with 2000 MOSEI-shaped rows (500×74 audio, 500×35 vision) it wrote 11 MB/s (about 9 minutes for
-the 6 GB synthetic MOSEI file, 20 for the real one) and served a random batch of 32 in 23 ms
-against 1.2 ms from `.npy` (each record is a serialized example decoded whole); it is
-record-oriented, so `Split`'s column arrays and the pipeline's vectorised gather would need an
-adapter; splits cannot share arrays (the planted OOD splits share most arrays with test); it
-shuffles records unless told not to; and it brings in ten more packages (pyarrow, dm-tree,
-tensorflow-metadata, ...). `.npy` needs nothing beyond numpy and leaves every `Split` consumer
-unchanged, which is why the unused `tfds` extra was dropped from pyproject.toml.
+Format: memory-mapped `.npy`, needing nothing beyond numpy and leaving every `Split` consumer
+unchanged. The other on-disk form is a TFDS `array_record` dataset (`msa_jax.data.tfds_mmsa`); on
+MOSEI-sized data `.npy` opens in a fraction of a second instead of about 40 s and serves batches
+2.6× faster (docs/benchmarks.md, "On-disk forms"), which is why it is the recommended form for
+training.
 
 A converted directory holds:
   manifest.json         format and version, the source file, the dataset limits it was checked
@@ -165,14 +159,14 @@ def _storable_strings(arr: np.ndarray, source: str, split: str, field: str) -> n
   )
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
   """Metadata as JSON: numpy scalars and arrays become Python numbers and lists."""
   if isinstance(value, dict):
-    return {str(k): _plain(v) for k, v in value.items()}
+    return {str(k): plain(v) for k, v in value.items()}
   if isinstance(value, (list, tuple, set, frozenset)):
-    return [_plain(v) for v in value]
+    return [plain(v) for v in value]
   if isinstance(value, np.ndarray):
-    return _plain(value.tolist())
+    return plain(value.tolist())
   if isinstance(value, np.generic):
     return value.item()
   if isinstance(value, (bytes, bytearray)):
@@ -251,7 +245,7 @@ def convert(
         }
         for name, split in splits.items()
       },
-      "metadata": _plain(metadata),
+      "metadata": plain(metadata),
     }
     del splits
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
@@ -334,11 +328,12 @@ def _open_array(directory: Path, spec: Any, where: str, opened: dict[str, np.mem
   return arr
 
 
-def _checked_split(
+def checked_split(
   arrays: dict[str, np.ndarray], name: str, files: dict[str, str], limits: Any
 ) -> Split:
   """The cheap checks of `msa_jax.data.load` again (labels, token ids, lengths, shapes) on the
-  memmaps, under the limits of this call; feature values were cleaned when converted."""
+  memmaps (or columns read on demand), under the limits of this call; feature values were cleaned
+  when converted."""
 
   def where(field: str) -> validate.Where:
     return validate.Where(files[field], name)
@@ -358,7 +353,12 @@ def _checked_split(
   }
   for field, (expected, names) in shapes.items():
     if field in arrays:
-      fields[field] = validate.checked_features(arrays[field], where(field), field, expected, names)
+      check = (
+        validate.checked_features
+        if isinstance(arrays[field], np.ndarray)
+        else validate.checked_column
+      )
+      fields[field] = check(arrays[field], where(field), field, expected, names)
       if fields[field].dtype != np.float32:
         raise where(field).error(field, f"expected float32 features, got {fields[field].dtype}")
   for m in ("audio", "vision"):
@@ -410,7 +410,7 @@ def open_ondisk_with_metadata(
       if field in Split.__dataclass_fields__
     }
     split_files = {field: str(path / specs[field]["file"]) for field in arrays}
-    splits[name] = _checked_split(arrays, name, split_files, limits)
+    splits[name] = checked_split(arrays, name, split_files, limits)
     files[name] = str(path / MANIFEST)
   validate.check_consistent(splits, files)
   metadata = manifest.get("metadata") or {}

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import grain
 import numpy as np
@@ -106,6 +106,10 @@ class RowSubset:
     """Rows `indices` of this subset, as a new array."""
     return read_rows(self.base, self.rows[np.asarray(indices, dtype=np.int64)])
 
+  def subset(self, indices: np.ndarray) -> RowSubset:
+    """Rows `indices` of this subset, still on disk."""
+    return RowSubset(self.base, self.rows[indices])
+
   def __getitem__(self, key: Any) -> np.ndarray:
     if isinstance(key, tuple):  # rows first, then the rest of the key on what was read
       if not key:
@@ -123,6 +127,17 @@ class RowSubset:
     return out if dtype is None else out.astype(dtype)
 
 
+@runtime_checkable
+class LazyRows(Protocol):
+  """A column read on demand: `RowSubset`, or a TFDS record column (`msa_jax.data.tfds_mmsa`)."""
+
+  shape: tuple[int, ...]
+
+  def read(self, indices: np.ndarray) -> np.ndarray: ...
+
+  def subset(self, indices: np.ndarray) -> LazyRows: ...
+
+
 # The per-sample frame arrays, which hold nearly all of a split's bytes: the only ones `take_rows`
 # leaves on disk (labels, lengths and token ids are small and used directly with numpy).
 LAZY_FIELDS = frozenset({"audio", "vision", "text"})
@@ -130,7 +145,7 @@ LAZY_FIELDS = frozenset({"audio", "vision", "text"})
 
 def take_rows(split: Split, indices: np.ndarray) -> Split:
   """`split.take(indices)`, except that file-backed frame arrays (`LAZY_FIELDS`, and RowSubsets)
-  stay on disk as `RowSubset`s instead of being copied into memory."""
+  stay on disk as `RowSubset`s (and `LazyRows` stay lazy) instead of being copied into memory."""
   idx = np.asarray(indices, dtype=np.int64)
   if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= len(split))):
     raise IndexError(f"indices must be a 1-D array of indices into {len(split)} samples")
@@ -138,8 +153,8 @@ def take_rows(split: Split, indices: np.ndarray) -> Split:
   def one(name: str, arr: Any) -> Any:
     if arr is None:
       return None
-    if isinstance(arr, RowSubset):
-      return RowSubset(arr.base, arr.rows[idx]) if name in LAZY_FIELDS else arr.read(idx)
+    if isinstance(arr, LazyRows):
+      return arr.subset(idx) if name in LAZY_FIELDS else arr.read(idx)
     if name in LAZY_FIELDS and _file_backed(arr):
       return RowSubset(arr, idx)
     return np.asarray(arr[idx])
@@ -150,14 +165,14 @@ def take_rows(split: Split, indices: np.ndarray) -> Split:
 class SplitSource:
   """A grain random-access data source over a `Split` (one record = one sample's arrays).
 
-  Arrays memory-mapped from a converted directory are read row by row with `read_rows`; in-memory
-  arrays are indexed.
+  Arrays memory-mapped from a converted directory are read row by row with `read_rows`, `LazyRows`
+  with their `read`; in-memory arrays are indexed.
   """
 
   def __init__(self, split: Split):
     self._arrays = split.model_arrays()
     self._from_file = {
-      k for k, v in self._arrays.items() if _file_backed(v) or isinstance(v, RowSubset)
+      k for k, v in self._arrays.items() if _file_backed(v) or isinstance(v, LazyRows)
     }
     self._n = len(split)
 
@@ -166,7 +181,7 @@ class SplitSource:
 
   def _take(self, key: str, indices: np.ndarray) -> np.ndarray:
     arr = self._arrays[key]
-    if isinstance(arr, RowSubset):
+    if isinstance(arr, LazyRows):
       return arr.read(indices)
     if key in self._from_file:
       return read_rows(arr, indices)

@@ -186,6 +186,17 @@ def checked_features(
   return arr
 
 
+def checked_column(
+  value: Any, where: Where, key: str, expected: tuple[int | None, ...], names: str
+) -> Any:
+  """`value`, a feature column read on demand (with `shape` and `dtype`, e.g. a TFDS record
+  column), whose dtype is numeric and rank and sizes match `expected`; no row is read."""
+  if np.dtype(value.dtype).kind not in "biuf":
+    raise where.error(key, f"expected a numeric array, got dtype {value.dtype}")
+  _check_shape(value, where, key, expected, names)
+  return value
+
+
 def float_features(
   value: Any, where: Where, key: str, expected: tuple[int | None, ...], names: str
 ) -> np.ndarray:

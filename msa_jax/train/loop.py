@@ -126,7 +126,7 @@ def record_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> N
 def load_data(config: ml_collections.ConfigDict) -> dict[str, Split]:
   """The splits named by `config.data`, generating the synthetic benchmark on first use."""
   path = pathlib.Path(config.data.path).expanduser()
-  if not path.exists():
+  if not path.exists() and not data.is_tfds(config.data.path):
     if config.data.synthetic:
       from msa_jax.data import synthetic
 
