@@ -42,6 +42,7 @@ TINY_GEAR = [
   "--config.model.post_fusion_dim=16",
   "--config.progress=False",
   "--config.tensorboard=False",
+  "--config.gear.baseline=False",
 ]
 
 
