@@ -1165,6 +1165,13 @@ def write_synthetic(
   return path
 
 
+def default_path(preset: str, seed: int = 0) -> str:
+  """The data path of a config whose data is the synthetic `preset` with `seed`: the only path at
+  which `msa_jax.train` generates the benchmark on first use (elsewhere a missing file is an
+  error)."""
+  return f"data/synthetic_{preset}_seed{seed}.pkl"
+
+
 def ensure_synthetic(
   path: str | os.PathLike,
   preset: str,

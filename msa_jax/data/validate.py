@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 
 from msa_jax.data.split import Split
+from msa_jax.errors import UserError
 from msa_jax.text import BERT_CHINESE_VOCAB_SIZE, BERT_UNCASED_VOCAB_SIZE
 
 
-class DataFormatError(ValueError):
+class DataFormatError(UserError, ValueError):
   """A data file is unreadable, unsafe or does not match the MMSA format of docs/methods.md §1."""
 
 
