@@ -277,9 +277,12 @@ def test_workdir_whose_config_lacks_a_key_is_refused(tmp_path):
     loop.check_workdir(tmp_path, config)
 
 
-def test_load_data_generates_the_configured_synthetic_version_and_refuses_another(tmp_path):
+def test_load_data_generates_the_configured_synthetic_version_and_refuses_another(
+  tmp_path, monkeypatch
+):
+  monkeypatch.chdir(tmp_path)  # generated only at the config's default path, data/...
   config = lnln_config.get_config()
-  config.data.path = str(tmp_path / "bench.pkl")
+  config.data.synthetic_scale = 0.1
   config.data.synthetic_version = "v2"
   splits = loop.load_data(config)
   assert "ood_valid_all" in splits and splits["train"].cue_signs is not None

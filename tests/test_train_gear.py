@@ -9,6 +9,7 @@ import pytest
 
 from configs import gear as gear_config
 from msa_jax import train
+from msa_jax.data import synthetic
 from msa_jax.errors import RunConfigError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -26,6 +27,10 @@ def _config(data_path):
   c.model.post_fusion_dim = 16
   c.progress = False
   c.tensorboard = False
+  # The benchmark is generated on first use only at the config's default path.
+  synthetic.ensure_synthetic(
+    data_path, c.data.synthetic, seed=c.data.synthetic_seed, scale=c.data.synthetic_scale
+  )
   return c
 
 
@@ -76,7 +81,8 @@ def test_bad_config_values_name_the_key(tmp_path):
   c.gear.gmae = "huber"
   with pytest.raises(RunConfigError, match="config.gear.gmae='huber'"):
     train.run(c, tmp_path / "run")
-  c = _config(tmp_path / "missing.pkl")
+  c = _config(tmp_path / "synthetic.pkl")
+  c.data.path = str(tmp_path / "missing.pkl")
   c.data.synthetic = ""
   with pytest.raises(RunConfigError, match="missing.pkl.*does not exist"):
     train.run(c, tmp_path / "run2")

@@ -120,6 +120,8 @@ def summarise(config, method: Method, per_seed: dict[str, dict]) -> dict:
 
 
 def _ood_source(ood: str) -> str:
+  if ood == "none":
+    return "none (data.ood=none: IID test split only)"
   return (
     "those of the data file (planted / released)" if ood == "planted" else f"index lists of {ood}"
   )

@@ -146,7 +146,7 @@ def load_data(config: ml_collections.ConfigDict) -> dict[str, Split]:
     )
   # Only the configs of methods that evaluate OOD splits (GEAR) have `data.ood`.
   ood = config.data.ood if "ood" in config.data else ""
-  if ood and ood != "planted":
+  if ood and ood not in ("planted", "none"):
     # The named file decides the OOD splits: splits the data file carries (planted synthetic ones,
     # a GEAR directory's released ones) are replaced, not mixed with the file's.
     try:
