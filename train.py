@@ -22,8 +22,8 @@ from ml_collections import config_flags
 from msa_jax import cli
 
 
-def _flags(argv: list[str]) -> flags.FlagValues:
-  """This command's flags, parsed from `argv` (a fresh set per call, so `main` can run again)."""
+def _define(argv: list[str]) -> flags.FlagValues:
+  """This command's flags (a fresh set per call, so that `main` can run again in one process)."""
   fv = flags.FlagValues()
   config_flags.DEFINE_config_file(
     "config",
@@ -50,6 +50,12 @@ def _flags(argv: list[str]) -> flags.FlagValues:
     "num_processes", None, "Number of processes (several hosts).", flag_values=fv
   )
   flags.DEFINE_integer("process_id", None, "This process's index.", flag_values=fv)
+  return fv
+
+
+def _flags(argv: list[str]) -> flags.FlagValues:
+  """This command's flags parsed from `argv`; a bad flag or config key raises `cli.UsageError`."""
+  fv = _define(argv)
   error = cli.check_config_file(argv)
   if error:
     raise cli.UsageError(error)
@@ -71,6 +77,9 @@ def _flags(argv: list[str]) -> flags.FlagValues:
 def main(argv: list[str] | None = None) -> int:
   """The command line: `argv` as sys.argv (program name first); returns the exit status."""
   argv, debug = cli.split_debug(sys.argv if argv is None else argv)
+  if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
+    print(f"{__doc__}\nFlags (and --debug: full tracebacks):\n{_define(argv).get_help()}")
+    return 0
   workdir: list[str] = []
 
   def run() -> None:

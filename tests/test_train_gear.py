@@ -1,6 +1,7 @@
 """GEAR end to end through `msa_jax.train.run` on a reduced synthetic set (8 simulated devices)."""
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -28,9 +29,10 @@ def _config(data_path):
   c.progress = False
   c.tensorboard = False
   # The benchmark is generated on first use only at the config's default path.
-  synthetic.ensure_synthetic(
-    data_path, c.data.synthetic, seed=c.data.synthetic_seed, scale=c.data.synthetic_scale
-  )
+  if not os.path.exists(data_path):
+    synthetic.write_synthetic(
+      data_path, c.data.synthetic, seed=c.data.synthetic_seed, scale=c.data.synthetic_scale
+    )
   return c
 
 

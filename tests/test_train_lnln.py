@@ -1,6 +1,7 @@
 """LNLN end to end through `msa_jax.train.run`: selection on validation, the robustness sweep."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -30,9 +31,10 @@ def _config(data_path, **model):
   c.progress = False
   c.tensorboard = False
   # The benchmark is generated on first use only at the config's default path.
-  synthetic.ensure_synthetic(
-    data_path, c.data.synthetic, seed=c.data.synthetic_seed, scale=c.data.synthetic_scale
-  )
+  if not os.path.exists(data_path):
+    synthetic.write_synthetic(
+      data_path, c.data.synthetic, seed=c.data.synthetic_seed, scale=c.data.synthetic_scale
+    )
   return c
 
 

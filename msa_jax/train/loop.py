@@ -736,7 +736,8 @@ def _run(config: ml_collections.ConfigDict, workdir: pathlib.Path, mode: str) ->
     )
   method = methods.build(config, splits)
   record_config(workdir, config)
-  workdir_lib.record_fingerprint(workdir, fingerprint)
+  if jax.process_index() == 0:
+    workdir_lib.record_fingerprint(workdir, fingerprint)
   per_seed = train_seeds(config, method, splits, mesh, seeds, workdir, mode)
   summary = methods.summarise(config, method, per_seed)
   if jax.process_index() == 0:
