@@ -536,3 +536,15 @@ def test_fingerprint_follows_the_arrays_not_the_path(raw, tmp_path):
   assert a["blake2b"] == b["blake2b"] and a["path"] != b["path"]
   changed = _edited(raw, tmp_path, lambda d: d["test"]["audio"].__setitem__((0, 0, 0), 1.5))
   assert workdir_lib.data_fingerprint(changed, load(changed))["blake2b"] != a["blake2b"]
+
+
+@pytest.mark.parametrize(
+  "module,preset",
+  [("lnln", p) for p in (None, "mosi", "mosei", "sims")] + [("gear", p) for p in (None, "mosi")],
+)
+def test_every_shipped_config_passes_validation(module, preset):
+  import importlib
+
+  from msa_jax.train import validate_config
+
+  validate_config.validate(importlib.import_module(f"configs.{module}").get_config(preset))

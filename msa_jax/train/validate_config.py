@@ -148,6 +148,11 @@ def _encoder(key: str, value: Any) -> None:
   raise _fail(key, value, f"one of {', '.join(named)} or path:DIR_OR_NAME")
 
 
+def _ood(key: str, value: Any) -> None:
+  if not isinstance(value, str) or not value.strip():
+    raise _fail(key, value, "'planted', 'none' or the path of a FILE.ood.json")
+
+
 def _seeds(key: str, value: Any) -> None:
   parse_seeds(value)
 
@@ -169,7 +174,7 @@ COMMON_RULES: dict[str, Callable[[str, Any], None]] = {
   "data.synthetic_scale": _positive_float,
   "data.path": _nonempty_str,
   "data.dataset": _one_of(*DATASET_LIMITS),
-  "data.ood": _nonempty_str,
+  "data.ood": _ood,
   "batch_size": _int(1),
   "eval_batch_size": _int(1),
   "max_epochs": _int(1),
