@@ -4,6 +4,8 @@ and add their method's keys and presets, so that a shared key's default is writt
 
 import ml_collections
 
+from msa_jax.data.synthetic import default_path
+
 
 def get_config(
   *, method: str, seeds: str, synthetic: str, batch_size: int, max_epochs: int
@@ -11,7 +13,7 @@ def get_config(
   """The shared keys, with the values that differ between the methods' defaults as arguments.
 
   `synthetic` names the synthetic preset of the default data; it is generated at `data.path` on
-  first use.
+  first use, and only there (`msa_jax.data.synthetic.default_path`).
   """
   c = ml_collections.ConfigDict()
   c.method = method
@@ -29,7 +31,7 @@ def get_config(
   c.data.synthetic_version = "v1"
   c.data.synthetic_seed = 0
   c.data.synthetic_scale = 1.0
-  c.data.path = f"data/synthetic_{synthetic}_seed{c.data.synthetic_seed}.pkl"
+  c.data.path = default_path(synthetic, c.data.synthetic_seed)
   c.data.dataset = "mosi"
 
   c.batch_size = batch_size

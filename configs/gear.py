@@ -25,6 +25,7 @@ Ablations: --config.gear.gmae=tanh|sigmoid|none|off, --config.gear.ipw=min|avg|n
 import ml_collections
 
 from configs import common
+from msa_jax.data.synthetic import default_path
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
@@ -33,7 +34,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   # validation splits (docs/methods.md §7). synth-v1 runs with
   # --config.data.synthetic_version=v1 --config.data.path=data/synthetic_mosi_seed0.pkl
   c.data.synthetic_version = "v2"
-  c.data.path = "data/synthetic_mosi_v2_seed0.pkl"
+  c.data.path = default_path("mosi", c.data.synthetic_seed, "v2")
   c.data.ood = "planted"  # or a FILE.ood.json written by scripts/build_ood_splits.py
 
   c.model.audio_hidden = 16

@@ -18,6 +18,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from msa_jax.errors import FileContentError
+
 
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, mode: str = "w", suffix: str = ".tmp") -> Iterator[IO]:
@@ -66,3 +68,15 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
   """`obj` as indented strict JSON (NaN written as null, see `to_jsonable`), atomically."""
   text = json.dumps(to_jsonable(obj), indent=2, sort_keys=False, allow_nan=False)
   write_text_atomic(path, text + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+  """The JSON content of `path`; a truncated or damaged file raises `FileContentError` naming it."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise FileContentError(
+      f"{path}: not valid JSON ({e}): the file is truncated or damaged; restore it, or remove it "
+      "to have it written again"
+    ) from None

@@ -36,6 +36,7 @@ if str(ROOT) not in sys.path:
   sys.path.insert(0, str(ROOT))
 
 from configs import gear, lnln  # noqa: E402
+from msa_jax import cli  # noqa: E402
 from msa_jax.bench import output  # noqa: E402
 from msa_jax.bench.compare import compare_variants  # noqa: E402
 from msa_jax.bench.configuration import DTYPES, ENCODERS, METHODS, SHAPES  # noqa: E402
@@ -191,4 +192,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(cli.run_script(main))

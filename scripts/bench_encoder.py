@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from msa_jax import cli
 from msa_jax.models import bert
 
 
@@ -73,7 +75,7 @@ def bench(preset: str, batch: int, length: int, runs: int, seed: int) -> dict[st
   }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
@@ -84,7 +86,7 @@ def main() -> None:
   parser.add_argument("--length", type=int, default=50)
   parser.add_argument("--runs", type=int, default=3, help="timed calls after the warm-up")
   parser.add_argument("--seed", type=int, default=0)
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
 
   device = jax.devices()[0]
   print(
@@ -108,4 +110,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(cli.run_script(main))

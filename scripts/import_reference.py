@@ -28,6 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from msa_jax import cli  # noqa: E402
 from msa_jax.io import atomic_file, write_json_atomic  # noqa: E402
 from msa_jax.reference import ReferenceConversionError  # noqa: E402
 
@@ -145,4 +146,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(cli.run_script(main))

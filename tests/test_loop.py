@@ -13,6 +13,7 @@ import pytest
 
 from configs import lnln as lnln_config
 from msa_jax import errors, sharding
+from msa_jax.data import synthetic
 from msa_jax.data.split import Split
 from msa_jax.evaluate import predict as predict_lib
 from msa_jax.evaluate.sets import EvalSet
@@ -277,10 +278,14 @@ def test_workdir_whose_config_lacks_a_key_is_refused(tmp_path):
     loop.check_workdir(tmp_path, config)
 
 
-def test_load_data_generates_the_configured_synthetic_version_and_refuses_another(tmp_path):
+def test_load_data_generates_the_configured_synthetic_version_and_refuses_another(
+  tmp_path, monkeypatch
+):
+  monkeypatch.chdir(tmp_path)  # generated only at the config's default path, data/...
   config = lnln_config.get_config()
-  config.data.path = str(tmp_path / "bench.pkl")
+  config.data.synthetic_scale = 0.1
   config.data.synthetic_version = "v2"
+  config.data.path = synthetic.default_path(config.data.synthetic, 0, "v2")
   splits = loop.load_data(config)
   assert "ood_valid_all" in splits and splits["train"].cue_signs is not None
   config.data.synthetic_version = "v1"  # the file at data.path holds synth-v2: refused

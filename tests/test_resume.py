@@ -82,16 +82,20 @@ def data(tmp_path_factory):
   return path
 
 
-def test_sigkill_between_checkpoints_then_same_command_resumes_bit_identically(tmp_path, data):
-  straight = subprocess.run(
-    _cmd(tmp_path / "straight", data),
-    cwd=ROOT,
-    env=_env(),
-    capture_output=True,
-    text=True,
-    timeout=900,
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, data):
+  """The uninterrupted run's directory."""
+  workdir = tmp_path_factory.mktemp("straight") / "run"
+  proc = subprocess.run(
+    _cmd(workdir, data), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900
   )
-  assert straight.returncode == 0, straight.stderr[-3000:]
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return workdir
+
+
+def test_sigkill_between_checkpoints_then_same_command_resumes_bit_identically(
+  tmp_path, data, straight
+):
 
   # The kill step: seeded, inside epoch 2, at least two steps away from either checkpoint.
   kill_at = int(
@@ -134,7 +138,7 @@ def test_sigkill_between_checkpoints_then_same_command_resumes_bit_identically(t
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f"resumed from step {saved[-1]}" in resumed.stdout
 
-  step_a, state_a, data_a = _final_state(tmp_path / "straight" / "seed_1111")
+  step_a, state_a, data_a = _final_state(straight / "seed_1111")
   step_b, state_b, data_b = _final_state(seed_dir)
   assert step_a == step_b == EPOCHS * STEPS_PER_EPOCH and data_a == data_b
   leaves_a = jax.tree_util.tree_flatten_with_path(state_a)[0]
@@ -142,15 +146,50 @@ def test_sigkill_between_checkpoints_then_same_command_resumes_bit_identically(t
   assert [k for k, _ in leaves_a] == [k for k, _ in leaves_b] and len(leaves_a) > 10
   for (path, x), (_, y) in zip(leaves_a, leaves_b):
     assert np.array_equal(np.asarray(x), np.asarray(y)), jax.tree_util.keystr(path)
-  res_a = json.loads((tmp_path / "straight" / "results.json").read_text())
+  res_a = json.loads((straight / "results.json").read_text())
   res_b = json.loads((workdir / "results.json").read_text())
   assert res_a["table"] == res_b["table"]
   # The per-step log of the resumed run repeats the lost steps with the same losses.
   log_a = {
     l["step"]: l["train/loss"]
-    for l in map(
-      json.loads, (tmp_path / "straight" / "seed_1111" / "steps.jsonl").read_text().splitlines()
-    )
+    for l in map(json.loads, (straight / "seed_1111" / "steps.jsonl").read_text().splitlines())
   }
   for l in map(json.loads, steps_log.read_text().splitlines()):
     assert l["train/loss"] == log_a[l["step"]]
+
+
+def test_sigkill_during_the_final_evaluation_then_same_command_finishes_it(
+  tmp_path, data, straight
+):
+  """Killed after the last epoch's checkpoint, while the selected checkpoints are evaluated: the
+  same command trains nothing more and writes the results of the uninterrupted run."""
+  workdir = tmp_path / "killed"
+  seed_dir = workdir / "seed_1111"
+  last = seed_dir / "checkpoints" / "latest" / str(EPOCHS * STEPS_PER_EPOCH)
+  proc = subprocess.Popen(
+    _cmd(workdir, data),
+    cwd=ROOT,
+    env=_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+  )
+  deadline = time.monotonic() + 900
+  while time.monotonic() < deadline and proc.poll() is None and not last.exists():
+    time.sleep(0.005)
+  assert proc.poll() is None, "the run ended before its last checkpoint was seen"
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.communicate(timeout=60)
+  if (seed_dir / "results.json").exists():
+    pytest.skip("the final evaluation finished before the kill landed")
+  assert not (workdir / "results.json").exists()
+
+  resumed = subprocess.run(
+    _cmd(workdir, data), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900
+  )
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f"resumed from step {EPOCHS * STEPS_PER_EPOCH}" in resumed.stdout
+  assert " epoch " not in resumed.stdout  # no epoch is trained again
+  res_a = json.loads((straight / "results.json").read_text())
+  res_b = json.loads((workdir / "results.json").read_text())
+  assert res_a["table"] == res_b["table"]

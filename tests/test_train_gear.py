@@ -1,6 +1,7 @@
 """GEAR end to end through `msa_jax.train.run` on a reduced synthetic set (8 simulated devices)."""
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import pytest
 
 from configs import gear as gear_config
 from msa_jax import train
+from msa_jax.data import synthetic
 from msa_jax.data.split import OOD_VALID_SPLITS
 from msa_jax.errors import RunConfigError
 from msa_jax.report import compare
@@ -29,6 +31,15 @@ def _config(data_path):
   c.progress = False
   c.tensorboard = False
   c.gear.baseline = False  # GEAR alone; test_main_job_* trains the pair
+  # The benchmark is generated on first use only at the config's default path.
+  if not os.path.exists(data_path):
+    synthetic.write_synthetic(
+      data_path,
+      c.data.synthetic,
+      seed=c.data.synthetic_seed,
+      scale=c.data.synthetic_scale,
+      version=c.data.synthetic_version,
+    )
   return c
 
 
@@ -79,7 +90,8 @@ def test_bad_config_values_name_the_key(tmp_path):
   c.gear.gmae = "huber"
   with pytest.raises(RunConfigError, match="config.gear.gmae='huber'"):
     train.run(c, tmp_path / "run")
-  c = _config(tmp_path / "missing.pkl")
+  c = _config(tmp_path / "synthetic.pkl")
+  c.data.path = str(tmp_path / "missing.pkl")
   c.data.synthetic = ""
   with pytest.raises(RunConfigError, match="missing.pkl.*does not exist"):
     train.run(c, tmp_path / "run2")

@@ -1,12 +1,14 @@
 """LNLN end to end through `msa_jax.train.run`: selection on validation, the robustness sweep."""
 
 import json
+import os
 
 import numpy as np
 import pytest
 
 from configs import lnln as lnln_config
 from msa_jax import train
+from msa_jax.data import synthetic
 from msa_jax.errors import RunConfigError
 
 RATES = [f"{r / 10:.1f}" for r in range(10)]
@@ -28,6 +30,11 @@ def _config(data_path, **model):
   c.model.update(model)
   c.progress = False
   c.tensorboard = False
+  # The benchmark is generated on first use only at the config's default path.
+  if not os.path.exists(data_path):
+    synthetic.write_synthetic(
+      data_path, c.data.synthetic, seed=c.data.synthetic_seed, scale=c.data.synthetic_scale
+    )
   return c
 
 

@@ -9,6 +9,8 @@ memory-mapped directories of `msa_jax.data.ondisk`.
 from __future__ import annotations
 
 import collections
+import math
+import os
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -91,16 +93,53 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
 _ALLOWED_GLOBALS = _allowed_globals()
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-  """Unpickler that resolves only the globals in `_ALLOWED_GLOBALS` (docs/methods.md §1)."""
+class _NdarrayName:
+  """What the name `numpy.ndarray` stands for in a data pickle: only the first argument of
+  `_reconstruct`, which makes the (size-checked) array; it cannot be called or instantiated."""
 
-  def __init__(self, file: Any, source: str):
+
+class _RestrictedUnpickler(pickle.Unpickler):
+  """Unpickler that resolves only the globals in `_ALLOWED_GLOBALS` (docs/methods.md §1), and
+  refuses an allocation larger than the file could describe (`limit` bytes): a pickle of a few
+  bytes can ask for `bytearray(2**40)` or an empty array of any shape."""
+
+  def __init__(self, file: Any, source: str, limit: int):
     super().__init__(file, encoding="latin1")
     self._source = source
+    self._limit = limit
+    self._ndarray = _NdarrayName()
+    self._bounded = {
+      "bytearray": self._bytearray,
+      "_reconstruct": self._reconstruct,
+    }
+
+  def _check_size(self, nbytes: int, what: str) -> None:
+    if nbytes > self._limit:
+      raise DataFormatError(
+        one_line(
+          f"{self._source}: refused {what} of {nbytes} bytes: more than the file "
+          f"({self._limit} bytes) could describe"
+        )
+      )
+
+  def _bytearray(self, *args: Any) -> bytearray:
+    if args and isinstance(args[0], int):
+      self._check_size(args[0], "a bytearray")
+    return bytearray(*args)
+
+  def _array_bytes(self, shape: Any, dtype: Any) -> int:
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    return math.prod(int(d) for d in shape) * np.dtype(dtype).itemsize
+
+  def _reconstruct(self, subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    if subtype is not self._ndarray:
+      raise DataFormatError(one_line(f"{self._source}: refused an array of type {subtype!r}"))
+    self._check_size(self._array_bytes(shape, dtype), "an array")
+    return _np_multiarray._reconstruct(np.ndarray, shape, dtype)
 
   def find_class(self, module: str, name: str) -> Any:
     try:
-      return _ALLOWED_GLOBALS[(module, name)]
+      found = _ALLOWED_GLOBALS[(module, name)]
     except KeyError:
       raise DataFormatError(
         one_line(
@@ -108,6 +147,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
           "dtypes and plain Python containers/scalars are allowed in a data pickle"
         )
       ) from None
+    if (module, name) == ("numpy", "ndarray"):
+      return self._ndarray
+    if name in self._bounded and found in (bytearray, _np_multiarray._reconstruct):
+      return self._bounded[name]
+    return found
 
   def persistent_load(self, pid: Any) -> Any:
     raise DataFormatError(
@@ -123,7 +167,7 @@ def _read_pickle(path: Path) -> Any:
   source = str(path)
   try:
     with open(path, "rb") as f:
-      return _RestrictedUnpickler(f, source).load()
+      return _RestrictedUnpickler(f, source, os.fstat(f.fileno()).st_size).load()
   except DataFormatError:
     raise
   except EOFError:

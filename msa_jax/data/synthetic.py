@@ -1165,6 +1165,14 @@ def write_synthetic(
   return path
 
 
+def default_path(preset: str, seed: int = 0, version: str = DEFAULT_VERSION) -> str:
+  """The data path of a config whose data is the synthetic `preset` of benchmark `version` with
+  `seed`: the only path at which `msa_jax.train` generates the benchmark on first use (elsewhere a
+  missing file is an error). Each version has its own file."""
+  tag = "" if version == "v1" else f"_{version}"
+  return f"data/synthetic_{preset}{tag}_seed{seed}.pkl"
+
+
 def ensure_synthetic(
   path: str | os.PathLike,
   preset: str,

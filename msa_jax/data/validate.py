@@ -9,17 +9,35 @@ reader (`msa_jax.data.mmsa`) and the memory-mapped format (`msa_jax.data.ondisk`
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
 from msa_jax.data.split import Split
+from msa_jax.errors import UserError
 from msa_jax.text import BERT_CHINESE_VOCAB_SIZE, BERT_UNCASED_VOCAB_SIZE
 
 
-class DataFormatError(ValueError):
+class DataFormatError(UserError, ValueError):
   """A data file is unreadable, unsafe or does not match the MMSA format of docs/methods.md §1."""
+
+
+# [CLS], the first token of every BERT input: 101 in bert-base-uncased's and bert-base-chinese's
+# vocabularies (and MiniLM's, which is bert-base-uncased's).
+CLS_ID = 101
+# Keys of real MMSA splits that msa_jax does not use; any other unknown key is reported.
+IGNORED_KEYS = frozenset(
+  {"annotations", "classification_labels"} | {f"classification_labels_{m}" for m in "TAV"}
+)
+# Misspellings found in released files: the key each stands for.
+KEY_ALIASES = {"audio_length": "audio_lengths", "vision_length": "vision_lengths"}
+
+
+def warn(message: str) -> None:
+  """One warning line on stderr: data that was repaired or ignored."""
+  print(f"[msa_jax] warning: {one_line(message)}", file=sys.stderr, flush=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +164,21 @@ def checked_text_bert(value: Any, where: Where, n: int, vocab_size: int) -> np.n
         key,
         f"expected {what} to be {allowed}, got {_fmt(values[i, j])} at sample {i}, position {j}",
       )
+  bad = arr[:, 0, 0] != CLS_ID
+  if bad.any():
+    (i,) = _first_bad(bad)
+    raise where.error(
+      key,
+      f"expected token id {CLS_ID} ([CLS]) at position 0 of every sample, got "
+      f"{_fmt(arr[i, 0, 0])} at sample {i}",
+    )
+  bad = ~(arr[:, 1, :] != 0).any(axis=1)
+  if bad.any():
+    (i,) = _first_bad(bad)
+    raise where.error(
+      key,
+      f"expected at least one valid token (attention mask 1), got an all-zero mask at sample {i}",
+    )
   return arr.astype(np.int32, copy=False)
 
 
@@ -215,6 +248,12 @@ def checked_lengths(value: Any, where: Where, key: str, n: int, t: int) -> np.nd
   if value is None:
     return np.full((n,), t, dtype=np.int32)
   arr = _numeric(value, where, key, kinds="iuf")
+  if arr.shape == (n + 1,):
+    warn(
+      f"{where.file}: split '{where.split}', key '{key}': {n + 1} entries for {n} samples; "
+      f"using the first {n} (the extra last entry of some SIMS releases)"
+    )
+    arr = arr[:n]
   _check_shape(arr, where, key, (n,), "(N,) lengths")
   bad = ~((arr >= 1) & (arr <= t))
   if arr.dtype.kind == "f":
@@ -275,6 +314,10 @@ def split_from_dict(
       )
     )
   raw = dict(raw)
+  for alias, key in KEY_ALIASES.items():
+    if alias in raw and key not in raw:
+      warn(f"{where.file}: split '{where.split}': key '{alias}' read as '{key}'")
+      raw[key] = raw.pop(alias)
   labels = checked_labels(
     _required(raw, where, "regression_labels"), where, "regression_labels", None, limits.label_bound
   )
@@ -304,16 +347,21 @@ def split_from_dict(
     optional["raw_text"] = checked_strings(raw.pop("raw_text"), where, "raw_text", n)
   if "cue_signs" in raw:
     optional["cue_signs"] = checked_cue_signs(raw.pop("cue_signs"), where, n)
+  audio_lengths = checked_lengths(
+    raw.pop("audio_lengths", None), where, "audio_lengths", n, audio.shape[1]
+  )
+  vision_lengths = checked_lengths(
+    raw.pop("vision_lengths", None), where, "vision_lengths", n, vision.shape[1]
+  )
+  unknown = sorted(str(k) for k in raw if k not in IGNORED_KEYS)
+  if unknown:
+    warn(f"{where.file}: split '{where.split}': ignored unknown key(s) {', '.join(unknown)}")
   return Split(
     text_bert=text_bert,
     audio=audio,
     vision=vision,
-    audio_lengths=checked_lengths(
-      raw.pop("audio_lengths", None), where, "audio_lengths", n, audio.shape[1]
-    ),
-    vision_lengths=checked_lengths(
-      raw.pop("vision_lengths", None), where, "vision_lengths", n, vision.shape[1]
-    ),
+    audio_lengths=audio_lengths,
+    vision_lengths=vision_lengths,
     labels=labels,
     **optional,
   )

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from msa_jax.data.split import OOD_SPLITS
+from msa_jax.errors import UserError
 from msa_jax.evaluate.sweep import PAPER_COLUMNS as LNLN_PAPER_COLUMNS
 from msa_jax.io import write_text_atomic
 from msa_jax.metrics import metric_keys
@@ -41,7 +42,7 @@ PAPER_RATES = tuple(round(0.1 * i, 1) for i in range(10))
 COSMETIC_KEYS = frozenset({"progress", "log_every_steps", "tensorboard"})
 
 
-class ReportError(Exception):
+class ReportError(UserError):
   """A problem with the inputs a user can fix; reported as one line, no traceback."""
 
 

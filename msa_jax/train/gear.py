@@ -64,8 +64,8 @@ def selection_criteria(criterion: str, splits: dict[str, Split]) -> tuple[str, .
     missing = [s for s in OOD_VALID_SPLITS if s not in splits]
     raise RunConfigError(
       "config.gear.criterion='ood_valid' needs the OOD validation splits, but the data lacks "
-      f"{', '.join(missing)} (synth-v2 files carry them; for real data, write them with "
-      "scripts/build_ood_splits.py --valid); or use --config.gear.criterion=Acc_2_mean"
+      f"{', '.join(missing)} (synth-v2 files carry them); use --config.gear.criterion=Acc_2_mean "
+      "to select on IID validation"
     )
   available = [c for c in CRITERIA if c != "ood_valid" or have_ood_valid]
   return (criterion, *[c for c in available if c != criterion])
@@ -141,11 +141,11 @@ def build(config: ml_collections.ConfigDict, splits: dict[str, Split]) -> Method
     preds = model.apply({"params": params}, batch, deterministic=True)["bias_preds"]
     return jnp.stack([preds[m] for m in MODALITIES], axis=-1)
 
-  has_valid_cues = splits["valid"].cue_signs is not None
-  criteria = selection_criteria(g.criterion, splits)
+  has_valid_cues = "valid" in splits and splits["valid"].cue_signs is not None
 
   opt = common.from_config(optimizers.GEAROptimizerConfig, config.optim, "optim")
   tx = optimizers.gear_optimizer(opt)
+  criteria = selection_criteria(g.criterion, splits)
   return Method(
     name="gear",
     init_params=init_params,
@@ -262,6 +262,8 @@ def compare_markdown(config: ml_collections.ConfigDict, summaries: dict, compari
 
 
 def _ood_source(ood: str) -> str:
+  if ood == "none":
+    return "none (data.ood=none: IID test split only)"
   return (
     "those of the data file (planted / released)" if ood == "planted" else f"index lists of {ood}"
   )

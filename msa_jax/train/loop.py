@@ -38,37 +38,20 @@ from msa_jax.errors import NonFiniteLossError, RunConfigError
 from msa_jax.evaluate.diagnostics import cue_weight_summary
 from msa_jax.evaluate.final import final_evaluation
 from msa_jax.evaluate.predict import bind, evaluate, make_predict, predict_split
-from msa_jax.io import to_jsonable, write_json_atomic, write_text_atomic
+from msa_jax.io import read_json, to_jsonable, write_json_atomic, write_text_atomic
 from msa_jax.text import BERT_UNCASED_VOCAB_SIZE
 from msa_jax.train import checkpoints as ckpt_lib
-from msa_jax.train import methods
+from msa_jax.train import methods, validate_config
+from msa_jax.train import workdir as workdir_lib
 from msa_jax.train.logging import MetricWriter
 from msa_jax.train.method import Method
 from msa_jax.train.state import TrainState, create_state, make_seeds_train_step, make_train_step
+from msa_jax.train.validate_config import parse_seeds
 
 # Config keys that may differ between a run and its resumption. `seeds` may change because every
 # seed trains in its own seed_N directory: adding seeds to a finished run trains only the new ones
 # and rewrites results.json (and config.json's seed list) for the new list.
 _RESUMABLE_KEYS = frozenset({"progress", "log_every_steps", "seeds", "compile_cache"})
-
-
-def parse_seeds(seeds: Any) -> tuple[int, ...]:
-  """`"1111,1112,1113"`, an int, or a sequence of ints -> a tuple of distinct ints."""
-  if isinstance(seeds, int):
-    return (seeds,)
-  if isinstance(seeds, str):
-    parts = [p.strip() for p in seeds.split(",") if p.strip()]
-  else:
-    parts = list(seeds)
-  try:
-    out = tuple(int(p) for p in parts)
-  except (TypeError, ValueError):
-    raise RunConfigError(
-      f"config.seeds={seeds!r}: expected comma-separated integers, e.g. '1111,1112,1113'"
-    ) from None
-  if not out or len(set(out)) != len(out):
-    raise RunConfigError(f"config.seeds={seeds!r}: expected at least one seed and no repeats")
-  return out
 
 
 # ---- workdir -------------------------------------------------------------------------------------
@@ -94,8 +77,7 @@ def check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> N
   saved = workdir / "config.json"
   if not saved.exists():
     return
-  with open(saved, encoding="utf-8") as f:
-    previous = json.load(f)
+  previous = read_json(saved)
   changes = _diff(previous, _config_dict(config))
   if changes:
     raise RunConfigError(
@@ -113,8 +95,7 @@ def record_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> N
     return
   path = workdir / "config.json"
   if path.exists():
-    with open(path, encoding="utf-8") as f:
-      saved = json.load(f)
+    saved = read_json(path)
     if parse_seeds(saved.get("seeds")) == parse_seeds(config.seeds):
       return
   write_json_atomic(path, _config_dict(config))
@@ -126,8 +107,9 @@ def record_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> N
 def load_data(config: ml_collections.ConfigDict) -> dict[str, Split]:
   """The splits named by `config.data`, generating the synthetic benchmark on first use."""
   path = pathlib.Path(config.data.path).expanduser()
+  default = synthetic_default_path(config)
   if not path.exists() and not data.is_tfds(config.data.path):
-    if config.data.synthetic:
+    if default is not None and path.absolute() == default.absolute():
       from msa_jax.data import synthetic
 
       print(
@@ -146,7 +128,9 @@ def load_data(config: ml_collections.ConfigDict) -> dict[str, Split]:
     else:
       raise RunConfigError(
         f"config.data.path={str(path)!r} does not exist (an MMSA .pkl file, a GEAR "
-        "split directory or a directory from scripts/convert_data.py is expected)"
+        "split directory or a directory from scripts/convert_data.py is expected"
+        + (f"; the synthetic benchmark is generated only at {str(default)!r}" if default else "")
+        + ")"
       )
   # Every synthetic preset uses the bert-base-uncased vocabulary, SIMS-shaped ones included
   # (docs/methods.md §7).
@@ -163,7 +147,7 @@ def load_data(config: ml_collections.ConfigDict) -> dict[str, Split]:
     )
   # Only the configs of methods that evaluate OOD splits (GEAR) have `data.ood`.
   ood = config.data.ood if "ood" in config.data else ""
-  if ood and ood != "planted":
+  if ood and ood not in ("planted", "none"):
     # The named file decides the OOD splits: splits the data file carries (planted synthetic ones,
     # a GEAR directory's released ones) are replaced, not mixed with the file's.
     try:
@@ -171,6 +155,38 @@ def load_data(config: ml_collections.ConfigDict) -> dict[str, Split]:
     except (ValueError, FileNotFoundError) as e:
       raise RunConfigError(f"config.data.ood={ood!r}: {e}") from None
     splits = ood_lib.apply_ood({k: v for k, v in splits.items() if k not in OOD_SPLITS}, indices)
+  return _check_ood(config, path, splits)
+
+
+def synthetic_default_path(config: ml_collections.ConfigDict) -> pathlib.Path | None:
+  """Where the synthetic benchmark of `config.data` is generated on first use (the config's
+  default `data.path`), or None when the config names no synthetic preset."""
+  if not config.data.synthetic:
+    return None
+  from msa_jax.data import synthetic
+
+  return pathlib.Path(
+    synthetic.default_path(
+      config.data.synthetic, config.data.synthetic_seed, config.data.synthetic_version
+    )
+  )
+
+
+def _check_ood(config: ml_collections.ConfigDict, path: pathlib.Path, splits: dict) -> dict:
+  """`data.ood=none` drops the OOD splits; a method that evaluates OOD splits (a config with
+  `data.ood`) refuses data without them unless told so."""
+  if "ood" not in config.data:
+    return splits
+  if config.data.ood == "none":
+    return {k: v for k, v in splits.items() if k not in OOD_SPLITS}
+  missing = [k for k in OOD_SPLITS if k not in splits]
+  if missing:
+    raise RunConfigError(
+      f"config.data.path={str(path)!r} has no OOD test splits {', '.join(missing)} (a GEAR "
+      "directory's test_nn_*.pkl files, or ood_* splits of a pickle): pass "
+      "--config.data.ood=FILE.ood.json from scripts/build_ood_splits.py, or --config.data.ood=none "
+      "to train and report the IID test split only"
+    )
   return splits
 
 
@@ -727,8 +743,7 @@ def _take_fn(mesh):
 
 
 def _finished_seeds(results_path: pathlib.Path) -> tuple[int, ...]:
-  with open(results_path, encoding="utf-8") as f:
-    return tuple(int(s) for s in json.load(f).get("seeds", ()))
+  return tuple(int(s) for s in read_json(results_path).get("seeds", ()))
 
 
 def run(
@@ -741,7 +756,9 @@ def run(
   the comparison to `workdir/results.json` and `results.md`."""
   if mode not in ("train", "eval"):
     raise RunConfigError(f"--mode={mode!r}: expected 'train' or 'eval'")
+  validate_config.validate(config)
   workdir = pathlib.Path(workdir).expanduser().absolute()
+  workdir_lib.check_writable(workdir)
   pairs = methods.variants(config)
   if pairs:
     check_workdir(workdir, config)
@@ -759,7 +776,13 @@ def run(
 
 
 def _run_one(config: ml_collections.ConfigDict, workdir: pathlib.Path, mode: str) -> dict:
-  """`run` of a config without variants."""
+  """`run` of a config without variants; a failure before the first checkpoint is undone."""
+  with workdir_lib.undo_failed_start(workdir):
+    return _run(config, workdir, mode)
+
+
+def _run(config: ml_collections.ConfigDict, workdir: pathlib.Path, mode: str) -> dict:
+  """`_run_one` inside its undo block."""
   seeds = parse_seeds(config.seeds)
   results_path = workdir / "results.json"
   check_workdir(workdir, config)
@@ -769,10 +792,13 @@ def _run_one(config: ml_collections.ConfigDict, workdir: pathlib.Path, mode: str
       "(use a new --workdir to train again, or --mode=eval to re-evaluate)",
       flush=True,
     )
-    with open(results_path, encoding="utf-8") as f:
-      return json.load(f)
+    return read_json(results_path)
+  if mode == "eval":
+    workdir_lib.check_trained(workdir, seeds)
   xla.enable_compilation_cache(config.compile_cache)
   splits = load_data(config)
+  fingerprint = workdir_lib.data_fingerprint(config.data.path, splits)
+  workdir_lib.check_fingerprint(workdir, fingerprint)
   mesh = sharding.make_mesh()
   check_batches(config, splits, mesh)
   if jax.process_index() == 0:
@@ -783,6 +809,8 @@ def _run_one(config: ml_collections.ConfigDict, workdir: pathlib.Path, mode: str
     )
   method = methods.build(config, splits)
   record_config(workdir, config)
+  if jax.process_index() == 0:
+    workdir_lib.record_fingerprint(workdir, fingerprint)
   per_seed = train_seeds(config, method, splits, mesh, seeds, workdir, mode)
   summary = methods.summarise(config, method, per_seed)
   if jax.process_index() == 0:
