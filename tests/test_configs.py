@@ -169,3 +169,13 @@ def test_train_py_loads_a_config_file_by_path():
     cmd + ["--config.mask_seed=1"], cwd=ROOT.parent, capture_output=True, text=True, timeout=300
   )
   assert proc.returncode != 0 and "mask_seed" in proc.stderr
+
+
+@pytest.mark.parametrize("preset", [None, "mosi", "mosei"])
+def test_gear_presets_train_long_enough_for_swap_and_patience(preset):
+  """Early stopping cannot end a run before swap has had `patience` epochs to show on the
+  selection criterion."""
+  c = gear_config.get_config(preset)
+  assert c.max_epochs >= c.gear.swap_epochs + c.gear.patience
+  assert c.gear.criterion == ("ood_valid" if preset is None else "Acc_2_mean")
+  assert c.gear.baseline == (preset is None)
