@@ -485,7 +485,7 @@ def anneal_subset(
 
 
 # ------------------------------------------------------------------------------------------------
-# The OOD split family (docs/methods.md §6 step 5)
+# The OOD split families and cue signs (docs/methods.md §6 steps 5-7)
 
 
 def _require(splits: Mapping[str, Split], name: str) -> Split:
