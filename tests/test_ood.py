@@ -1,6 +1,7 @@
 """GEAR's OOD split builder (docs/methods.md §6): features, K-means, bias predictor, annealing,
-files, script."""
+OOD validation splits, cue signs, files, script, loading into a GEAR run."""
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from msa_jax.data import ood
-from msa_jax.data.split import OOD_SPLITS, Split
+from msa_jax.data.split import OOD_SPLITS, OOD_VALID_SPLITS, Split
 from msa_jax.modalities import MODALITIES
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -60,11 +61,13 @@ def make_split(rng: np.random.Generator, n: int, *, with_text: bool = False) -> 
   )
 
 
-def make_family(seed: int = 0, n_train: int = 500, n_test: int = 300, **kw) -> dict[str, Split]:
+def make_family(
+  seed: int = 0, n_train: int = 500, n_test: int = 300, n_valid: int = 60, **kw
+) -> dict[str, Split]:
   rng = np.random.default_rng(seed)
   return {
     "train": make_split(rng, n_train, **kw),
-    "valid": make_split(rng, 60, **kw),
+    "valid": make_split(rng, n_valid, **kw),
     "test": make_split(rng, n_test, **kw),
   }
 
@@ -272,9 +275,12 @@ def test_builder_deterministic_and_seed_dependent(family):
   first = ood.build_ood_splits(family, seed=0, steps=3000)
   again = ood.build_ood_splits(family, seed=0, steps=3000)
   assert json.dumps(again) == json.dumps(first)
+  assert set(first["valid_splits"]) == set(OOD_VALID_SPLITS)
   other = ood.build_ood_splits(family, seed=1, steps=3000)
   for name in OOD_SPLITS:
     assert other["splits"][name]["indices"] != first["splits"][name]["indices"]
+  for name in OOD_VALID_SPLITS:
+    assert other["valid_splits"][name]["indices"] != first["valid_splits"][name]["indices"]
 
 
 def test_builder_rejects_bad_arguments(family):
@@ -287,6 +293,86 @@ def test_builder_rejects_bad_arguments(family):
   tiny = {"train": family["train"], "test": family["test"].take(np.arange(40))}
   with pytest.raises(ValueError, match="label share"):
     ood.build_ood_splits(tiny, steps=10)
+
+
+# ------------------------------------------------------------------------------------------------
+# OOD validation splits and cue signs
+
+
+@pytest.fixture(scope="module")
+def family_v():
+  """A family whose 200-sample valid split lets a 47% subset keep its label shares within ±2%."""
+  return make_family(seed=5, n_valid=200)
+
+
+@pytest.fixture(scope="module")
+def built_v(family_v):
+  return ood.build_ood_splits(family_v, seed=0, steps=STEPS)
+
+
+def _signs(built: dict, split: str) -> np.ndarray:
+  """(N, 3) ±1 decoded here from the file's '+' / '-' strings."""
+  cols = [[1 if c == "+" else -1 for c in built["cue_signs"][split][m]] for m in MODALITIES]
+  return np.array(cols).T
+
+
+def _agreement(signs: np.ndarray, labels: np.ndarray) -> float:
+  """Share of non-zero-label samples whose cue sign equals sign(label)."""
+  nz = labels != 0
+  return float(np.mean(signs[nz] == np.sign(labels[nz])))
+
+
+def test_valid_splits_reverse_the_cue_agreement_of_valid(built_v, family_v):
+  valid = family_v["valid"]
+  y, signs = valid.labels, _signs(built_v, "valid")
+  size = round(0.47 * len(valid))
+  assert built_v["n_valid"] == len(valid) and built_v["params"]["size_valid"] == size
+  assert set(built_v["valid_splits"]) == set(OOD_VALID_SPLITS)
+  for name, s in built_v["valid_splits"].items():
+    idx = np.asarray(s["indices"])
+    assert s["size"] == len(idx) == size == len(np.unique(idx))
+    assert idx.min() >= 0 and idx.max() < len(valid) and np.all(np.diff(idx) > 0)
+    assert s["objective_after"] < s["objective_before"] - 0.3
+    for c in ood.LABEL_CLASSES:
+      assert abs(s["label_shares_split"][c] - s["label_shares_valid"][c]) <= 0.02
+    for m in s["modalities"]:
+      j = MODALITIES.index(m)
+      assert _agreement(signs[idx, j], y[idx]) < _agreement(signs[:, j], y) - 0.1, (name, m)
+  # On valid the cluster bias agrees with the label; the single-modality audio split reverses it.
+  assert all(_agreement(signs[:, j], y) > 0.6 for j in range(3))
+  idx = np.asarray(built_v["valid_splits"]["ood_valid_audio"]["indices"])
+  assert _agreement(signs[idx, 1], y[idx]) < 0.5
+
+
+def test_valid_splits_leave_the_test_splits_unchanged(built_v, family_v):
+  """The OOD validation splits draw from their own seed stream: the test splits are those of a
+  build without them."""
+  test_only = ood.build_ood_splits(family_v, seed=0, steps=STEPS, with_valid=False)
+  assert "valid_splits" not in test_only and "size_valid" not in test_only["params"]
+  assert test_only["splits"] == built_v["splits"]
+  assert test_only["cue_signs"] == built_v["cue_signs"]
+
+
+def test_cue_signs_are_the_sign_of_the_cluster_bias(built_v, family_v):
+  """Every stored sign equals sign(b(c(i))), with c(i) the nearest train K-means centre and b the
+  mean training label per cluster, both recomputed here with numpy (b = 0 counts as +1)."""
+  train = family_v["train"]
+  names = ("train", "valid", "test")
+  for m_index, modality in enumerate(MODALITIES):
+    f_train, feats, _ = ood.surface_features_of(
+      train, [family_v["valid"], family_v["test"]], modality
+    )
+    km = ood.kmeans(f_train, 10, seed=np.random.SeedSequence([0, 0, m_index]), n_init=4)
+    y = train.labels.astype(np.float64)
+    b = np.array(
+      [y[km.labels == c].mean() if np.any(km.labels == c) else y.mean() for c in range(10)]
+    )
+    np.testing.assert_allclose(built_v["cluster_bias"][modality], b)
+    for name, f in zip(names, [f_train, *feats]):
+      nearest = np.argmin(((f[:, None] - km.centers[None]) ** 2).sum(-1), axis=1)
+      want = np.where(b[nearest] >= 0, 1, -1)
+      np.testing.assert_array_equal(_signs(built_v, name)[:, m_index], want)
+  assert {len(built_v["cue_signs"][n]["text"]) for n in names} == {500, 200, 300}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -354,6 +440,128 @@ def test_default_ood_path(tmp_path):
   assert ood.default_ood_path(tmp_path) == tmp_path / "ood.json"
 
 
+def _sizes(family: dict) -> dict[str, int]:
+  return {k: len(family[k]) for k in ("train", "valid", "test")}
+
+
+def test_read_and_apply_fill_valid_splits_and_cue_signs(built_v, family_v, tmp_path):
+  path = ood.write_ood_json(built_v, tmp_path / "d.pkl.ood.json")
+  found = ood.read_ood_file(path, _sizes(family_v))
+  assert set(found.indices) == set(OOD_SPLITS) | set(OOD_VALID_SPLITS)
+  assert set(found.cue_signs) == {"train", "valid", "test"}
+  for name in ("train", "valid", "test"):
+    np.testing.assert_array_equal(found.cue_signs[name], _signs(built_v, name))
+  out = ood.apply_ood(family_v, found.indices, cue_signs=found.cue_signs)
+  valid, test = family_v["valid"], family_v["test"]
+  for name in OOD_VALID_SPLITS:
+    idx = np.asarray(built_v["valid_splits"][name]["indices"])
+    np.testing.assert_array_equal(out[name].labels, valid.labels[idx])
+    np.testing.assert_array_equal(out[name].audio, valid.audio[idx])
+    np.testing.assert_array_equal(out[name].cue_signs, _signs(built_v, "valid")[idx])
+  idx = np.asarray(built_v["splits"]["ood_text"]["indices"])
+  np.testing.assert_array_equal(out["ood_text"].labels, test.labels[idx])
+  np.testing.assert_array_equal(out["ood_text"].cue_signs, _signs(built_v, "test")[idx])
+  np.testing.assert_array_equal(out["train"].cue_signs, _signs(built_v, "train"))
+  assert family_v["train"].cue_signs is None  # the input family is left as it was
+  # The test-only reader (the TFDS builder's) gives the OOD test splits alone.
+  assert set(ood.load_ood_json(path, len(test))) == set(OOD_SPLITS)
+
+
+def test_apply_keeps_cue_signs_a_split_already_carries(built_v, family_v, tmp_path):
+  found = ood.read_ood_file(ood.write_ood_json(built_v, tmp_path / "a.json"), _sizes(family_v))
+  planted = np.ones((len(family_v["valid"]), 3), np.int8)
+  fam = {**family_v, "valid": dataclasses.replace(family_v["valid"], cue_signs=planted)}
+  out = ood.apply_ood(fam, found.indices, cue_signs=found.cue_signs)
+  assert out["valid"].cue_signs is planted and np.all(out["ood_valid_all"].cue_signs == 1)
+  np.testing.assert_array_equal(out["test"].cue_signs, found.cue_signs["test"])
+
+
+def _old_file(built: dict) -> dict:
+  """`built` as the builder wrote it before the OOD validation splits and cue signs."""
+  keep = ("seed", "n_train", "n_test", "params", "features", "kmeans_inertia", "corr_train")
+  return {**{k: built[k] for k in keep}, "version": 1, "splits": built["splits"]}
+
+
+def test_old_file_without_valid_splits_or_cue_signs_loads(built_v, family_v, tmp_path):
+  path = ood.write_ood_json(_old_file(built_v), tmp_path / "old.json")
+  found = ood.read_ood_file(path, _sizes(family_v))
+  assert set(found.indices) == set(OOD_SPLITS) and found.cue_signs == {}
+  out = ood.apply_ood(family_v, found.indices, cue_signs=found.cue_signs)
+  assert set(out) == {"train", "valid", "test", *OOD_SPLITS}
+  assert all(split.cue_signs is None for split in out.values())
+
+
+def test_read_ood_file_rejects_bad_valid_splits_and_cue_signs(built_v, family_v, tmp_path):
+  sizes = _sizes(family_v)
+
+  def fails(data: dict, message: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=message) as info:
+      ood.read_ood_file(path, sizes)
+    assert "bad.json" in str(info.value) and "\n" not in str(info.value)
+
+  fails({**built_v, "n_valid": 7}, "built for a valid split of 7 samples, this one has 200")
+  bad = json.loads(json.dumps(built_v))
+  bad["valid_splits"]["ood_valid_text"]["indices"] = [0, 200]
+  fails(bad, "'ood_valid_text'.*index 200 out of range for a valid split of 200")
+  fails({**built_v, "valid_splits": {"ood_text": {"indices": [1]}}}, "unknown split 'ood_text'")
+  bad = json.loads(json.dumps(built_v))
+  bad["cue_signs"]["test"]["audio"] = bad["cue_signs"]["test"]["audio"][:-1]
+  fails(bad, "cue_signs of split 'test', audio: expected a string of 300")
+  bad["cue_signs"]["test"]["audio"] = "0" * 300
+  fails(bad, "cue_signs of split 'test', audio")
+  fails({**built_v, "cue_signs": {"dev": {}}}, "'cue_signs' must be an object keyed by split")
+
+
+def _pickle_family(family: dict, path: pathlib.Path) -> pathlib.Path:
+  with open(path, "wb") as f:
+    pickle.dump({name: _raw(s) for name, s in family.items()}, f)
+  return path
+
+
+def _gear_config(data: pathlib.Path, ood_file: pathlib.Path):
+  from configs import gear as gear_config
+
+  c = gear_config.get_config()
+  c.data.synthetic = ""
+  c.data.path = str(data)
+  c.data.ood = str(ood_file)
+  c.batch_size = c.eval_batch_size = 16
+  return c
+
+
+def test_gear_on_real_shaped_data_gets_ood_valid_and_cue_diagnostics(built_v, family_v, tmp_path):
+  """A pickle without OOD splits or cue signs + the builder's file: load_data yields the OOD
+  validation splits and fills the cue signs, so GEAR can select on `ood_valid` and runs its cue
+  diagnostics; an old file gives no OOD validation splits and `ood_valid`'s one-line error."""
+  pytest.importorskip("msa_jax.data.mmsa")
+  from msa_jax.errors import RunConfigError
+  from msa_jax.train import loop, methods
+
+  data = _pickle_family(family_v, tmp_path / "real.pkl")
+  ood_file = ood.write_ood_json(built_v, tmp_path / "real.pkl.ood.json")
+  config = _gear_config(data, ood_file)
+  assert config.gear.criterion == "ood_valid"
+  splits = loop.load_data(config)
+  assert set(splits) == {"train", "valid", "test", *OOD_SPLITS, *OOD_VALID_SPLITS}
+  np.testing.assert_array_equal(splits["valid"].cue_signs, _signs(built_v, "valid"))
+  method = methods.build(config, splits)
+  assert method.selection_metrics[0] == "ood_valid"
+  assert method.valid_splits == ("valid", *OOD_VALID_SPLITS)
+  assert method.diagnostic_fn is not None
+
+  old = ood.write_ood_json(_old_file(built_v), tmp_path / "old.ood.json")
+  config = _gear_config(data, old)
+  splits = loop.load_data(config)
+  assert not set(OOD_VALID_SPLITS) & set(splits) and splits["valid"].cue_signs is None
+  with pytest.raises(RunConfigError, match="needs the OOD validation splits") as info:
+    methods.build(config, splits)
+  assert "scripts/build_ood_splits.py" in str(info.value) and "\n" not in str(info.value)
+  config.gear.criterion = "Acc_2_mean"
+  assert "ood_valid" not in methods.build(config, splits).selection_metrics
+
+
 # ------------------------------------------------------------------------------------------------
 # Script
 
@@ -394,8 +602,10 @@ def test_script_end_to_end(tmp_path):
   assert "ood_all" in run.stdout and str(out) in run.stdout
   result = json.loads(out.read_text())
   assert result["seed"] == 2 and result["data"] == "tiny.pkl" and result["params"]["steps"] == 3000
-  loaded = ood.load_ood_json(out, 200)
+  assert "ood_valid_all" in run.stdout
   want = ood.build_ood_splits(fam, seed=2, steps=3000)
+  assert result["valid_splits"] == want["valid_splits"] and result["cue_signs"] == want["cue_signs"]
+  loaded = ood.load_ood_json(out, 200)
   for name in OOD_SPLITS:
     np.testing.assert_array_equal(loaded[name], want["splits"][name]["indices"])
   again = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
@@ -403,6 +613,9 @@ def test_script_end_to_end(tmp_path):
     again.returncode == 1 and "already exists" in again.stderr and "--overwrite" in again.stderr
   )
   forced = subprocess.run(
-    cmd + ["--overwrite"], capture_output=True, text=True, timeout=120, env=env
+    cmd + ["--overwrite", "--no-valid"], capture_output=True, text=True, timeout=120, env=env
   )
   assert forced.returncode == 0, forced.stderr
+  result = json.loads(out.read_text())
+  assert "valid_splits" not in result and "ood_valid_all" not in forced.stdout
+  assert result["cue_signs"] == want["cue_signs"]

@@ -117,8 +117,9 @@ def test_ood_splits_from_a_builder_file_replace_the_planted_ones(tmp_path, finis
   # 34 test samples: the default 47% subset cannot keep the label shares; a one-line error says so
   assert proc.returncode == 1 and "cannot keep the zero label share" in proc.stderr
   assert "Traceback" not in proc.stderr
+  # 11 valid samples cannot keep the label shares either: OOD test splits only (--no-valid)
   proc = subprocess.run(
-    cmd + ["--fraction", "0.9"], cwd=ROOT, capture_output=True, text=True, timeout=600
+    cmd + ["--fraction", "0.9", "--no-valid"], cwd=ROOT, capture_output=True, text=True, timeout=600
   )
   assert proc.returncode == 0, proc.stderr[-2000:]
   built = json.loads((root / "synthetic.pkl.ood.json").read_text())
@@ -129,6 +130,8 @@ def test_ood_splits_from_a_builder_file_replace_the_planted_ones(tmp_path, finis
   c = _config(data)
   c.max_epochs = 1
   c.data.ood = str(ood_file)
+  # The file decides the OOD splits, so the planted OOD validation splits are gone with it.
+  c.gear.criterion = "Acc_2_mean"
   summary = train.run(c, tmp_path / "run")
   table = summary["summary"]["Acc_2_mean"]
   assert (

@@ -1,15 +1,16 @@
-"""GEAR's out-of-distribution test splits: K-means surface clusters + simulated annealing
-(docs/methods.md §6).
+"""GEAR's out-of-distribution test and validation splits, and the cluster-bias cue signs of real
+data: K-means surface clusters + simulated annealing (docs/methods.md §6).
 
 The construction, deterministic from one non-negative integer seed:
 
-1. Surface features (`surface_features`). Text: the mean of the frozen `text` features over valid
-   tokens (attention mask = row 1 of `text_bert`). When `text` is absent: a bag of token ids — the
-   counts of the `text_vocab` most frequent training token ids ([PAD]/[UNK]/[CLS]/[SEP] excluded;
-   other ids ignored), each row L2-normalised. Audio / vision: the mean over the valid frames
-   (`audio_lengths` / `vision_lengths`), standardised per dimension with the training mean and std.
+1. Surface features (`surface_features_of`). Text: the mean of the frozen `text` features over
+   valid tokens (attention mask = row 1 of `text_bert`). When `text` is absent: a bag of token ids —
+   the counts of the `text_vocab` most frequent training token ids ([PAD]/[UNK]/[CLS]/[SEP]
+   excluded; other ids ignored), each row L2-normalised. Audio / vision: the mean over the valid
+   frames (`audio_lengths` / `vision_lengths`), standardised per dimension with the training mean
+   and std.
 2. K-means (`kmeans`: numpy k-means++ seeding and Lloyd iterations, best of `n_init` starts) fitted
-   on the training features; train and test samples get their nearest centre c(i).
+   on the training features; train, valid and test samples get their nearest centre c(i).
 3. Bias predictor b(c) = mean training label of cluster c (`cluster_bias`).
 4. Simulated annealing (`anneal_subset`) picks S ⊂ test with |S| = round(fraction · N_test) that
    minimises the sum, over the split's modalities, of corr(b_m(c_m(i)), y_i) over i ∈ S.
@@ -24,6 +25,10 @@ The construction, deterministic from one non-negative integer seed:
 5. Splits `ood_text`, `ood_audio`, `ood_vision` (one modality's objective each) and `ood_all` (the
    sum of the three objectives), saved as sorted index lists into the test split (`write_ood_json`)
    in `default_ood_path(data)`, and attached to a split family with `apply_ood`.
+6. OOD validation splits `ood_valid_*`: step 4 on the valid split (the same clusters and b), saved
+   as index lists into valid under `valid_splits`.
+7. Cue signs: each train / valid / test sample's sign of b_m(c_m(i)) per modality (`cue_signs_of`),
+   saved under `cue_signs`; `read_ood_file` + `apply_ood` fill `Split.cue_signs` with them.
 """
 
 from __future__ import annotations
@@ -33,17 +38,18 @@ import json
 import math
 import os
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from msa_jax.data import pipeline
-from msa_jax.data.split import OOD_SPLITS, Split
+from msa_jax.data.split import IID_SPLITS, OOD_SPLITS, OOD_VALID_SPLITS, Split
 from msa_jax.io import write_text_atomic
 from msa_jax.metrics import pearson
 from msa_jax.modalities import MODALITIES
 
-OOD_VERSION = 1
+# 2: adds the OOD validation splits (valid_splits, n_valid), cluster_bias and cue_signs.
+OOD_VERSION = 2
 # BERT [PAD], [UNK], [CLS], [SEP] (docs/methods.md §1): left out of the bag-of-tokens text feature.
 SPECIAL_TOKEN_IDS = (0, 100, 101, 102)
 # Label-sign classes, in the order of `label_classes`' codes 0, 1, 2.
@@ -54,7 +60,13 @@ SPLIT_OBJECTIVES = {
   "ood_audio": ("audio",),
   "ood_vision": ("vision",),
   "ood_all": MODALITIES,
+  "ood_valid_text": ("text",),
+  "ood_valid_audio": ("audio",),
+  "ood_valid_vision": ("vision",),
+  "ood_valid_all": MODALITIES,
 }
+# The split each OOD split is a subset of.
+SOURCE_SPLIT = {**{n: "test" for n in OOD_SPLITS}, **{n: "valid" for n in OOD_VALID_SPLITS}}
 _DEGENERATE = 1e-10
 
 
@@ -118,32 +130,42 @@ def _raw_features(split: Split, modality: str, vocab: np.ndarray | None) -> np.n
   return masked_mean(frames, length_mask(lengths, frames.shape[1]))
 
 
-def surface_features(
-  train: Split, test: Split, modality: str, *, text_vocab: int = 512
-) -> tuple[np.ndarray, np.ndarray, str]:
-  """Per-sample surface features of one modality for train and test (docs/methods.md §6 step 1).
+def surface_features_of(
+  train: Split, others: Sequence[Split], modality: str, *, text_vocab: int = 512
+) -> tuple[np.ndarray, list[np.ndarray], str]:
+  """Per-sample surface features of one modality for train and each of `others`
+  (docs/methods.md §6 step 1).
 
-  Returns (train (N_train, D), test (N_test, D), a short description of the feature used). Text uses
-  the frozen `text` features when both splits carry them, otherwise the bag of the `text_vocab` most
-  frequent training tokens; audio / vision are standardised with training statistics.
+  Returns (train (N_train, D), [(N_i, D) per split of `others`], a short description of the feature
+  used). Text uses the frozen `text` features when every split carries them, otherwise the bag of
+  the `text_vocab` most frequent training tokens; audio / vision are standardised with training
+  statistics.
   """
   if modality not in MODALITIES:
     raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
   if modality == "text":
-    if train.text is not None and test.text is not None:
-      return _raw_features(train, "text", None), _raw_features(test, "text", None), "text_mean"
+    if train.text is not None and all(s.text is not None for s in others):
+      feats = [_raw_features(s, "text", None) for s in others]
+      return _raw_features(train, "text", None), feats, "text_mean"
     vocab = token_vocab(train.text_bert, text_vocab)
     if len(vocab) == 0:
       raise ValueError("bag-of-tokens text feature: the training split has no non-special tokens")
-    return (
-      token_bag(train.text_bert, vocab),
-      token_bag(test.text_bert, vocab),
-      f"token_bag_{len(vocab)}",
-    )
-  f_train, f_test = _raw_features(train, modality, None), _raw_features(test, modality, None)
+    feats = [token_bag(s.text_bert, vocab) for s in others]
+    return token_bag(train.text_bert, vocab), feats, f"token_bag_{len(vocab)}"
+  f_train = _raw_features(train, modality, None)
   mean, std = f_train.mean(axis=0), f_train.std(axis=0)
   std = np.where(std > 1e-8, std, 1.0)
-  return (f_train - mean) / std, (f_test - mean) / std, f"{modality}_mean_standardised"
+  feats = [(_raw_features(s, modality, None) - mean) / std for s in others]
+  return (f_train - mean) / std, feats, f"{modality}_mean_standardised"
+
+
+def surface_features(
+  train: Split, test: Split, modality: str, *, text_vocab: int = 512
+) -> tuple[np.ndarray, np.ndarray, str]:
+  """`surface_features_of` for one other split: (train (N_train, D), test (N_test, D),
+  description)."""
+  f_train, (f_test,), desc = surface_features_of(train, [test], modality, text_vocab=text_vocab)
+  return f_train, f_test, desc
 
 
 # ------------------------------------------------------------------------------------------------
@@ -463,13 +485,84 @@ def anneal_subset(
 
 
 # ------------------------------------------------------------------------------------------------
-# The OOD split family (docs/methods.md §6 step 5)
+# The OOD split families and cue signs (docs/methods.md §6 steps 5-7)
 
 
 def _require(splits: Mapping[str, Split], name: str) -> Split:
   if name not in splits:
     raise KeyError(f"OOD splits need a {name!r} split; got splits {sorted(splits)}")
   return splits[name]
+
+
+def _subset_size(n: int, fraction: float, source: str, hint: str) -> int:
+  """round(fraction · n), or an error when that leaves no proper subset of at least 2."""
+  size = int(round(fraction * n))
+  if not 2 <= size < n:
+    raise ValueError(
+      f"fraction {fraction} of a {n}-sample {source} split gives a subset of {size}; "
+      f"need 2 <= size < {n}; {hint}"
+    )
+  return size
+
+
+def _check_shares(y: np.ndarray, size: int, tolerance: float, source: str, hint: str) -> None:
+  """Error when a stratified subset of `size` cannot keep each label-class share of `y`."""
+  shares = label_shares(y)
+  for name, count in zip(LABEL_CLASSES, stratified_counts(label_classes(y), size)):
+    if abs(count / size - shares[name]) > tolerance:
+      raise ValueError(
+        f"an OOD subset of {size} samples of the {source} split cannot keep the {name} label "
+        f"share {shares[name]:.4f} within ±{tolerance}; {hint}"
+      )
+
+
+def cue_signs_of(bias_values: np.ndarray) -> np.ndarray:
+  """Cue signs (N,) int8 of samples whose cluster bias b(c(i)) is `bias_values` (N,): +1 where
+  b ≥ 0, else -1 (docs/methods.md §6 step 7)."""
+  return np.where(np.asarray(bias_values) >= 0, 1, -1).astype(np.int8)
+
+
+def _sign_string(signs: np.ndarray) -> str:
+  return "".join(np.where(np.asarray(signs) > 0, "+", "-").tolist())
+
+
+def _anneal_family(
+  names: Sequence[str],
+  source: str,
+  bias: Mapping[str, np.ndarray],
+  y: np.ndarray,
+  size: int,
+  *,
+  seed: int,
+  stream: int,
+  schedule: Mapping[str, float],
+) -> dict:
+  """One annealed subset of the `source` split per name in `names` (its `SPLIT_OBJECTIVES`), split
+  s drawn with `SeedSequence([seed, stream, s])`."""
+  shares = label_shares(y)
+  corr_all = {m: pearson(bias[m], y) for m in MODALITIES}
+  out = {}
+  for s_index, name in enumerate(names):
+    modalities = SPLIT_OBJECTIVES[name]
+    x = np.stack([bias[m] for m in modalities])
+    result = anneal_subset(
+      x, y, size, rng=np.random.default_rng([seed, stream, s_index]), **schedule
+    )
+    idx = result.indices
+    corr_split = {m: pearson(bias[m][idx], y[idx]) for m in MODALITIES}
+    out[name] = {
+      "indices": idx.tolist(),
+      "size": int(len(idx)),
+      "modalities": list(modalities),
+      "objective_before": float(sum(corr_all[m] for m in modalities)),
+      "objective_start": float(result.objective_start),
+      "objective_after": float(sum(corr_split[m] for m in modalities)),
+      "corr_split": corr_split,
+      f"label_shares_{source}": shares,
+      "label_shares_split": label_shares(y[idx]),
+      "sa_accepted": int(result.n_accepted),
+    }
+  return out
 
 
 def build_ood_splits(
@@ -484,97 +577,81 @@ def build_ood_splits(
   share_tolerance: float = 0.02,
   t0_scale: float = 1.0,
   t_final_ratio: float = 1e-3,
+  with_valid: bool = True,
 ) -> dict:
-  """GEAR's OOD test splits ood_text / ood_audio / ood_vision / ood_all from train + test
+  """GEAR's OOD test splits ood_text / ood_audio / ood_vision / ood_all from train + test, the OOD
+  validation splits ood_valid_* from train + valid, and every IID split's cue signs
   (docs/methods.md §6).
 
   Args:
-    splits: at least 'train' (clusters and the bias predictor) and 'test' (the subsets' source).
+    splits: at least 'train' (clusters and the bias predictor) and 'test' (the OOD test splits'
+      source); 'valid' when present is the OOD validation splits' source.
     seed: non-negative; K-means of modality m uses SeedSequence([seed, 0, m]), the annealer of
-      split s SeedSequence([seed, 1, s]) (m, s = positions in MODALITIES, OOD_SPLITS).
+      OOD test split s SeedSequence([seed, 1, s]) and of OOD validation split s
+      SeedSequence([seed, 2, s]) (m, s = positions in MODALITIES, OOD_SPLITS / OOD_VALID_SPLITS).
     k, n_init: K-means clusters and k-means++ starts per modality.
-    fraction: subset size as a fraction of the test split (MOSEI's released 2200 / 4659 ≈ 0.47).
+    fraction: subset size as a fraction of the test (and of the valid) split (MOSEI's released
+      2200 / 4659 ≈ 0.47).
     steps, t0_scale, t_final_ratio: annealing schedule (see `anneal_subset`).
     text_vocab: vocabulary of the bag-of-tokens text feature (used when `text` is absent).
-    share_tolerance: the most a label-class share may differ from the test split's.
+    share_tolerance: the most a label-class share may differ from the source split's.
+    with_valid: build the OOD validation splits when `splits` has 'valid' (cue signs of every IID
+      split are written either way).
 
   Returns:
-    A JSON-able dict: version, seed, n_train, n_test, params, features (per modality),
-    kmeans_inertia, corr_train / corr_test (per modality corr(b, y)), and splits: name ->
-    {indices (sorted), size, modalities, objective_before (on the whole test split),
-    objective_start (stratified random start), objective_after, corr_split (per modality),
-    label_shares_test, label_shares_split, sa_accepted}.
+    A JSON-able dict: version, seed, n_train, n_test, n_valid (when 'valid' is present), params,
+    features (per modality), kmeans_inertia, corr_train / corr_test / corr_valid (per modality
+    corr(b, y)), splits: name -> {indices (sorted, into test), size, modalities, objective_before
+    (on the whole test split), objective_start (stratified random start), objective_after,
+    corr_split (per modality), label_shares_test, label_shares_split, sa_accepted}; with the OOD
+    validation splits valid_splits: name -> the same entries (indices into valid,
+    label_shares_valid); cluster_bias: modality -> b (K,); cue_signs: IID split -> modality -> a
+    string of '+' / '-', one character per sample (`cue_signs_of`).
   """
   train, test = _require(splits, "train"), _require(splits, "test")
   if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
     raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
   if not 0.0 < fraction < 1.0:
     raise ValueError(f"fraction must be in (0, 1), got {fraction}")
-  n_test = len(test)
-  size = int(round(fraction * n_test))
-  if not 2 <= size < n_test:
-    raise ValueError(
-      f"fraction {fraction} of a {n_test}-sample test split gives a subset of {size}; "
-      f"need 2 <= size < {n_test}"
-    )
   y_test = np.asarray(test.labels, np.float64)
-  shares_test = label_shares(y_test)
-  counts = stratified_counts(label_classes(y_test), size)
-  for name, count in zip(LABEL_CLASSES, counts):
-    if abs(count / size - shares_test[name]) > share_tolerance:
-      raise ValueError(
-        f"an OOD subset of {size} samples cannot keep the {name} label share "
-        f"{shares_test[name]:.4f} within ±{share_tolerance}; raise fraction or the test size"
-      )
+  test_hint = "raise fraction or the test size"
+  size = _subset_size(len(test), fraction, "test", test_hint)
+  _check_shares(y_test, size, share_tolerance, "test", test_hint)
+  valid = splits["valid"] if with_valid and "valid" in splits else None
+  if valid is not None:
+    y_valid = np.asarray(valid.labels, np.float64)
+    valid_hint = "raise fraction, or build the OOD test splits only (with_valid=False, --no-valid)"
+    size_valid = _subset_size(len(valid), fraction, "valid", valid_hint)
+    _check_shares(y_valid, size_valid, share_tolerance, "valid", valid_hint)
 
-  features, inertia, corr_train, corr_test, bias_test = {}, {}, {}, {}, {}
+  others = [name for name in IID_SPLITS if name != "train" and name in splits]
+  features, inertia, biases = {}, {}, {}
+  bias_of: dict[str, dict[str, np.ndarray]] = {name: {} for name in ("train", *others)}
   for m_index, modality in enumerate(MODALITIES):
-    f_train, f_test, features[modality] = surface_features(
-      train, test, modality, text_vocab=text_vocab
+    f_train, f_others, features[modality] = surface_features_of(
+      train, [splits[name] for name in others], modality, text_vocab=text_vocab
     )
     km = kmeans(f_train, k, seed=np.random.SeedSequence([seed, 0, m_index]), n_init=n_init)
     bias = cluster_bias(km.labels, train.labels, k)
-    bias_test[modality] = bias[assign_clusters(f_test, km.centers)]
+    biases[modality] = bias.tolist()
     inertia[modality] = km.inertia
-    corr_train[modality] = pearson(bias[km.labels], train.labels)
-    corr_test[modality] = pearson(bias_test[modality], y_test)
+    bias_of["train"][modality] = bias[km.labels]
+    for name, f in zip(others, f_others):
+      bias_of[name][modality] = bias[assign_clusters(f, km.centers)]
 
-  out = {}
-  for s_index, name in enumerate(OOD_SPLITS):
-    modalities = SPLIT_OBJECTIVES[name]
-    x = np.stack([bias_test[m] for m in modalities])
-    result = anneal_subset(
-      x,
-      y_test,
-      size,
-      rng=np.random.default_rng([seed, 1, s_index]),
-      steps=steps,
-      t0_scale=t0_scale,
-      t_final_ratio=t_final_ratio,
-    )
-    idx = result.indices
-    corr_split = {m: pearson(bias_test[m][idx], y_test[idx]) for m in MODALITIES}
-    out[name] = {
-      "indices": idx.tolist(),
-      "size": int(len(idx)),
-      "modalities": list(modalities),
-      "objective_before": float(sum(corr_test[m] for m in modalities)),
-      "objective_start": float(result.objective_start),
-      "objective_after": float(sum(corr_split[m] for m in modalities)),
-      "corr_split": corr_split,
-      "label_shares_test": shares_test,
-      "label_shares_split": label_shares(y_test[idx]),
-      "sa_accepted": int(result.n_accepted),
-    }
-  return {
+  corr = lambda name: {m: pearson(bias_of[name][m], splits[name].labels) for m in MODALITIES}
+  schedule = {"steps": steps, "t0_scale": t0_scale, "t_final_ratio": t_final_ratio}
+  result = {
     "version": OOD_VERSION,
     "seed": int(seed),
     "n_train": len(train),
-    "n_test": n_test,
+    "n_test": len(test),
+    **({"n_valid": len(splits["valid"])} if "valid" in splits else {}),
     "params": {
       "k": k,
       "fraction": fraction,
       "size": size,
+      **({"size_valid": size_valid} if valid is not None else {}),
       "steps": steps,
       "n_init": n_init,
       "text_vocab": text_vocab,
@@ -584,10 +661,30 @@ def build_ood_splits(
     },
     "features": features,
     "kmeans_inertia": inertia,
-    "corr_train": corr_train,
-    "corr_test": corr_test,
-    "splits": out,
+    "corr_train": corr("train"),
+    "corr_test": corr("test"),
+    **({"corr_valid": corr("valid")} if valid is not None else {}),
+    "splits": _anneal_family(
+      OOD_SPLITS, "test", bias_of["test"], y_test, size, seed=seed, stream=1, schedule=schedule
+    ),
   }
+  if valid is not None:
+    result["valid_splits"] = _anneal_family(
+      OOD_VALID_SPLITS,
+      "valid",
+      bias_of["valid"],
+      y_valid,
+      size_valid,
+      seed=seed,
+      stream=2,
+      schedule=schedule,
+    )
+  result["cluster_bias"] = biases
+  result["cue_signs"] = {
+    name: {m: _sign_string(cue_signs_of(b)) for m, b in per_modality.items()}
+    for name, per_modality in bias_of.items()
+  }
+  return result
 
 
 # ------------------------------------------------------------------------------------------------
@@ -608,16 +705,16 @@ def write_ood_json(result: Mapping, path: str | os.PathLike) -> pathlib.Path:
   return path
 
 
-def _check_indices(indices: object, n_test: int, where: str) -> np.ndarray:
+def _check_indices(indices: object, n: int, where: str, source: str = "test") -> np.ndarray:
   if not isinstance(indices, (list, np.ndarray)) or any(
     isinstance(i, bool) or not isinstance(i, (int, np.integer)) for i in indices
   ):
     raise ValueError(f"{where}: indices must be a list of integers")
   idx = np.asarray(indices, np.int64).reshape(-1)
-  bad = idx[(idx < 0) | (idx >= n_test)]
+  bad = idx[(idx < 0) | (idx >= n)]
   if bad.size:
     raise ValueError(
-      f"{where}: index {int(bad[0])} out of range for a test split of {n_test} samples"
+      f"{where}: index {int(bad[0])} out of range for a {source} split of {n} samples"
     )
   values, counts = np.unique(idx, return_counts=True)
   if np.any(counts > 1):
@@ -625,10 +722,22 @@ def _check_indices(indices: object, n_test: int, where: str) -> np.ndarray:
   return idx
 
 
-def load_ood_json(path: str | os.PathLike, n_test: int) -> dict[str, np.ndarray]:
-  """Read an OOD index file -> {split name: (n,) int64 indices into the test split}, validated:
-  known split names, integer indices in [0, n_test), no duplicates, matching recorded n_test."""
-  path = pathlib.Path(path)
+@dataclasses.dataclass(frozen=True)
+class OODFile:
+  """An OOD index file as `read_ood_file` gives it.
+
+  Attributes:
+    indices: OOD split name -> (n,) int64 indices into its source split (`SOURCE_SPLIT`: test for
+      the OOD test splits, valid for the OOD validation splits).
+    cue_signs: IID split name -> (N, 3) int8 ±1 cue signs (columns in `MODALITIES` order); empty
+      for a file without them.
+  """
+
+  indices: dict[str, np.ndarray]
+  cue_signs: dict[str, np.ndarray]
+
+
+def _read_json(path: pathlib.Path) -> dict:
   try:
     with open(path, encoding="utf-8") as f:
       data = json.load(f)
@@ -640,36 +749,108 @@ def load_ood_json(path: str | os.PathLike, n_test: int) -> dict[str, np.ndarray]
     raise ValueError(f"{path}: not valid JSON ({e})") from None
   if not isinstance(data, dict) or not isinstance(data.get("splits"), dict):
     raise ValueError(f"{path}: expected a JSON object with a 'splits' object")
-  recorded = data.get("n_test")
-  if recorded is not None and recorded != n_test:
-    raise ValueError(f"{path}: built for a test split of {recorded} samples, this one has {n_test}")
+  return data
+
+
+def _read_family(
+  path: pathlib.Path, data: dict, key: str, names: Sequence[str], source: str, n: int
+) -> dict[str, np.ndarray]:
+  recorded = data.get(f"n_{source}")
+  if recorded is not None and recorded != n:
+    raise ValueError(f"{path}: built for a {source} split of {recorded} samples, this one has {n}")
+  family = data[key]
+  if not isinstance(family, dict):
+    raise ValueError(f"{path}: '{key}' must be an object of split name -> {{indices}}")
   out = {}
-  for name, entry in data["splits"].items():
-    if name not in OOD_SPLITS:
-      raise ValueError(f"{path}: unknown split {name!r}; expected names from {OOD_SPLITS}")
+  for name, entry in family.items():
+    if name not in names:
+      raise ValueError(f"{path}: unknown split {name!r}; expected names from {tuple(names)}")
     if not isinstance(entry, dict) or "indices" not in entry:
       raise ValueError(f"{path}: split {name!r} has no 'indices' list")
-    out[name] = _check_indices(entry["indices"], n_test, f"{path}: split {name!r}")
+    out[name] = _check_indices(entry["indices"], n, f"{path}: split {name!r}", source)
   return out
 
 
-def apply_ood(
-  splits: Mapping[str, Split], ood_indices: Mapping[str, np.ndarray], *, overwrite: bool = False
-) -> dict[str, Split]:
-  """A new split family: `splits` plus each OOD subset of its test split (docs/methods.md §6), taken
-  with `pipeline.take_rows`: arrays memory-mapped from a converted directory stay on disk.
+def _read_cue_signs(path: pathlib.Path, split: str, value: object, n: int) -> np.ndarray:
+  where = f"{path}: cue_signs of split {split!r}"
+  if not isinstance(value, dict) or set(value) != set(MODALITIES):
+    raise ValueError(f"{where}: expected an object with the keys {MODALITIES}")
+  columns = []
+  for m in MODALITIES:
+    text = value[m]
+    if not isinstance(text, str) or len(text) != n or set(text) - {"+", "-"}:
+      raise ValueError(
+        f"{where}, {m}: expected a string of {n} '+' / '-' characters (one per sample)"
+      )
+    columns.append(np.frombuffer(text.encode("ascii"), np.uint8) == ord("+"))
+  return np.where(np.stack(columns, axis=1), 1, -1).astype(np.int8)
 
-  An OOD name already present (e.g. a GEAR directory's released splits) is an error unless
-  `overwrite`.
+
+def read_ood_file(path: str | os.PathLike, sizes: Mapping[str, int]) -> OODFile:
+  """Read an OOD index file for a split family whose IID splits have `sizes` (split name ->
+  samples; 'test' required), validated: known split names, integer indices in range, no
+  duplicates, recorded n_test / n_valid matching, cue signs one '+' / '-' per sample.
+
+  The OOD validation splits and cue signs of a split missing from `sizes` are left out; a file
+  without them (written before the builder added them) gives none.
   """
-  test = _require(splits, "test")
+  path = pathlib.Path(path)
+  if "test" not in sizes:
+    raise ValueError(f"read_ood_file needs the test split's size; got sizes of {sorted(sizes)}")
+  data = _read_json(path)
+  indices = _read_family(path, data, "splits", OOD_SPLITS, "test", sizes["test"])
+  if "valid" in sizes and "valid_splits" in data:
+    valid = _read_family(path, data, "valid_splits", OOD_VALID_SPLITS, "valid", sizes["valid"])
+    indices.update(valid)
+  raw = data.get("cue_signs", {})
+  if not isinstance(raw, dict) or set(raw) - set(IID_SPLITS):
+    raise ValueError(f"{path}: 'cue_signs' must be an object keyed by split names {IID_SPLITS}")
+  cue_signs = {
+    split: _read_cue_signs(path, split, value, sizes[split])
+    for split, value in raw.items()
+    if split in sizes
+  }
+  return OODFile(indices=indices, cue_signs=cue_signs)
+
+
+def load_ood_json(path: str | os.PathLike, n_test: int) -> dict[str, np.ndarray]:
+  """Read the OOD test splits of an OOD index file -> {split name: (n,) int64 indices into the
+  test split}, validated as by `read_ood_file`."""
+  return read_ood_file(path, {"test": n_test}).indices
+
+
+def apply_ood(
+  splits: Mapping[str, Split],
+  ood_indices: Mapping[str, np.ndarray],
+  *,
+  cue_signs: Mapping[str, np.ndarray] | None = None,
+  overwrite: bool = False,
+) -> dict[str, Split]:
+  """A new split family: `splits` plus each OOD subset of its source split (`SOURCE_SPLIT`: test
+  or valid; docs/methods.md §6), taken with `pipeline.take_rows`: arrays memory-mapped from a
+  converted directory stay on disk.
+
+  `cue_signs` (IID split name -> (N, 3) ±1, e.g. `OODFile.cue_signs`) fill the `cue_signs` of
+  those splits that carry none (a synthetic file's planted signs are kept), before the subsets are
+  taken, so each OOD subset has its samples' signs. An OOD name already present (e.g. a GEAR
+  directory's released splits) is an error unless `overwrite`.
+  """
   out = dict(splits)
+  for name, signs in (cue_signs or {}).items():
+    if name in out and out[name].cue_signs is None:
+      signs = np.asarray(signs, np.int8)
+      if signs.shape != (len(out[name]), 3):
+        raise ValueError(
+          f"cue signs of split {name!r}: shape {signs.shape}, expected ({len(out[name])}, 3)"
+        )
+      out[name] = dataclasses.replace(out[name], cue_signs=signs)
   for name, indices in ood_indices.items():
-    if name not in OOD_SPLITS:
-      raise ValueError(f"unknown OOD split {name!r}; expected names from {OOD_SPLITS}")
+    if name not in SOURCE_SPLIT:
+      raise ValueError(f"unknown OOD split {name!r}; expected names from {tuple(SOURCE_SPLIT)}")
     if name in splits and not overwrite:
       raise ValueError(f"split {name!r} already exists (pass overwrite=True to replace it)")
-    out[name] = pipeline.take_rows(
-      test, _check_indices(np.asarray(indices).tolist(), len(test), f"split {name!r}")
-    )
+    source = _require(out, SOURCE_SPLIT[name])
+    where = f"split {name!r}"
+    idx = _check_indices(np.asarray(indices).tolist(), len(source), where, SOURCE_SPLIT[name])
+    out[name] = pipeline.take_rows(source, idx)
   return out

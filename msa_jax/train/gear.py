@@ -64,8 +64,9 @@ def selection_criteria(criterion: str, splits: dict[str, Split]) -> tuple[str, .
     missing = [s for s in OOD_VALID_SPLITS if s not in splits]
     raise RunConfigError(
       "config.gear.criterion='ood_valid' needs the OOD validation splits, but the data lacks "
-      f"{', '.join(missing)} (synth-v2 files carry them); use --config.gear.criterion=Acc_2_mean "
-      "to select on IID validation"
+      f"{', '.join(missing)} (synth-v2 files carry them; for other data pass "
+      "--config.data.ood=FILE.ood.json written by scripts/build_ood_splits.py); use "
+      "--config.gear.criterion=Acc_2_mean to select on IID validation"
     )
   available = [c for c in CRITERIA if c != "ood_valid" or have_ood_valid]
   return (criterion, *[c for c in available if c != criterion])

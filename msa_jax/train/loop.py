@@ -33,7 +33,7 @@ from msa_jax import data, sharding, xla
 from msa_jax import metrics as metrics_lib
 from msa_jax.data import ood as ood_lib
 from msa_jax.data import pipeline
-from msa_jax.data.split import OOD_SPLITS, Split
+from msa_jax.data.split import IID_SPLITS, OOD_SPLITS, OOD_VALID_SPLITS, Split
 from msa_jax.errors import NonFiniteLossError, RunConfigError
 from msa_jax.evaluate.diagnostics import cue_weight_summary
 from msa_jax.evaluate.final import final_evaluation
@@ -148,13 +148,16 @@ def load_data(config: ml_collections.ConfigDict) -> dict[str, Split]:
   # Only the configs of methods that evaluate OOD splits (GEAR) have `data.ood`.
   ood = config.data.ood if "ood" in config.data else ""
   if ood and ood not in ("planted", "none"):
-    # The named file decides the OOD splits: splits the data file carries (planted synthetic ones,
-    # a GEAR directory's released ones) are replaced, not mixed with the file's.
+    # The named file decides the OOD test and validation splits: splits the data file carries
+    # (planted synthetic ones, a GEAR directory's released ones) are replaced, not mixed with the
+    # file's. Its cue signs fill the IID splits that carry none (docs/methods.md §6).
+    sizes = {k: len(splits[k]) for k in IID_SPLITS if k in splits}
     try:
-      indices = ood_lib.load_ood_json(pathlib.Path(ood).expanduser(), len(splits["test"]))
+      found = ood_lib.read_ood_file(pathlib.Path(ood).expanduser(), sizes)
     except (ValueError, FileNotFoundError) as e:
       raise RunConfigError(f"config.data.ood={ood!r}: {e}") from None
-    splits = ood_lib.apply_ood({k: v for k, v in splits.items() if k not in OOD_SPLITS}, indices)
+    base = {k: v for k, v in splits.items() if k not in OOD_SPLITS + OOD_VALID_SPLITS}
+    splits = ood_lib.apply_ood(base, found.indices, cue_signs=found.cue_signs)
   return _check_ood(config, path, splits)
 
 
