@@ -265,6 +265,12 @@ def restore(
     RunConfigError: no run or model there, or no checkpoint for `selection` / `seed`.
   """
   path = pathlib.Path(path).expanduser().absolute()
+  variants = sorted(p.parent.name for p in path.glob("*/config.json"))
+  if variants and (path / "config.json").is_file() and not any(path.glob("seed_*")):
+    raise RunConfigError(
+      f"{path} holds side-by-side runs ({', '.join(variants)}): restore one of them, e.g. "
+      f"{path / variants[0]}"
+    )
   mesh = sharding.make_mesh()
   if (path / MODEL_FILE).is_file():
     info, params = _read_export(path, selection, seed, mesh)

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+import msa_jax
 from configs import gear as gear_config
 from msa_jax import train
 from msa_jax.data import synthetic
@@ -249,3 +250,6 @@ def test_main_job_trains_gear_and_the_plain_model_and_reports_the_gain(finished_
   report = compare.build_report([tmp_path / "demo"], plots_enabled=False)["markdown"]
   assert "## GEAR on synthetic MOSI-shaped, synth-v2" in report
   assert "| gear |" in report and "| plain |" in report
+  with pytest.raises(RunConfigError, match=r"side-by-side runs \(gear, plain\): restore one"):
+    msa_jax.restore(tmp_path / "demo")
+  assert msa_jax.restore(tmp_path / "demo" / "plain").method == "gear"
