@@ -403,6 +403,8 @@ def _train_group(
       _train_epochs(
         config, method, splits, mesh, runs, state, train_ds, data_state, predict, k_eval
       )
+      for run in runs:  # the last saves are written before anything is evaluated
+        run.ckpts.wait_until_finished()
     return {
       str(run.seed): _finish_seed(
         config, method, splits, mesh, run, abstract_state, predict, k_eval
