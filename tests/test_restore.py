@@ -21,9 +21,11 @@ import jax
 import numpy as np
 import pytest
 
+from configs import gear as gear_config
 from configs import lnln as lnln_config
 from msa_jax import data, inference, train
 from msa_jax import metrics as metrics_lib
+from msa_jax.data import synthetic
 from msa_jax.errors import ModelInputError, RunConfigError
 from msa_jax.models import bert
 from msa_jax.models import gear as gear_model
@@ -88,11 +90,21 @@ def _lnln_config(data_path):
   return c
 
 
+def _write_synthetic(config) -> None:
+  """The config's synthetic benchmark at its `data.path` (train.py generates it only at the
+  config's default path)."""
+  d = config.data
+  synthetic.write_synthetic(
+    d.path, d.synthetic, seed=d.synthetic_seed, scale=d.synthetic_scale, version=d.synthetic_version
+  )
+
+
 @pytest.fixture(scope="module")
 def lnln_run(tmp_path_factory):
   """(workdir, data file, results.json) of a tiny LNLN run trained on one device."""
   root = tmp_path_factory.mktemp("lnln")
   config = _lnln_config(root / "synthetic.pkl")
+  _write_synthetic(config)
   train.run(config, root / "run")
   return root / "run", root / "synthetic.pkl", json.loads((root / "run/results.json").read_text())
 
@@ -101,6 +113,9 @@ def lnln_run(tmp_path_factory):
 def gear_run8(tmp_path_factory):
   """(workdir, data file, results.json) of a tiny GEAR run trained on 8 simulated devices."""
   root = tmp_path_factory.mktemp("gear")
+  gear = gear_config.get_config()
+  gear.data.path, gear.data.synthetic_scale = str(root / "synthetic.pkl"), 0.05  # as TINY_GEAR
+  _write_synthetic(gear)
   proc = subprocess.run(
     [
       sys.executable,
