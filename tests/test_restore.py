@@ -21,15 +21,14 @@ import jax
 import numpy as np
 import pytest
 
-from configs import gear as gear_config
-from configs import lnln as lnln_config
 from msa_jax import data, inference, train
 from msa_jax import metrics as metrics_lib
-from msa_jax.data import synthetic
 from msa_jax.errors import ModelInputError, RunConfigError
 from msa_jax.models import bert
 from msa_jax.models import gear as gear_model
 from msa_jax.models import lnln as lnln_model
+from tests.test_train_gear import _config as tiny_gear_config
+from tests.test_train_lnln import _config as train_lnln_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RATES = (0.0, 0.5)
@@ -72,31 +71,10 @@ def _python(code: str, devices: int, cwd: pathlib.Path) -> subprocess.CompletedP
 
 
 def _lnln_config(data_path):
-  c = lnln_config.get_config()
-  c.data.path = str(data_path)
-  c.data.synthetic_scale = 0.1  # 38 / 12 / 25 samples
-  c.batch_size = 32
-  c.eval_batch_size = 16
-  c.max_epochs = 2
-  c.model.dim = 32
-  c.model.heads = 2
-  c.model.dim_head = 16
-  c.model.mlp_dim = 32
-  c.model.hyper_heads = 2
-  c.model.hyper_dim_head = 8
+  """test_train_lnln's tiny LNLN config (its data written), swept at `RATES` only."""
+  c = train_lnln_config(data_path)
   c.lnln.sweep_rates = ",".join(str(r) for r in RATES)
-  c.progress = False
-  c.tensorboard = False
   return c
-
-
-def _write_synthetic(config) -> None:
-  """The config's synthetic benchmark at its `data.path` (train.py generates it only at the
-  config's default path)."""
-  d = config.data
-  synthetic.write_synthetic(
-    d.path, d.synthetic, seed=d.synthetic_seed, scale=d.synthetic_scale, version=d.synthetic_version
-  )
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +82,6 @@ def lnln_run(tmp_path_factory):
   """(workdir, data file, results.json) of a tiny LNLN run trained on one device."""
   root = tmp_path_factory.mktemp("lnln")
   config = _lnln_config(root / "synthetic.pkl")
-  _write_synthetic(config)
   train.run(config, root / "run")
   return root / "run", root / "synthetic.pkl", json.loads((root / "run/results.json").read_text())
 
@@ -113,9 +90,7 @@ def lnln_run(tmp_path_factory):
 def gear_run8(tmp_path_factory):
   """(workdir, data file, results.json) of a tiny GEAR run trained on 8 simulated devices."""
   root = tmp_path_factory.mktemp("gear")
-  gear = gear_config.get_config()
-  gear.data.path, gear.data.synthetic_scale = str(root / "synthetic.pkl"), 0.05  # as TINY_GEAR
-  _write_synthetic(gear)
+  tiny_gear_config(root / "synthetic.pkl")  # writes the data of TINY_GEAR's scale, 0.05
   proc = subprocess.run(
     [
       sys.executable,

@@ -32,7 +32,8 @@ def _config(data_path):
   c.progress = False
   c.tensorboard = False
   c.gear.baseline = False  # GEAR alone; test_main_job_* trains the pair
-  # The benchmark is generated on first use only at the config's default path.
+  # train.py generates the benchmark only at the config's default path: write it here first
+  # (unless the path holds data already, e.g. a converted directory).
   if not os.path.exists(data_path):
     synthetic.write_synthetic(
       data_path,

@@ -30,10 +30,15 @@ def _config(data_path, **model):
   c.model.update(model)
   c.progress = False
   c.tensorboard = False
-  # The benchmark is generated on first use only at the config's default path.
+  # train.py generates the benchmark only at the config's default path: write it here first
+  # (unless the path holds data already, e.g. a converted directory).
   if not os.path.exists(data_path):
     synthetic.write_synthetic(
-      data_path, c.data.synthetic, seed=c.data.synthetic_seed, scale=c.data.synthetic_scale
+      data_path,
+      c.data.synthetic,
+      seed=c.data.synthetic_seed,
+      scale=c.data.synthetic_scale,
+      version=c.data.synthetic_version,
     )
   return c
 
