@@ -187,6 +187,14 @@ def test_training_from_tfds_gives_the_same_results(manual_dir, built, tmp_path, 
     results[name] = json.loads((tmp_path / name / "results.json").read_text())
   assert results["pickle"] == results["tfds"]
   assert results["tfds"]["per_seed"]["1003"]["epochs_trained"] == 2
+  # the run recorded the built directory's fingerprint, and resuming it on the same data passes
+  recorded = json.loads((tmp_path / "tfds" / "data.json").read_text())
+  assert recorded["path"] == f"tfds:{built}"
+  assert recorded["bytes"] == sum(p.stat().st_size for p in built.rglob("*") if p.is_file())
+  config = _config(f"tfds:{built}")
+  config.data.synthetic_version = "v1"
+  config.max_epochs = 2
+  train.run(config, tmp_path / "tfds")
 
 
 def test_input_benchmark_reads_the_same_batches(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 import msa_jax
 from configs import gear as gear_config
 from msa_jax import train
-from msa_jax.data import synthetic
+from msa_jax.data import is_tfds, synthetic
 from msa_jax.data.split import OOD_VALID_SPLITS
 from msa_jax.errors import RunConfigError
 from msa_jax.report import compare
@@ -33,8 +33,8 @@ def _config(data_path):
   c.tensorboard = False
   c.gear.baseline = False  # GEAR alone; test_main_job_* trains the pair
   # train.py generates the benchmark only at the config's default path: write it here first
-  # (unless the path holds data already, e.g. a converted directory).
-  if not os.path.exists(data_path):
+  # (unless the path holds data already, e.g. a converted directory or a built TFDS dataset).
+  if not is_tfds(str(data_path)) and not os.path.exists(data_path):
     synthetic.write_synthetic(
       data_path,
       c.data.synthetic,

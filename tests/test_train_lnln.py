@@ -8,7 +8,7 @@ import pytest
 
 from configs import lnln as lnln_config
 from msa_jax import train
-from msa_jax.data import synthetic
+from msa_jax.data import is_tfds, synthetic
 from msa_jax.errors import RunConfigError
 
 RATES = [f"{r / 10:.1f}" for r in range(10)]
@@ -31,8 +31,8 @@ def _config(data_path, **model):
   c.progress = False
   c.tensorboard = False
   # train.py generates the benchmark only at the config's default path: write it here first
-  # (unless the path holds data already, e.g. a converted directory).
-  if not os.path.exists(data_path):
+  # (unless the path holds data already, e.g. a converted directory or a built TFDS dataset).
+  if not is_tfds(str(data_path)) and not os.path.exists(data_path):
     synthetic.write_synthetic(
       data_path,
       c.data.synthetic,

@@ -381,6 +381,12 @@ def _builder(name: str) -> tfds.core.DatasetBuilder:
   return builder
 
 
+def built_directory(name: str) -> Path:
+  """The directory holding the built files of `name` (a built dataset's directory or a
+  registered `NAME[/CONFIG][:VERSION]`), for fingerprinting it without reading its records."""
+  return Path(_builder(name).data_dir)
+
+
 def open_tfds_with_metadata(
   name: str, dataset: str | None = None, vocab_size: int | None = None
 ) -> tuple[dict[str, Split], dict]:

@@ -2,9 +2,10 @@
 on, the checks before a run starts there, the undoing of a failed start, and where to resume.
 
 The data fingerprint (`data.json`) holds the data's size in bytes and a BLAKE2b hash of every
-array of every split as loaded (after OOD splits are applied), or, for a directory converted by
+array of every split as loaded (after OOD splits are applied); for a directory converted by
 `scripts/convert_data.py`, of its manifest (which records the source file and the arrays' shapes)
-and the sizes of its files, so that a memory-mapped dataset is not read to fingerprint it.
+and the sizes of its files, and for a built TFDS dataset (`tfds:NAME`), of the names, sizes and
+`dataset_info.json` of its built directory, so that data read lazily is not read to fingerprint it.
 `--mode=eval` and a resumed run refuse data whose fingerprint differs from the recorded one.
 """
 
@@ -20,7 +21,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from msa_jax.data import ondisk
+from msa_jax.data import loader, ondisk
 from msa_jax.data.split import Split
 from msa_jax.errors import RunConfigError
 from msa_jax.io import read_json, write_json_atomic
@@ -34,18 +35,28 @@ def _size(path: pathlib.Path) -> int:
   return path.stat().st_size
 
 
+def _hash_files(h: hashlib.blake2b, directory: pathlib.Path, contents: str) -> None:
+  """Adds every file's relative name and size under `directory`, and the bytes of `contents`."""
+  for p in sorted(directory.rglob("*")):
+    if p.is_file():
+      h.update(f"{p.relative_to(directory)}:{p.stat().st_size}\n".encode())
+  if (directory / contents).is_file():
+    h.update((directory / contents).read_bytes())
+
+
 def data_fingerprint(path: str | os.PathLike, splits: dict[str, Split]) -> dict:
   """{"path", "bytes", "blake2b"} of the data at `path` loaded as `splits` (see the module
   docstring)."""
-  path = pathlib.Path(path).expanduser()
   h = hashlib.blake2b(digest_size=16)
+  if loader.is_tfds(path):
+    from msa_jax.data import tfds_mmsa  # TFDS is an optional dependency
+
+    built = tfds_mmsa.built_directory(str(path)[len(loader.TFDS_PREFIX) :])
+    _hash_files(h, built, "dataset_info.json")
+    return {"path": str(path), "bytes": _size(built), "blake2b": h.hexdigest()}
+  path = pathlib.Path(path).expanduser()
   if ondisk.is_converted(path):
-    for p in sorted(path.rglob("*")):
-      if p.is_file():
-        h.update(f"{p.relative_to(path)}:{p.stat().st_size}\n".encode())
-    manifest = path / ondisk.MANIFEST
-    if manifest.is_file():
-      h.update(manifest.read_bytes())
+    _hash_files(h, path, ondisk.MANIFEST)
   else:
     for name in sorted(splits):
       split = splits[name]
