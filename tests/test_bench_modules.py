@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from msa_jax.bench import hlo, memory, timing
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,3 +112,29 @@ def test_quoted_figures_state_their_source():
   for repository in ("github.com/Haoyu-ha/LNLN", "github.com/Teng-Sun/GEAR"):
     assert repository in data["source"]
   assert set(data["figures"]) == {"lnln", "gear"}
+
+
+@pytest.mark.parametrize("method", ["lnln", "gear"])
+def test_bench_builds_each_methods_default_config_on_its_random_data(method):
+  """The benchmark builds the real Method from each method's default config on random splits
+  (GEAR's default selection needs OOD validation splits, which random data lacks)."""
+  import argparse
+
+  from configs import gear, lnln
+  from msa_jax.bench import configuration
+
+  args = argparse.Namespace(
+    method=method,
+    encoder="tiny",
+    shape="default",
+    batch=4,
+    eval_batch=4,
+    dtype="float32",
+    attention_chunk=None,
+    remat=None,
+  )
+  config, splits, built = configuration.build_configuration(
+    args, (), {"lnln": lnln.get_config, "gear": gear.get_config}[method]
+  )
+  assert config.batch_size == 4 and {"train", "valid", "test"} <= set(splits)
+  assert built.valid_splits
