@@ -1,8 +1,8 @@
 """Performance options give the plain layers' results.
 
 Blocked attention (`attention_chunk`), the last-layer `keep` of TokenTransformer, BERT's `remat`,
-and the mixed-precision `dtype` of LNLN / BERT / GEAR: values and gradients against the plain
-modules.
+BERT's [CLS]-only last layer (`cls_only`), and the mixed-precision `dtype` of LNLN / BERT / GEAR:
+values and gradients against the plain modules.
 """
 
 import dataclasses
@@ -252,6 +252,39 @@ def test_bert_remat_matches_plain():
   value, grads = loss(remat, False)  # dropout: other masks, same shapes, finite
   assert np.isfinite(float(value))
   assert jax.tree_util.tree_map(jnp.shape, grads) == jax.tree_util.tree_map(jnp.shape, params)
+
+
+@pytest.mark.parametrize(
+  "remat,impl", [(False, "hash"), (True, "hash"), (False, "threefry"), (True, "threefry")]
+)
+def test_bert_cls_only_is_the_full_encoders_cls_row(remat, impl):
+  """`cls_only` gives the [CLS] row of the full encoder and the same gradients, also with dropout
+  on: the masks of the rows it computes are the full layer's."""
+  cfg = dataclasses.replace(bert.BertConfig.tiny(), num_hidden_layers=3, dropout_impl=impl)
+  params = bert.init_params(cfg, jax.random.key(12))
+  text = _lnln_batch(jax.random.key(13))["text_bert"]
+  full, cls = bert.BertModel(cfg, remat=remat), bert.BertModel(cfg, remat=remat, cls_only=True)
+  assert jax.tree_util.tree_structure(
+    cls.init(jax.random.key(12), text, deterministic=True)
+  ) == jax.tree_util.tree_structure({"params": params})
+
+  def run(model, rows, deterministic):
+    rngs = {} if deterministic else {"rngs": {"dropout": jax.random.key(3)}}
+    head = jnp.linspace(-1.0, 1.0, cfg.hidden_size)
+
+    def f(p):
+      hidden = model.apply({"params": p}, text, deterministic=deterministic, **rngs)[:, rows]
+      return jnp.sum(jnp.sin(hidden @ head)), hidden
+
+    return jax.jit(jax.value_and_grad(f, has_aux=True))(params)
+
+  for deterministic in (True, False):
+    (value, hidden), grads = run(cls, 0, deterministic)
+    (want_value, want_hidden), want_grads = run(full, 0, deterministic)
+    assert hidden.shape == want_hidden.shape == (text.shape[0], cfg.hidden_size)
+    _close((value, hidden, grads), (want_value, want_hidden, want_grads), rtol=1e-5, atol=1e-6)
+  # with dropout, the row differs from a deterministic pass: the masks were applied, not skipped
+  assert np.abs(np.asarray(run(cls, 0, False)[0][1] - run(cls, 0, True)[0][1])).max() > 1e-3
 
 
 def test_gear_bfloat16_runs_in_mixed_precision():

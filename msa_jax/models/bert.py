@@ -175,12 +175,15 @@ class BertEmbeddings(nn.Module):
 
 
 class BertSelfAttention(nn.Module):
-  """Multi-head scaled dot-product self-attention: (B, L, H), bias (B, 1, 1, L) -> (B, L, H).
+  """Multi-head scaled dot-product self-attention: (B, L, H), bias (B, 1, 1, L) -> (B, R, H).
 
-  With `dtype`, projections and matmuls run in it; scores, bias and softmax in float32."""
+  With `dtype`, projections and matmuls run in it; scores, bias and softmax in float32. With
+  `query_rows` R, only the first R positions query (keys and values are every position's): the
+  first R rows of the full attention, with the same dropout masks."""
 
   config: BertConfig
   dtype: Any = None
+  query_rows: int | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool) -> jax.Array:
@@ -188,11 +191,12 @@ class BertSelfAttention(nn.Module):
     batch, length, hidden = x.shape
     heads = cfg.num_attention_heads
     head_dim = hidden // heads
+    rows = length if self.query_rows is None else self.query_rows
 
     def split(t: jax.Array) -> jax.Array:
-      return t.reshape(batch, length, heads, head_dim).transpose(0, 2, 1, 3)
+      return t.reshape(batch, t.shape[1], heads, head_dim).transpose(0, 2, 1, 3)
 
-    q = split(_dense(hidden, "query", self.dtype)(x))
+    q = split(_dense(hidden, "query", self.dtype)(x[:, :rows]))
     k = split(_dense(hidden, "key", self.dtype)(x))
     v = split(_dense(hidden, "value", self.dtype)(x))
     if self.dtype is None:
@@ -201,40 +205,55 @@ class BertSelfAttention(nn.Module):
       scores = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
       scores = scores / jnp.sqrt(jnp.asarray(head_dim, jnp.float32)) + bias.astype(jnp.float32)
     probs = jax.nn.softmax(scores, axis=-1)
-    probs = dropout(self, probs, cfg.attention_probs_dropout_prob, deterministic, cfg.dropout_impl)
+    probs = dropout(
+      self,
+      probs,
+      cfg.attention_probs_dropout_prob,
+      deterministic,
+      cfg.dropout_impl,
+      full_shape=(batch, heads, length, length),
+    )
     if self.dtype is not None:
       probs = probs.astype(self.dtype)
     out = jnp.einsum("bhqk,bhkd->bhqd", probs, v)
-    return out.transpose(0, 2, 1, 3).reshape(batch, length, hidden)
+    return out.transpose(0, 2, 1, 3).reshape(batch, rows, hidden)
 
 
 class BertResidualOutput(nn.Module):
   """Dense, dropout, then LayerNorm(x + residual): the post-norm sub-layer output (in the
-  residual's dtype)."""
+  residual's dtype). `length`: the sequence length of the full layer when x holds its first rows
+  only (the dropout masks are those rows' of the full layer)."""
 
   config: BertConfig
   dtype: Any = None
+  length: int | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, residual: jax.Array, deterministic: bool) -> jax.Array:
     cfg = self.config
     x = _dense(cfg.hidden_size, "dense", self.dtype)(x)
-    x = dropout(self, x, cfg.hidden_dropout_prob, deterministic, cfg.dropout_impl)
+    full = None if self.length is None else (x.shape[0], self.length, cfg.hidden_size)
+    x = dropout(self, x, cfg.hidden_dropout_prob, deterministic, cfg.dropout_impl, full)
     if self.dtype is not None:
       x = x.astype(residual.dtype)
     return _layer_norm(cfg, "LayerNorm")(x + residual)
 
 
 class BertAttention(nn.Module):
-  """Self-attention followed by its residual output block."""
+  """Self-attention followed by its residual output block (for the first `query_rows` positions
+  only, if given)."""
 
   config: BertConfig
   dtype: Any = None
+  query_rows: int | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool) -> jax.Array:
-    attended = BertSelfAttention(self.config, self.dtype, name="self")(x, bias, deterministic)
-    return BertResidualOutput(self.config, self.dtype, name="output")(attended, x, deterministic)
+    rows = self.query_rows
+    attended = BertSelfAttention(self.config, self.dtype, rows, name="self")(x, bias, deterministic)
+    length = None if rows is None else x.shape[1]
+    output = BertResidualOutput(self.config, self.dtype, length, name="output")
+    return output(attended, x if rows is None else x[:, :rows], deterministic)
 
 
 class BertIntermediate(nn.Module):
@@ -249,36 +268,47 @@ class BertIntermediate(nn.Module):
 
 
 class BertLayer(nn.Module):
-  """One post-norm encoder layer: attention block, then feed-forward block."""
+  """One post-norm encoder layer: attention block, then feed-forward block.
+
+  `query_rows` R: the layer's output for the first R positions only, (B, L, H) -> (B, R, H), the
+  same values and dropout masks as those rows of the full layer's output (an encoder's last layer
+  when only [CLS] is read: keys and values still come from every position)."""
 
   config: BertConfig
   dtype: Any = None
+  query_rows: int | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool) -> jax.Array:
-    x = BertAttention(self.config, self.dtype, name="attention")(x, bias, deterministic)
+    length = None if self.query_rows is None else x.shape[1]
+    attention = BertAttention(self.config, self.dtype, self.query_rows, name="attention")
+    x = attention(x, bias, deterministic)
     h = BertIntermediate(self.config, self.dtype, name="intermediate")(x)
-    return BertResidualOutput(self.config, self.dtype, name="output")(h, x, deterministic)
+    return BertResidualOutput(self.config, self.dtype, length, name="output")(h, x, deterministic)
 
 
 class BertEncoder(nn.Module):
   """The stack of `num_hidden_layers` encoder layers, named `layer_0`, `layer_1`, ...
 
-  With `remat` (and outside initialisation), the layers are applied by `remat_layers`."""
+  With `remat` (and outside initialisation), the layers are applied by `remat_layers`. With
+  `cls_only`, the last layer computes position 0 only ((B, L, H) -> (B, 1, H); see `BertLayer`)."""
 
   config: BertConfig
   dtype: Any = None
   remat: bool = False
+  cls_only: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool) -> jax.Array:
     n = self.config.num_hidden_layers
+    last_rows = 1 if self.cls_only else None
     if self.remat and not self.is_initializing():
       layers = [self.variables["params"][f"layer_{i}"] for i in range(n)]
       key = None if deterministic else self.make_rng("dropout")
-      return remat_layers(self.config, self.dtype, layers, x, bias, key)
+      return remat_layers(self.config, self.dtype, layers, x, bias, key, last_rows)
     for i in range(n):
-      x = BertLayer(self.config, self.dtype, name=f"layer_{i}")(x, bias, deterministic)
+      rows = last_rows if i == n - 1 else None
+      x = BertLayer(self.config, self.dtype, rows, name=f"layer_{i}")(x, bias, deterministic)
     return x
 
 
@@ -289,23 +319,33 @@ def remat_layers(
   x: jax.Array,
   bias: jax.Array,
   dropout_key: jax.Array | None,
+  last_rows: int | None = None,
 ) -> jax.Array:
   """The encoder layers as a `lax.scan` with a rematerialised body (module docstring).
 
   layers: each layer's parameters, in order; dropout_key None: deterministic (no dropout), else
-  layer i draws its masks from `fold_in(dropout_key, i)`.
+  layer i draws its masks from `fold_in(dropout_key, i)`. last_rows: the last layer computes
+  only its first `last_rows` positions (`BertLayer.query_rows`), rematerialised on its own.
   """
-  stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *layers)
-  layer = BertLayer(config, dtype, parent=None)
+
+  def apply(params: Params, h: jax.Array, i: jax.Array | int, rows: int | None) -> jax.Array:
+    layer = BertLayer(config, dtype, rows, parent=None)
+    if dropout_key is None:
+      return layer.apply({"params": params}, h, bias, True)
+    rngs = {"dropout": jax.random.fold_in(dropout_key, i)}
+    return layer.apply({"params": params}, h, bias, False, rngs=rngs)
 
   def body(h: jax.Array, inputs: tuple[Params, jax.Array]) -> tuple[jax.Array, None]:
     params, i = inputs
-    if dropout_key is None:
-      return layer.apply({"params": params}, h, bias, True), None
-    rngs = {"dropout": jax.random.fold_in(dropout_key, i)}
-    return layer.apply({"params": params}, h, bias, False, rngs=rngs), None
+    return apply(params, h, i, None), None
 
-  x, _ = jax.lax.scan(jax.checkpoint(body), x, (stacked, jnp.arange(len(layers))))
+  scanned = list(layers) if last_rows is None else list(layers)[:-1]
+  if scanned:
+    stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *scanned)
+    x, _ = jax.lax.scan(jax.checkpoint(body), x, (stacked, jnp.arange(len(scanned))))
+  if last_rows is not None:
+    last = len(layers) - 1
+    x = jax.checkpoint(lambda p, h: apply(p, h, last, last_rows))(layers[-1], x)
   return x
 
 
@@ -342,12 +382,17 @@ class BertModel(nn.Module):
   text_bert (B, 3, L) [ids, attention mask, segment ids] to the last hidden states (B, L, H); with
   `add_pooler=True` it returns `(hidden (B, L, H), pooled (B, H))`. `dtype`: the computation dtype
   (None = float32) and `remat`: see the module docstring; hidden states are float32 either way.
+  `cls_only`: for a caller that reads only [CLS], the hidden states are (B, 1, H), position 0's,
+  and the last layer computes its query, attention output and feed-forward for position 0 only
+  (about 1/12 fewer FLOPs for bert-base). Values are those of the full encoder up to float
+  rounding, with the same dropout masks, and the parameters are the same.
   """
 
   config: BertConfig
   add_pooler: bool = False
   dtype: Any = None
   remat: bool = False
+  cls_only: bool = False
 
   @nn.compact
   def __call__(
@@ -355,7 +400,7 @@ class BertModel(nn.Module):
   ) -> jax.Array | tuple[jax.Array, jax.Array]:
     ids, mask, segments = split_text_bert(text_bert)
     x = BertEmbeddings(self.config, name="embeddings")(ids, segments, deterministic)
-    x = BertEncoder(self.config, self.dtype, self.remat, name="encoder")(
+    x = BertEncoder(self.config, self.dtype, self.remat, self.cls_only, name="encoder")(
       x, attention_bias(mask, x.dtype), deterministic
     )
     if not self.add_pooler:

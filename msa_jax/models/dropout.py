@@ -59,8 +59,17 @@ def hash_dropout(key: jax.Array, x: jax.Array, rate: float) -> jax.Array:
   return jax.lax.select(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros_like(x))
 
 
+def _corner(shape: tuple[int, ...]) -> tuple[slice, ...]:
+  return tuple(slice(0, n) for n in shape)
+
+
 def dropout(
-  module: nn.Module, x: jax.Array, rate: float, deterministic: bool, impl: str = "hash"
+  module: nn.Module,
+  x: jax.Array,
+  rate: float,
+  deterministic: bool,
+  impl: str = "hash",
+  full_shape: tuple[int, ...] | None = None,
 ) -> jax.Array:
   """Dropout inside `module`'s compact `__call__` (called as `dropout(self, x, ...)`), from its
   'dropout' RNG stream.
@@ -68,12 +77,33 @@ def dropout(
   "threefry" creates an `nn.Dropout` in `module`, so its masks are those of the plain
   `nn.Dropout(rate)(x, deterministic=...)` it replaces; "hash" draws one key from `module`'s
   'dropout' stream for the mask (`hash_dropout`).
+
+  `full_shape`: `x` is the leading corner `t[:x.shape[0], :x.shape[1], ...]` of a tensor t of this
+  shape, and gets exactly the mask (and the result) that dropout of t would give that corner, so
+  a computation restricted to some rows (BERT's [CLS]-only last layer) keeps the random stream of
+  the full one. The hash mask is computed for the corner's elements only.
   """
   check_impl(impl)
+  full_shape = tuple(full_shape) if full_shape is not None else x.shape
+  if full_shape != x.shape and (
+    len(full_shape) != x.ndim or any(n > f for n, f in zip(x.shape, full_shape, strict=True))
+  ):
+    raise ValueError(f"dropout: x of shape {x.shape} is not a corner of full_shape {full_shape}")
   if impl == "threefry":
-    return nn.Dropout(rate)(x, deterministic=deterministic)
+    layer = nn.Dropout(rate)
+    if full_shape == x.shape:
+      return layer(x, deterministic=deterministic)
+    if deterministic or rate == 0.0:
+      return x
+    keep = layer(jnp.ones(full_shape, x.dtype), deterministic=False)[_corner(x.shape)] != 0
+    return jax.lax.select(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros_like(x))
   if deterministic or rate == 0.0:
     return x
   if rate == 1.0:
     return jnp.zeros_like(x)
-  return hash_dropout(module.make_rng("dropout"), x, rate)
+  key = module.make_rng("dropout")
+  if full_shape == x.shape:
+    return hash_dropout(key, x, rate)
+  keep = 1.0 - rate
+  mask = hash_keep_mask(key, full_shape, keep)[_corner(x.shape)]
+  return jax.lax.select(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros_like(x))

@@ -74,6 +74,8 @@ class GEARConfig:
       forward; dropout masks from another stream, see `msa_jax.models.bert`).
     dropout_impl: how every dropout mask (the BERTs' included) is drawn: "hash" or "threefry"
       (`msa_jax.models.dropout`).
+    cls_only: the BERTs' last layer computes position 0 only, the [CLS] state GEAR reads (the
+      same values up to float rounding and the same dropout masks; `BertModel.cls_only`).
   """
 
   text: BertConfig
@@ -93,6 +95,7 @@ class GEARConfig:
   dtype: str = "float32"
   remat: bool = False
   dropout_impl: str = "hash"
+  cls_only: bool = True
 
   def __post_init__(self):
     check_dropout_impl(self.dropout_impl)
@@ -362,7 +365,11 @@ class GEAR(nn.Module):
     z = {m: {} for m in MODALITIES}
     for role in ROLES:
       hidden = BertModel(
-        text, dtype=compute_dtype(cfg.dtype), remat=cfg.remat, name=f"bert_{role}"
+        text,
+        dtype=compute_dtype(cfg.dtype),
+        remat=cfg.remat,
+        cls_only=cfg.cls_only,
+        name=f"bert_{role}",
       )(batch["text_bert"], deterministic=deterministic)
       z["text"][role] = nn.relu(TorchDense(s, name=f"text_{role}_proj")(drop(hidden[:, 0])))
       for m, (hid, out) in seq_sizes.items():

@@ -185,6 +185,7 @@ COMMON_RULES: dict[str, Callable[[str, Any], None]] = {
   "compile_cache": _str,
   "model.dtype": _one_of(*MODEL_DTYPES),
   "model.remat": _bool,
+  "model.cls_only": _bool,
   "model.dropout_impl": _one_of(*DROPOUT_IMPLS),
 }
 
