@@ -40,7 +40,7 @@ from msa_jax import cli  # noqa: E402
 from msa_jax.bench import output  # noqa: E402
 from msa_jax.bench.compare import compare_variants  # noqa: E402
 from msa_jax.bench.configuration import DTYPES, ENCODERS, METHODS, SHAPES  # noqa: E402
-from msa_jax.bench.reference import REFERENCE_REPOS  # noqa: E402
+from msa_jax.bench.reference import REFERENCE_REPOS, REFERENCE_WARMUP  # noqa: E402
 from msa_jax.bench.run import run_children, run_one  # noqa: E402
 
 CONFIGS = {"lnln": lnln.get_config, "gear": gear.get_config}
@@ -116,6 +116,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     metavar="DIR",
     help="the authors' checkout of --method (LNLN or GEAR), for --reference-python",
   )
+  p.add_argument(
+    "--reference-warmup",
+    type=int,
+    default=REFERENCE_WARMUP,
+    metavar="N",
+    help="untimed steps of the reference before the interleaved rounds: its step time falls "
+    "over the first steps of a process (docs/benchmarks.md), ours does not "
+    f"(default {REFERENCE_WARMUP})",
+  )
   p.add_argument("--quiet", action="store_true", help="no table (used by the parent process)")
   args = p.parse_args(argv)
   for name, valid in (("encoder", ENCODERS), ("shape", SHAPES)):
@@ -134,6 +143,8 @@ def check_reference_args(p: argparse.ArgumentParser, args: argparse.Namespace) -
     p.error("--reference-python and --reference-repo go together")
   if args.reference_python is None:
     return
+  if args.reference_warmup < 0:
+    p.error(f"--reference-warmup {args.reference_warmup}: expected a count >= 0")
   if args.compare is None:
     p.error(
       "--reference-python needs --compare (the reference's steps are interleaved with the "

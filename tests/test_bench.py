@@ -217,6 +217,10 @@ def _fake_worker(tmp_path, body=FAKE_WORKER):
       "runs one --method (lnln or gear) at --shape paper with --encoder minilm or bert-base, not "
       "lnln / default / tiny",
     ),
+    (
+      ["--reference-python", "/bin/sh", "--reference-repo", ".", "--reference-warmup", "-1"],
+      "--reference-warmup -1: expected a count >= 0",
+    ),
   ],
 )
 def test_reference_options_are_checked(extra, message, capsys):
@@ -256,10 +260,13 @@ def test_reference_repo_must_be_a_checkout_of_the_method(method, marker, tmp_pat
 def test_reference_worker_protocol_and_failures(tmp_path):
   bench = _bench_module()
   args = bench.parse_args(
-    ["--method", "lnln", "--encoder", "bert-base", "--shape", "paper", "--warmup", "1"]
+    [
+      *("--method", "lnln", "--encoder", "bert-base", "--shape", "paper"),
+      *("--warmup", "0", "--reference-warmup", "1"),
+    ]
   )
   args.reference_python, args.reference_repo = _fake_worker(tmp_path), "/ref/LNLN"
-  worker = ReferenceWorker.start(args)  # ready, then one warm-up step (3.0 s)
+  worker = ReferenceWorker.start(args)  # ready, then one reference warm-up step (3.0 s)
   try:
     assert worker.info["torch"] == "fake"
     assert worker.info["argv"][1:] == [
@@ -289,7 +296,9 @@ def test_reference_worker_protocol_and_failures(tmp_path):
 
 def test_compare_interleaves_the_reference_and_reports_its_speedup(tmp_path):
   bench = _bench_module()
-  args = bench.parse_args([*SMALL_LNLN, "--steps", "2", "--warmup", "0", "--compare", ""])
+  args = bench.parse_args(
+    [*SMALL_LNLN, "--steps", "2", "--warmup", "0", "--reference-warmup", "0", "--compare", ""]
+  )
   args.reference_python, args.reference_repo = _fake_worker(tmp_path), "/ref/LNLN"
   result = compare_variants(args, lnln_config.get_config)
   ours = result["compare"][0]["step_s"]["all_s"]

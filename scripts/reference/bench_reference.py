@@ -37,9 +37,11 @@ What one step is:
   msa_jax's GEAR step. Their `utils` package imports `pynvml` (GPU selection) at import time; a
   stub module stands in for it, as nothing here uses a GPU.
 
-Two modes:
+Three modes:
 - `--steps N`: `--warmup` untimed steps, then N timed; prints one JSON object (median step,
   every step, peak RSS).
+- `--profile FILE --steps N`: after the warm-up, N steps under `torch.profiler`; writes the
+  operator table (self CPU time per aten op, with input shapes) to FILE and prints the JSON too.
 - `--worker`: builds the model, prints `{"ready": ...}`, then runs one step for each `step` line on
   stdin and prints `{"step_s": ..., "cpu_s": ...}`; `rss` prints the peak RSS so far; EOF or
   `quit` ends it. `scripts/bench.py --reference-python ... --reference-repo ...` drives this to
@@ -325,6 +327,7 @@ def main(argv: list[str] | None = None) -> None:
   p.add_argument("--steps", type=int, default=3)
   p.add_argument("--warmup", type=int, default=1)
   p.add_argument("--worker", action="store_true", help="steps on request (module docstring)")
+  p.add_argument("--profile", type=pathlib.Path, help="write torch.profiler's op table here")
   opts = p.parse_args(argv)
   torch.set_num_threads(opts.threads)
   start = time.perf_counter()
@@ -357,7 +360,18 @@ def main(argv: list[str] | None = None) -> None:
     return
   for _ in range(opts.warmup):
     runner.step()
-  steps = [timing.timed(runner.step)[1:] for _ in range(opts.steps)]
+  if opts.profile:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+      steps = [timing.timed(runner.step)[1:] for _ in range(opts.steps)]
+    table = prof.key_averages(group_by_input_shape=True).table(
+      sort_by="self_cpu_time_total", row_limit=60, max_name_column_width=40
+    )
+    totals = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=40)
+    opts.profile.write_text(f"{info}\n\n{totals}\n\n{table}\n", encoding="utf-8")
+  else:
+    steps = [timing.timed(runner.step)[1:] for _ in range(opts.steps)]
   walls = [w for w, _ in steps]
   emit(
     {
