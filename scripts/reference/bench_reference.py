@@ -42,6 +42,11 @@ Three modes:
   every step, peak RSS).
 - `--profile FILE --steps N`: after the warm-up, N steps under `torch.profiler`; writes the
   operator table (self CPU time per aten op, with input shapes) to FILE and prints the JSON too.
+
+`--data FILE` (LNLN): each step takes the next batch of the authors' own `MMDataLoader` over an
+MMSA-format pickle (e.g. msa_jax's synthetic MOSI file), with their `num_workers` (8) and their
+per-epoch missing-rate masking, and the wait for that batch is timed with the step, as their
+`train()` loop runs it: what a user of their script sees per step.
 - `--worker`: builds the model, prints `{"ready": ...}`, then runs one step for each `step` line on
   stdin and prints `{"step_s": ..., "cpu_s": ...}`; `rss` prints the peak RSS so far; EOF or
   `quit` ends it. `scripts/bench.py --reference-python ... --reference-repo ...` drives this to
@@ -164,9 +169,12 @@ class LNLNStep:
   """The authors' LNLN model, loss and optimizer; `step()` runs one train step, as `train()`
   does."""
 
-  def __init__(self, ref: pathlib.Path, encoder: str, batch: int, seed: int):
+  def __init__(
+    self, ref: pathlib.Path, encoder: str, batch: int, seed: int, data: pathlib.Path | None = None
+  ):
     sys.path.insert(0, str(ref.resolve()))
-    from core.losses import MultimodalLoss  # the authors' modules, unchanged
+    from core.dataset import MMDataLoader  # the authors' modules, unchanged
+    from core.losses import MultimodalLoss
     from models.lnln import build_model
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -174,6 +182,12 @@ class LNLNStep:
       args = reference_args(ref, pathlib.Path(tmp), encoder)
       torch.manual_seed(seed)
       self.model = build_model(args)
+    self.loader = None
+    if data is not None:
+      args["dataset"]["dataPath"] = str(data)
+      args["base"]["batch_size"] = batch
+      self.train_loader = MMDataLoader(args)["train"]
+      self.loader = iter(self.train_loader)
     self.loss_fn = MultimodalLoss(args)
     self.optimizer = torch.optim.AdamW(
       self.model.parameters(), lr=args["base"]["lr"], weight_decay=args["base"]["weight_decay"]
@@ -181,7 +195,29 @@ class LNLNStep:
     self.complete, self.incomplete, self.labels = random_batch(batch, seed)
     self.params = sum(p.numel() for p in self.model.parameters())
 
+  def _next_batch(self) -> tuple[tuple, tuple, dict]:
+    """The next batch of the authors' loader, as their `train()` unpacks it (a new epoch after
+    the last batch)."""
+    data = next(self.loader, None)
+    if data is None:
+      self.loader = iter(self.train_loader)
+      data = next(self.loader)
+    labels = data["labels"]["M"]
+    return (
+      (data["vision"], data["audio"], data["text"]),
+      (data["vision_m"], data["audio_m"], data["text_m"]),
+      {
+        "sentiment_labels": labels,
+        "completeness_labels": 1.0 - data["labels"]["missing_rate_l"],
+        "effectiveness_labels": torch.cat(
+          [torch.ones(len(labels) * 8), torch.zeros(len(labels) * 8)]
+        ).long(),
+      },
+    )
+
   def step(self) -> float:
+    if self.loader is not None:
+      self.complete, self.incomplete, self.labels = self._next_batch()
     self.model.train()
     out = self.model(self.complete, self.incomplete)
     loss = self.loss_fn(out, self.labels)
@@ -328,12 +364,20 @@ def main(argv: list[str] | None = None) -> None:
   p.add_argument("--warmup", type=int, default=1)
   p.add_argument("--worker", action="store_true", help="steps on request (module docstring)")
   p.add_argument("--profile", type=pathlib.Path, help="write torch.profiler's op table here")
+  p.add_argument(
+    "--data",
+    type=pathlib.Path,
+    help="LNLN: batches from the authors' MMDataLoader over this MMSA pickle (docstring)",
+  )
   opts = p.parse_args(argv)
   torch.set_num_threads(opts.threads)
   start = time.perf_counter()
-  runner = (LNLNStep if opts.method == "lnln" else GEARStep)(
-    opts.ref, opts.encoder, opts.batch, opts.seed
-  )
+  if opts.data is not None and opts.method != "lnln":
+    p.error("--data: only for --method lnln (the authors' LNLN data loader)")
+  if opts.method == "lnln":
+    runner = LNLNStep(opts.ref, opts.encoder, opts.batch, opts.seed, opts.data)
+  else:
+    runner = GEARStep(opts.ref, opts.encoder, opts.batch, opts.seed)
   info = {
     "method": opts.method,
     "torch": torch.__version__,
@@ -343,6 +387,7 @@ def main(argv: list[str] | None = None) -> None:
     "batch": opts.batch,
     "params": runner.params,
     "build_s": round(time.perf_counter() - start, 2),
+    "data": str(opts.data) if opts.data else "random batch, reused",
   }
   if opts.worker:
     emit({"ready": True, **info})
