@@ -176,8 +176,9 @@ def synthetic_default_path(config: ml_collections.ConfigDict) -> pathlib.Path | 
 
 
 def _check_ood(config: ml_collections.ConfigDict, path: pathlib.Path, splits: dict) -> dict:
-  """`data.ood=none` drops the OOD splits; a method that evaluates OOD splits (a config with
-  `data.ood`) refuses data without them unless told so."""
+  """`data.ood=none` drops the OOD test splits (OOD validation splits stay for selection); a
+  method that evaluates OOD splits (a config with `data.ood`) refuses data without them unless
+  told so."""
   if "ood" not in config.data:
     return splits
   if config.data.ood == "none":
