@@ -113,7 +113,7 @@ def compare_variants(args: argparse.Namespace, get_config: GetConfig) -> dict[st
       "shape": args.shape,
       "set": list(args.set),
       "warmup": args.warmup,
-      "reference_warmup": getattr(args, "reference_warmup", None),
+      "reference_warmup": args.reference_warmup,
       "steps": steps,
     },
     "machine": machine_info(),

@@ -61,7 +61,7 @@ class ReferenceWorker:
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     worker = cls(proc, {})
     worker.info = worker._reply()
-    for _ in range(getattr(args, "reference_warmup", REFERENCE_WARMUP)):
+    for _ in range(args.reference_warmup):
       worker.step()
     return worker
 

@@ -52,15 +52,24 @@ def hash_keep_mask(key: jax.Array, shape: tuple[int, ...], keep: float) -> jax.A
   return bits < jnp.uint32(threshold)
 
 
-def hash_dropout(key: jax.Array, x: jax.Array, rate: float) -> jax.Array:
-  """x with each element zeroed with probability `rate`, the others scaled by 1 / (1 − rate)."""
-  keep = 1.0 - rate
-  mask = hash_keep_mask(key, x.shape, keep)
+def _corner(shape: tuple[int, ...]) -> tuple[slice, ...]:
+  return tuple(slice(0, n) for n in shape)
+
+
+def _keep_scaled(mask: jax.Array, x: jax.Array, keep: float) -> jax.Array:
+  """x / keep where `mask`, 0 elsewhere."""
   return jax.lax.select(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros_like(x))
 
 
-def _corner(shape: tuple[int, ...]) -> tuple[slice, ...]:
-  return tuple(slice(0, n) for n in shape)
+def hash_dropout(
+  key: jax.Array, x: jax.Array, rate: float, full_shape: tuple[int, ...] | None = None
+) -> jax.Array:
+  """x with each element zeroed with probability `rate`, the others scaled by 1 / (1 − rate).
+
+  `full_shape`: x is the leading corner of a tensor of this shape and gets that corner's mask."""
+  keep = 1.0 - rate
+  mask = hash_keep_mask(key, full_shape or x.shape, keep)[_corner(x.shape)]
+  return _keep_scaled(mask, x, keep)
 
 
 def dropout(
@@ -95,15 +104,10 @@ def dropout(
       return layer(x, deterministic=deterministic)
     if deterministic or rate == 0.0:
       return x
-    keep = layer(jnp.ones(full_shape, x.dtype), deterministic=False)[_corner(x.shape)] != 0
-    return jax.lax.select(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros_like(x))
+    mask = layer(jnp.ones(full_shape, x.dtype), deterministic=False)[_corner(x.shape)] != 0
+    return _keep_scaled(mask, x, 1.0 - rate)
   if deterministic or rate == 0.0:
     return x
   if rate == 1.0:
     return jnp.zeros_like(x)
-  key = module.make_rng("dropout")
-  if full_shape == x.shape:
-    return hash_dropout(key, x, rate)
-  keep = 1.0 - rate
-  mask = hash_keep_mask(key, full_shape, keep)[_corner(x.shape)]
-  return jax.lax.select(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros_like(x))
+  return hash_dropout(module.make_rng("dropout"), x, rate, full_shape)

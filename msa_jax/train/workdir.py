@@ -35,13 +35,18 @@ def _size(path: pathlib.Path) -> int:
   return path.stat().st_size
 
 
-def _hash_files(h: hashlib.blake2b, directory: pathlib.Path, contents: str) -> None:
-  """Adds every file's relative name and size under `directory`, and the bytes of `contents`."""
+def _hash_files(h: hashlib.blake2b, directory: pathlib.Path, contents: str) -> int:
+  """Adds every file's relative name and size under `directory`, and the bytes of `contents`;
+  returns the files' total size."""
+  total = 0
   for p in sorted(directory.rglob("*")):
     if p.is_file():
-      h.update(f"{p.relative_to(directory)}:{p.stat().st_size}\n".encode())
+      size = p.stat().st_size
+      h.update(f"{p.relative_to(directory)}:{size}\n".encode())
+      total += size
   if (directory / contents).is_file():
     h.update((directory / contents).read_bytes())
+  return total
 
 
 def data_fingerprint(path: str | os.PathLike, splits: dict[str, Split]) -> dict:
@@ -52,12 +57,13 @@ def data_fingerprint(path: str | os.PathLike, splits: dict[str, Split]) -> dict:
     from msa_jax.data import tfds_mmsa  # TFDS is an optional dependency
 
     built = tfds_mmsa.built_directory(str(path)[len(loader.TFDS_PREFIX) :])
-    _hash_files(h, built, "dataset_info.json")
-    return {"path": str(path), "bytes": _size(built), "blake2b": h.hexdigest()}
+    size = _hash_files(h, built, "dataset_info.json")
+    return {"path": str(path), "bytes": size, "blake2b": h.hexdigest()}
   path = pathlib.Path(path).expanduser()
   if ondisk.is_converted(path):
-    _hash_files(h, path, ondisk.MANIFEST)
+    size = _hash_files(h, path, ondisk.MANIFEST)
   else:
+    size = _size(path)
     for name in sorted(splits):
       split = splits[name]
       for f in dataclasses.fields(split):
@@ -70,7 +76,7 @@ def data_fingerprint(path: str | os.PathLike, splits: dict[str, Split]) -> dict:
           h.update("\x00".join(map(str, arr.ravel())).encode())
         else:
           h.update(np.ascontiguousarray(arr).data)
-  return {"path": str(path.absolute()), "bytes": _size(path), "blake2b": h.hexdigest()}
+  return {"path": str(path.absolute()), "bytes": size, "blake2b": h.hexdigest()}
 
 
 def _show(fp: dict) -> str:
