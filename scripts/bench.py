@@ -6,6 +6,9 @@
       --profile /tmp/prof
   python scripts/bench.py --method gear --encoder minilm --shape paper --steps 6 \
       --compare "" "model.dropout_impl=threefry"
+  python scripts/bench.py --method gear --encoder bert-base --shape paper --steps 4 \
+      --compare "" --alternate 2 --reference-python /tmp/torchvenv/bin/python \
+      --reference-repo /tmp/gear_ref
 
 The method's default config (configs/lnln.py, configs/gear.py) with the encoder, batch sizes,
 dtype and attention options given here; random data of the chosen shapes (`paper`: MOSI;
@@ -19,7 +22,11 @@ train steps are interleaved round by round in one process (msa_jax/bench/compare
 `--reference-python PY --reference-repo DIR` (with `--compare`, `--shape paper`, `--encoder minilm`
 or `bert-base`) adds the authors' PyTorch train step as one more variant:
 scripts/reference/bench_reference.py run by PY (a Python with torch, transformers, pyyaml, einops,
-scikit-learn, tqdm) on the authors' checkout DIR of the method, in a process that stays alive.
+scikit-learn, tqdm) on the authors' checkout DIR of the method, in a process that stays alive
+(with `--alternate`, a process per round).
+`--alternate ROUNDS` (with `--compare`): each variant, and the reference, runs in a fresh process of
+its own, one at a time, ROUNDS times (msa_jax/bench/alternate.py): on a machine whose memory a
+second large process crowds, the figure a user running one program sees.
 `--profile DIR` traces two more train steps into DIR and attributes the op time to model parts.
 """
 
@@ -38,8 +45,15 @@ if str(ROOT) not in sys.path:
 from configs import gear, lnln  # noqa: E402
 from msa_jax import cli  # noqa: E402
 from msa_jax.bench import output  # noqa: E402
+from msa_jax.bench.alternate import alternate_variants  # noqa: E402
 from msa_jax.bench.compare import compare_variants  # noqa: E402
-from msa_jax.bench.configuration import DTYPES, ENCODERS, METHODS, SHAPES  # noqa: E402
+from msa_jax.bench.configuration import (  # noqa: E402
+  DTYPES,
+  ENCODERS,
+  METHODS,
+  SHAPES,
+  timed_step_count,
+)
 from msa_jax.bench.reference import REFERENCE_REPOS, REFERENCE_WARMUP  # noqa: E402
 from msa_jax.bench.run import run_children, run_one  # noqa: E402
 
@@ -104,6 +118,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     "train steps interleaved in one process (one method/encoder/shape)",
   )
   p.add_argument(
+    "--alternate",
+    type=int,
+    default=None,
+    metavar="ROUNDS",
+    help="with --compare: run each variant (and the reference) in a fresh process of its own, "
+    "one at a time, ROUNDS times, instead of interleaving steps in one process "
+    "(msa_jax/bench/alternate.py)",
+  )
+  p.add_argument(
     "--reference-python",
     default=None,
     metavar="PY",
@@ -131,6 +154,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for item in getattr(args, name).split(","):
       if item not in valid:
         p.error(f"--{name}: {item!r} is not one of {valid}")
+  if args.alternate is not None:
+    if args.compare is None:
+      p.error("--alternate needs --compare (the variants to run, '' for ours as configured)")
+    if args.alternate < 1:
+      p.error(f"--alternate {args.alternate}: expected a round count >= 1")
   check_reference_args(p, args)
   return args
 
@@ -180,7 +208,11 @@ def main(argv: Sequence[str] | None = None) -> None:
       sys.exit("bench.py: --compare takes one --method, --encoder and --shape")
     args.method, args.encoder, args.shape = combos[0]
     try:
-      result = compare_variants(args, CONFIGS[args.method])
+      if args.alternate:
+        script = pathlib.Path(__file__).resolve()
+        result = alternate_variants(args, script, timed_step_count(args))
+      else:
+        result = compare_variants(args, CONFIGS[args.method])
     except (ValueError, RuntimeError) as e:
       sys.exit(f"bench.py: {e}")
     output.write_json(args.json, result)

@@ -1,6 +1,6 @@
 """scripts/bench.py end to end on a small LNLN (tiny encoder, default shapes): the JSON has every
 figure, each tagged measured / extrapolated / quoted; msa_jax.bench's quoted figures, ratios,
-reference worker and interleaved --compare. No timing assertions."""
+reference worker, interleaved and alternating --compare. No timing assertions."""
 
 import json
 import subprocess
@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from configs import lnln as lnln_config
+from msa_jax.bench.alternate import alternate_variants
 from msa_jax.bench.compare import compare_variants
 from msa_jax.bench.figures import fig
 from msa_jax.bench.output import format_compare
@@ -309,3 +310,75 @@ def test_compare_interleaves_the_reference_and_reports_its_speedup(tmp_path):
   assert all(f["kind"] in KINDS for f in _figures(result))
   table = format_compare(result)
   assert "reference: authors' PyTorch (torch fake)" in table.splitlines()[-1]
+
+
+FAKE_REFERENCE_RUN = """
+import json, pathlib, sys
+argv = sys.argv[2:]  # after the script's path
+assert argv[:4] == ["--warmup", "2", "--steps", "2"], argv
+counter = pathlib.Path(__file__).with_name("rounds")
+r = int(counter.read_text()) if counter.exists() else 0
+counter.write_text(str(r + 1))
+print("cpu", flush=True)  # the authors' code prints its device: not the result
+steps = [3.0 + 4 * r, 5.0 + 4 * r]
+print(json.dumps({"torch": "fake", "step_s": steps, "step_s_median": sum(steps) / 2,
+                  "cpu_s": [1.0, 1.0], "peak_rss_gb": 1.5 + r}), flush=True)
+"""
+
+
+def test_alternate_runs_each_variant_and_the_reference_in_processes_of_their_own(tmp_path):
+  bench = _bench_module()
+  args = bench.parse_args(
+    [
+      *SMALL_LNLN,
+      *("--steps", "2", "--warmup", "0", "--reference-warmup", "2", "--alternate", "2"),
+      *("--compare", "model.remat=True"),
+    ]
+  )
+  args.reference_python, args.reference_repo = _fake_worker(tmp_path, FAKE_REFERENCE_RUN), "/r"
+  result = alternate_variants(args, ROOT / "scripts" / "bench.py", 2)
+  assert result["config"]["protocol"] == "alternating" and result["config"]["rounds"] == 2
+  (base,) = result["compare"]
+  assert base["variant"] == "model.remat=True" and base["step_ratio"]["value"] == 1.0
+  assert base["step_s"]["n"] == 4 and len(base["round_median_s"]) == 2  # 2 rounds × 2 steps
+  assert base["compile_s"]["value"] > 0 and base["compile_s_cached"]["value"] > 0
+  assert base["peak_rss_gb"]["value"] > 0 and base["xla_temp_gb"]["value"] > 0
+  # a round's figure is the median of its steps
+  assert base["round_median_s"] == pytest.approx(
+    [sum(base["step_s"]["all_s"][:2]) / 2, sum(base["step_s"]["all_s"][2:]) / 2], rel=1e-5
+  )
+  ref = result["reference"]
+  assert ref["torch"] == "fake" and ref["step_s"]["all_s"] == [3.0, 5.0, 7.0, 9.0]
+  assert ref["round_median_s"] == [4.0, 8.0] and ref["peak_rss_gb"]["value"] == 2.5
+  # the speed-up is the median over rounds of the same round's quotient
+  speedups = [4.0 / base["round_median_s"][0], 8.0 / base["round_median_s"][1]]
+  assert ref["step_ratio"]["value"] == pytest.approx(sum(speedups) / 2, rel=1e-4)
+  assert all(f["kind"] in KINDS for f in _figures(result))
+  table = format_compare(result)
+  assert "2 alternating rounds of 2 steps, one process at a time" in table.splitlines()[0]
+  assert "reference: authors' PyTorch (torch fake)" in table.splitlines()[-1]
+
+
+def test_alternate_reports_a_failed_process_with_its_error(tmp_path):
+  bench = _bench_module()
+  args = bench.parse_args(
+    [*SMALL_LNLN, "--steps", "1", "--warmup", "0", "--alternate", "1", "--compare", ""]
+  )
+  args.reference_python = _fake_worker(tmp_path, "import sys\nsys.exit('no torch here')\n")
+  args.reference_repo = "/r"
+  with pytest.raises(RuntimeError, match="reference failed \\(exit 1\\):\nno torch here"):
+    alternate_variants(args, ROOT / "scripts" / "bench.py", 1)
+
+
+@pytest.mark.parametrize(
+  "extra, message",
+  [
+    (["--alternate", "2"], "--alternate needs --compare"),
+    (["--alternate", "0", "--compare", ""], "--alternate 0: expected a round count >= 1"),
+  ],
+)
+def test_alternate_options_are_checked(extra, message, capsys):
+  bench = _bench_module()
+  with pytest.raises(SystemExit):
+    bench.parse_args(["--method", "lnln", *extra])
+  assert message in capsys.readouterr().err

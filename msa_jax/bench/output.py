@@ -140,10 +140,15 @@ def format_profiles(results: list[dict[str, Any]], groups: int = 15) -> str:
 def format_compare(result: dict[str, Any]) -> str:
   """A `--compare` result as a table: one row per variant (and the reference's step)."""
   c = result["config"]
+  if c.get("protocol") == "alternating":
+    how = f"{c['rounds']} alternating rounds of {c['steps']} steps, one process at a time"
+  else:
+    how = f"{c['steps']} interleaved rounds"
   lines = [
-    f"{c['method']} / {c['encoder']} / {c['shape']}: {c['steps']} interleaved rounds "
+    f"{c['method']} / {c['encoder']} / {c['shape']}: {how} "
     f"(sgemm {result['sgemm']['value']:.0f} GFLOP/s)",
-    f"{'variant':<40} {'step s (med)':>12} {'min-max':>15} {'ratio':>7} {'temp GB':>8}",
+    f"{'variant':<40} {'step s (med)':>12} {'min-max':>15} {'ratio':>7} {'temp GB':>8} "
+    f"{'peak GB':>8}",
   ]
   rows = [(r["variant"] or "(base)", r) for r in result["compare"]]
   if "reference" in result:
@@ -156,7 +161,8 @@ def format_compare(result: dict[str, Any]) -> str:
     lines.append(
       f"{name:<40} {st['median']['value']:>12.3f} "
       f"{st['min']['value']:>7.3f}-{st['max']['value']:<7.3f} "
-      f"{r['step_ratio']['value']:>7.3f} {cell(r['xla_temp_gb']):>8}"
+      f"{r['step_ratio']['value']:>7.3f} {cell(r['xla_temp_gb']):>8} "
+      f"{cell(r.get('peak_rss_gb')):>8}"
     )
   return "\n".join(lines)
 

@@ -31,11 +31,30 @@ REFERENCE_REPOS = {
 REFERENCE_WARMUP = 4
 
 
+SCRIPT = ROOT / "scripts" / "reference" / "bench_reference.py"
+
+
+def reference_command(args: argparse.Namespace, *extra: str) -> list[str]:
+  """The command line that runs the authors' step (`bench_reference.py`) for the command line's
+  method / encoder / batch, with `extra` options (`--worker`, or `--warmup N --steps N`)."""
+  return [
+    args.reference_python,
+    str(SCRIPT),
+    *extra,
+    "--method",
+    args.method,
+    "--ref",
+    args.reference_repo,
+    "--encoder",
+    args.encoder,
+    "--batch",
+    str(args.batch or 64),
+  ]
+
+
 class ReferenceWorker:
   """The authors' PyTorch train step in a child process (`bench_reference.py --worker`): one
   step per `step()`, its wall time as the child measured it."""
-
-  SCRIPT = ROOT / "scripts" / "reference" / "bench_reference.py"
 
   def __init__(self, proc: subprocess.Popen, info: dict[str, Any]):
     self.proc, self.info = proc, info
@@ -44,19 +63,7 @@ class ReferenceWorker:
   def start(cls, args: argparse.Namespace) -> ReferenceWorker:
     """Starts the worker for the command line's method / encoder / batch, waits for its `ready`
     answer (kept as `info`) and runs its `--reference-warmup` untimed steps."""
-    cmd = [
-      args.reference_python,
-      str(cls.SCRIPT),
-      "--worker",
-      "--method",
-      args.method,
-      "--ref",
-      args.reference_repo,
-      "--encoder",
-      args.encoder,
-      "--batch",
-      str(args.batch or 64),
-    ]
+    cmd = reference_command(args, "--worker")
     log("reference: " + " ".join(cmd))
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     worker = cls(proc, {})
@@ -73,7 +80,7 @@ class ReferenceWorker:
       if not line:
         code = self.proc.wait()
         raise RuntimeError(
-          f"reference worker {self.SCRIPT.name} exited (code {code}) without "
+          f"reference worker {SCRIPT.name} exited (code {code}) without "
           f"answering; its error is above"
         )
       if line.startswith("{"):
