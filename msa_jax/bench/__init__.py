@@ -27,7 +27,8 @@ PyTorch figures (`quoted`, from quoted.json, which states their source) and the 
 ours are added where the configuration matches theirs (paper shapes, batch 64, float32).
 
 `compare` times config variants of one configuration interleaved in one process, optionally with
-the authors' PyTorch train step as one more variant (`reference`). `profile` attributes traced op
+the authors' PyTorch train step as one more variant (`reference`); `alternate` runs the same
+variants each in a fresh process of its own, one at a time, round after round. `profile` attributes traced op
 time to model parts. `output` formats the tables. `data_formats` (scripts/bench_input.py) times the
 input pipeline over the two on-disk forms of MOSEI-sized data, memory-mapped `.npy` and a TFDS
 build. docs/benchmarks.md has the measured tables and how to reproduce them.

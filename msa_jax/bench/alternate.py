@@ -17,11 +17,13 @@ median over rounds of a variant's figure / the first variant's in the same round
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import pathlib
 import statistics
 import subprocess
+import sys
 import tempfile
 from typing import Any
 
@@ -35,13 +37,21 @@ ROUND_NOTE = "median over rounds of this round's median step / the first variant
 
 
 def _run(cmd: list[str], what: str, env: dict[str, str] | None = None) -> str:
-  """Runs `cmd` to completion; its stdout, or RuntimeError with the tail of its error output."""
+  """Runs `cmd` to completion, passing its error output (its progress log) on; its stdout, or
+  RuntimeError with the tail of its error output."""
   log(f"{what}: {' '.join(cmd)}")
-  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
-  if proc.returncode != 0:
-    tail = (proc.stderr or proc.stdout)[-2000:]
-    raise RuntimeError(f"{what} failed (exit {proc.returncode}):\n{tail}")
-  return proc.stdout
+  tail: collections.deque[str] = collections.deque(maxlen=40)
+  with tempfile.TemporaryFile("w+", encoding="utf-8") as out:
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.PIPE, text=True, env=env)
+    for line in proc.stderr:
+      sys.stderr.write(line)
+      tail.append(line)
+    code = proc.wait()
+    out.seek(0)
+    stdout = out.read()
+  if code != 0:
+    raise RuntimeError(f"{what} failed (exit {code}):\n{(''.join(tail) or stdout)[-2000:]}")
+  return stdout
 
 
 def _ours(
