@@ -454,6 +454,39 @@ def test_multisteps_sums_two_micro_batches_and_adds_l2_once():
   assert _zero(z["bert_robust"]["dense"]["bias"])
 
 
+@pytest.mark.parametrize("k", [2, 3])
+def test_summed_micro_batches_equals_optax_multisteps_bit_for_bit(k):
+  """GEAR's accumulation computes what optax.MultiSteps (sum of k micro-batch gradients) computes,
+  update for update and state for state, in the same state layout (checkpoints interchange)."""
+  inner = optimizers.gear_optimizer(
+    optimizers.GEAROptimizerConfig(wd_bert=0.3, wd_other=0.2, accumulate_steps=1)
+  )
+  ours = optimizers.summed_micro_batches(inner, k)
+  theirs = optax.MultiSteps(inner, every_k_schedule=k, use_grad_mean=False)
+  params = jax.tree_util.tree_map(lambda l: l * np.float32(1.5), _fake_params())
+  rng = np.random.default_rng(k)
+  state_ours, state_theirs = _jit(ours.init)(params), _jit(theirs.init)(params)
+  assert jax.tree_util.tree_structure(state_ours) == jax.tree_util.tree_structure(state_theirs)
+  update_ours, update_theirs = _jit(ours.update), _jit(theirs.update)
+  for step in range(3 * k + 1):
+    grads = jax.tree_util.tree_map(
+      lambda l: rng.normal(scale=10.0 ** rng.integers(-3, 3), size=l.shape).astype(np.float32),
+      params,
+    )
+    u_ours, state_ours = update_ours(grads, state_ours, params)
+    u_theirs, state_theirs = update_theirs(grads, state_theirs, params)
+    assert _zero(u_ours) == ((step + 1) % k != 0)
+    for a, b in zip(jax.tree_util.tree_leaves(u_ours), jax.tree_util.tree_leaves(u_theirs)):
+      np.testing.assert_array_equal(np.asarray(a) + 0.0, np.asarray(b) + 0.0)  # -0.0 == 0.0
+    for a, b in zip(jax.tree_util.tree_leaves(state_ours), jax.tree_util.tree_leaves(state_theirs)):
+      assert a.dtype == b.dtype
+      np.testing.assert_array_equal(a, b)
+    params = optax.apply_updates(params, u_ours)
+  assert int(state_ours.gradient_step) == 3 and int(state_ours.mini_step) == 1
+  with pytest.raises(ValueError, match="k=1, expected >= 2"):
+    optimizers.summed_micro_batches(inner, 1)
+
+
 def test_config_and_batch_errors():
   with pytest.raises(ValueError, match="swap_dim=30 is not divisible by fusion_heads=4"):
     gear.GEARConfig.tiny().__class__(

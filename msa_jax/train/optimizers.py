@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -115,10 +116,10 @@ def gear_optimizer(
   """GEAR's optimizer (docs/methods.md §5): per-group Adam with L2, gradients summed over
   micro-batches.
 
-  `optax.multi_transform` over the `param_group_labels` groups, wrapped in
-  `optax.MultiSteps(every_k_schedule=cfg.accumulate_steps, use_grad_mean=False)` (returned as its
-  GradientTransformation; with accumulate_steps=1 the plain multi_transform). Updates are zero
-  on the accumulating micro-steps; the L2 term is added once to the summed gradient.
+  `optax.multi_transform` over the `param_group_labels` groups, wrapped in `summed_micro_batches`
+  (optax.MultiSteps' sum of `cfg.accumulate_steps` micro-batch gradients; with accumulate_steps=1
+  the plain multi_transform). Updates are zero on the accumulating micro-steps; the L2 term is
+  added once to the summed gradient.
   """
   transforms = {
     "bert": _adam_l2(cfg.lr_bert, cfg.wd_bert),
@@ -131,6 +132,56 @@ def gear_optimizer(
   tx = optax.multi_transform(transforms, labels)
   if cfg.accumulate_steps == 1:
     return tx
-  return optax.MultiSteps(
-    tx, every_k_schedule=cfg.accumulate_steps, use_grad_mean=False
-  ).gradient_transformation()
+  return summed_micro_batches(tx, cfg.accumulate_steps)
+
+
+def summed_micro_batches(
+  inner: optax.GradientTransformation, k: int
+) -> optax.GradientTransformation:
+  """`optax.MultiSteps(inner, every_k_schedule=k, use_grad_mean=False)` with a branch instead of
+  selects: the same state (`optax.MultiStepsState`, so checkpoints of either restore into the
+  other), and for finite gradients the same updates and states, bit for bit.
+
+  Each micro-step adds its gradient to the float32 accumulator. On the k-th, `inner` updates from
+  the sum, the accumulator is zeroed and the gradient step counted; on the others the updates are
+  zero and the inner state is kept. `optax.MultiSteps` computes the inner update on every
+  micro-step and then selects (keeping the old inner state, zeroing the updates by a product): full
+  passes over the Adam moments that, for two bert-base text encoders, took 0.7 s of a 15.5 s
+  micro-step on a 2-core CPU. Under `jax.vmap` the branch becomes a select, as in MultiSteps.
+  """
+  if k < 2:
+    raise ValueError(f"summed_micro_batches: k={k}, expected >= 2 micro-batches per update")
+
+  def init(params: Any) -> optax.MultiStepsState:
+    return optax.MultiStepsState(
+      mini_step=jnp.zeros([], jnp.int32),
+      gradient_step=jnp.zeros([], jnp.int32),
+      inner_opt_state=inner.init(params),
+      acc_grads=optax.tree.zeros_like(params, dtype=jnp.float32),
+      skip_state=(),
+    )
+
+  def update(updates: Any, state: optax.MultiStepsState, params: Any = None):
+    acc = jax.tree.map(lambda g, a: (g + a).astype(jnp.float32), updates, state.acc_grads)
+
+    def emit(_):
+      new_updates, inner_state = inner.update(
+        optax.tree.cast_like(acc, updates), state.inner_opt_state, params
+      )
+      step = state.gradient_step
+      return new_updates, optax.MultiStepsState(
+        mini_step=jnp.zeros_like(state.mini_step),
+        gradient_step=jnp.where(step < jnp.iinfo(step.dtype).max, step + 1, step),
+        inner_opt_state=inner_state,
+        acc_grads=optax.tree.zeros_like(acc),
+        skip_state=(),
+      )
+
+    def accumulate(_):
+      return optax.tree.zeros_like(updates), state._replace(
+        mini_step=state.mini_step + 1, acc_grads=acc
+      )
+
+    return jax.lax.cond(state.mini_step == k - 1, emit, accumulate, None)
+
+  return optax.GradientTransformation(init, update)
