@@ -28,10 +28,11 @@ ours are added where the configuration matches theirs (paper shapes, batch 64, f
 
 `compare` times config variants of one configuration interleaved in one process, optionally with
 the authors' PyTorch train step as one more variant (`reference`); `alternate` runs the same
-variants each in a fresh process of its own, one at a time, round after round. `profile` attributes traced op
-time to model parts. `output` formats the tables. `data_formats` (scripts/bench_input.py) times the
-input pipeline over the two on-disk forms of MOSEI-sized data, memory-mapped `.npy` and a TFDS
-build. docs/benchmarks.md has the measured tables and how to reproduce them.
+variants each in a fresh process of its own, one at a time, round after round. `profile`
+attributes traced op time to model parts. `output` formats the tables. `data_formats`
+(scripts/bench_input.py) times the input pipeline over the two on-disk forms of MOSEI-sized data,
+memory-mapped `.npy` and a TFDS build. docs/benchmarks.md has the measured tables and how to
+reproduce them.
 
 `timing` and `memory` import only the standard library: scripts/reference/bench_reference.py loads
 them by path in a virtualenv that has torch and no jax. Nothing is imported here for that reason.
