@@ -16,7 +16,7 @@ import pytest
 from msa_jax import losses
 from msa_jax.models import gear
 from msa_jax.models.bert import BertConfig
-from msa_jax.models.lstm import TorchLSTMWeights, lstm_final_states
+from msa_jax.models.lstm import TorchLSTM
 from msa_jax.train import optimizers
 
 # Tests compile with LLVM's cheap settings: the 2-core test machine spends most time compiling.
@@ -61,22 +61,12 @@ def _numpy_lstm_final(x, length, w_ih, w_hh, b_ih, b_hh):
   return h
 
 
-_LSTM_ORDER = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-
-
-def _lstm_params(hidden, dim, key):
-  return _jit(TorchLSTMWeights(hidden).init, static_argnums=1)(key, dim)["params"]
-
-
-def _as_weights(params):
-  return tuple(params[k] for k in _LSTM_ORDER)
-
-
 def test_lstm_final_state_matches_numpy_at_each_length():
   hidden, dim = 3, 4
   lengths = np.array([5, 2, 1, 3])
   x = np.random.default_rng(0).normal(size=(4, 5, dim)).astype(np.float32)
-  params = _lstm_params(hidden, dim, jax.random.key(0))
+  lstm = TorchLSTM(hidden)
+  params = _jit(lstm.init)(jax.random.key(0), jnp.asarray(x), jnp.asarray(lengths))["params"]
   assert {k: v.shape for k, v in params.items()} == {
     "weight_ih": (4 * hidden, dim),
     "weight_hh": (4 * hidden, hidden),
@@ -89,7 +79,7 @@ def test_lstm_final_state_matches_numpy_at_each_length():
   garbage = x.copy()
   for b, n in enumerate(lengths):
     garbage[b, n:] = np.nan if b % 2 else 1e4
-  run = lambda pr, xs: lstm_final_states([(_as_weights(pr), xs, jnp.asarray(lengths))])[0]
+  run = lambda pr, xs: lstm.apply({"params": pr}, xs, jnp.asarray(lengths))
   got = _jit(run)(params, jnp.asarray(garbage))
   p = {k: np.asarray(v, np.float64) for k, v in params.items()}
   want = np.stack(
@@ -102,38 +92,6 @@ def test_lstm_final_state_matches_numpy_at_each_length():
 
   grads = _jit(jax.grad(lambda pr, xs: run(pr, xs).sum()))(params, jnp.asarray(garbage))
   assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree_util.tree_leaves(grads))
-
-
-def test_lstms_in_one_loop_equal_each_lstm_alone():
-  """Four LSTMs of two shapes and lengths (GEAR's audio and vision, two extractors each) in one
-  time loop give each one's own final state and gradients, and match the numpy recurrence."""
-  rng = np.random.default_rng(3)
-  specs = [(3, 4, 7), (5, 2, 4), (3, 4, 7), (5, 2, 4)]  # (hidden, dim, frames)
-  params = [_lstm_params(h, d, jax.random.key(i)) for i, (h, d, _) in enumerate(specs)]
-  xs = [jnp.asarray(rng.normal(size=(6, t, d)), jnp.float32) for _, d, t in specs]
-  lengths = [jnp.asarray(rng.integers(0, t + 1, size=6)) for _, _, t in specs]
-
-  def joint(ps):
-    runs = [(_as_weights(p), x, n) for p, x, n in zip(ps, xs, lengths)]
-    return lstm_final_states(runs)
-
-  def alone(ps):
-    return [lstm_final_states([(_as_weights(p), x, n)])[0] for p, x, n in zip(ps, xs, lengths)]
-
-  together, separate = _jit(joint)(params), _jit(alone)(params)
-  for i, (a, b) in enumerate(zip(together, separate)):
-    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
-    p = {k: np.asarray(v, np.float64) for k, v in params[i].items()}
-    want = [
-      _numpy_lstm_final(np.asarray(xs[i][b], np.float64), int(n), *(p[k] for k in _LSTM_ORDER))
-      for b, n in enumerate(np.asarray(lengths[i]))
-    ]
-    np.testing.assert_allclose(a, np.stack(want), atol=1e-5)
-  weights = [np.asarray(rng.normal(size=h.shape), np.float32) for h in together]
-  loss = lambda f: lambda ps: sum(jnp.sum(h * w) for h, w in zip(f(ps), weights))
-  g_joint, g_alone = _jit(jax.grad(loss(joint)))(params), _jit(jax.grad(loss(alone)))(params)
-  for a, b in zip(jax.tree_util.tree_leaves(g_joint), jax.tree_util.tree_leaves(g_alone)):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_heads_stop_gradients():

@@ -87,7 +87,7 @@ def run_one(args: argparse.Namespace, get_config: GetConfig) -> dict[str, Any]:
     "train": train,
   }
   if args.method == "gear":
-    result["lstm"] = bench_lstm(state.params, batch, args.warmup, args.steps)
+    result["lstm"] = bench_lstm(config, splits, state.params, batch, args.warmup, args.steps)
   if args.sweep_samples > 0:
     rates = lnln_train.sweep_rates(config) if args.method == "lnln" else [0.0]
     result["eval"] = bench_eval(

@@ -46,7 +46,7 @@ from msa_jax.models.bert import BertConfig, BertModel
 from msa_jax.models.dropout import check_impl as check_dropout_impl
 from msa_jax.models.dropout import dropout
 from msa_jax.models.layers import COMPUTE_DTYPES, TorchDense, compute_dtype, torch_uniform_init
-from msa_jax.models.lstm import LSTMWeights, TorchLSTMWeights, lstm_final_states
+from msa_jax.models.lstm import TorchLSTM
 
 ROLES = ("robust", "bias")
 PARAM_GROUPS = ("bert", "bert_no_decay", "audio", "vision", "extractor_other", "fusion")
@@ -173,10 +173,6 @@ class SequenceEncoder(nn.Module):
   """The audio/vision sub-network: LSTM over valid frames -> Dropout -> Dense(hidden -> out).
 
   (B, T, D), lengths (B,) -> (B, out). Mirrors the reference's `AuViSubNet` (docs/methods.md §5).
-  With `weights_only`, returns the LSTM's weights instead (creating them at init); with
-  `final_state` (B, hidden), the LSTM's final state computed outside (`lstm_final_states` over
-  several encoders at once) replaces the module's own LSTM run. Called that way twice (weights,
-  then the rest), the module has the same parameters and dropout masks as when called once.
   """
 
   hidden_size: int
@@ -185,18 +181,8 @@ class SequenceEncoder(nn.Module):
   dropout_impl: str = "hash"
 
   @nn.compact
-  def __call__(
-    self,
-    x: jax.Array,
-    lengths: jax.Array,
-    deterministic: bool,
-    weights_only: bool = False,
-    final_state: jax.Array | None = None,
-  ) -> jax.Array | LSTMWeights:
-    weights = TorchLSTMWeights(self.hidden_size, name="lstm")(x.shape[-1])
-    if weights_only:
-      return weights
-    h = lstm_final_states([(weights, x, lengths)])[0] if final_state is None else final_state
+  def __call__(self, x: jax.Array, lengths: jax.Array, deterministic: bool) -> jax.Array:
+    h = TorchLSTM(self.hidden_size, name="lstm")(x, lengths)
     h = dropout(self, h, self.dropout, deterministic, self.dropout_impl)
     return TorchDense(self.out_size, name="dense")(h)
 
@@ -376,23 +362,6 @@ class GEAR(nn.Module):
     }
 
     text = dataclasses.replace(cfg.text, dropout_impl=cfg.dropout_impl)
-    encoders = {
-      (m, role): SequenceEncoder(
-        hid, out, cfg.extractor_dropout, cfg.dropout_impl, name=f"{m}_{role}"
-      )
-      for role in ROLES
-      for m, (hid, out) in seq_sizes.items()
-    }
-    # The four LSTMs (audio, vision × robust, bias) run in one time loop (`lstm_final_states`).
-    runs = [
-      (
-        enc(batch[m], batch[f"{m}_lengths"], deterministic, weights_only=True),
-        batch[m],
-        batch[f"{m}_lengths"],
-      )
-      for (m, _), enc in encoders.items()
-    ]
-    final_states = dict(zip(encoders, lstm_final_states(runs)))
     z = {m: {} for m in MODALITIES}
     for role in ROLES:
       hidden = BertModel(
@@ -403,9 +372,9 @@ class GEAR(nn.Module):
         name=f"bert_{role}",
       )(batch["text_bert"], deterministic=deterministic)
       z["text"][role] = nn.relu(TorchDense(s, name=f"text_{role}_proj")(drop(hidden[:, 0])))
-      for m in seq_sizes:
-        h = encoders[m, role](
-          batch[m], batch[f"{m}_lengths"], deterministic, final_state=final_states[m, role]
+      for m, (hid, out) in seq_sizes.items():
+        h = SequenceEncoder(hid, out, cfg.extractor_dropout, cfg.dropout_impl, name=f"{m}_{role}")(
+          batch[m], batch[f"{m}_lengths"], deterministic
         )
         z[m][role] = nn.relu(TorchDense(s, name=f"{m}_{role}_proj")(drop(h)))
 
