@@ -56,6 +56,7 @@ per-epoch missing-rate masking, and the wait for that batch is timed with the st
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -405,18 +406,21 @@ def main(argv: list[str] | None = None) -> None:
     return
   for _ in range(opts.warmup):
     runner.step()
-  if opts.profile:
-    from torch.profiler import ProfilerActivity, profile
+  from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-      steps = [timing.timed(runner.step)[1:] for _ in range(opts.steps)]
+  tracer = (
+    profile(activities=[ProfilerActivity.CPU], record_shapes=True)
+    if opts.profile
+    else contextlib.nullcontext()
+  )
+  with tracer as prof:
+    steps = [timing.timed(runner.step)[1:] for _ in range(opts.steps)]
+  if opts.profile:
     table = prof.key_averages(group_by_input_shape=True).table(
       sort_by="self_cpu_time_total", row_limit=60, max_name_column_width=40
     )
     totals = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=40)
     opts.profile.write_text(f"{info}\n\n{totals}\n\n{table}\n", encoding="utf-8")
-  else:
-    steps = [timing.timed(runner.step)[1:] for _ in range(opts.steps)]
   walls = [w for w, _ in steps]
   emit(
     {
