@@ -19,7 +19,7 @@ import sys
 from absl import flags, logging
 from ml_collections import config_flags
 
-from msa_jax import cli
+from msa_jax import allocator, cli
 
 
 def _define(argv: list[str]) -> flags.FlagValues:
@@ -106,4 +106,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+  allocator.reexec()
   sys.exit(main())

@@ -43,7 +43,7 @@ if str(ROOT) not in sys.path:
   sys.path.insert(0, str(ROOT))
 
 from configs import gear, lnln  # noqa: E402
-from msa_jax import cli  # noqa: E402
+from msa_jax import allocator, cli  # noqa: E402
 from msa_jax.bench import output  # noqa: E402
 from msa_jax.bench.alternate import alternate_variants  # noqa: E402
 from msa_jax.bench.compare import compare_variants  # noqa: E402
@@ -148,6 +148,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     "over the first steps of a process (docs/benchmarks.md), ours does not "
     f"(default {REFERENCE_WARMUP})",
   )
+  p.add_argument(
+    "--reference-malloc",
+    choices=("system", "same"),
+    default="system",
+    help="the reference's host allocator: the C library's, as the authors' users run it "
+    "(default), or the same as ours (msa_jax/allocator.py), to compare the code alone",
+  )
   p.add_argument("--quiet", action="store_true", help="no table (used by the parent process)")
   args = p.parse_args(argv)
   for name, valid in (("encoder", ENCODERS), ("shape", SHAPES)):
@@ -235,4 +242,5 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+  allocator.reexec()
   sys.exit(cli.run_script(main))

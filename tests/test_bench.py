@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from configs import lnln as lnln_config
+from msa_jax import allocator
 from msa_jax.bench.alternate import alternate_variants
 from msa_jax.bench.compare import compare_variants
 from msa_jax.bench.figures import fig
@@ -171,9 +172,10 @@ def test_compare_refuses_a_malformed_variant_before_compiling():
 # --- the authors' step as a --compare row (scripts/reference/bench_reference.py --worker) -------
 
 FAKE_WORKER = """
-import json, sys
+import json, os, sys
 print("cpu", flush=True)  # the authors' train.py prints its device: not an answer
-print(json.dumps({"ready": True, "torch": "fake", "argv": sys.argv[1:]}), flush=True)
+env = {k: os.environ.get(k) for k in ("LD_PRELOAD", "MSA_JAX_MALLOC")}
+print(json.dumps({"ready": True, "torch": "fake", "argv": sys.argv[1:], "env": env}), flush=True)
 times = iter([3.0, 6.0, 9.0, 12.0, 15.0])
 for line in sys.stdin:
   cmd = line.strip()
@@ -293,6 +295,28 @@ def test_reference_worker_protocol_and_failures(tmp_path):
   args.reference_python = dead
   with pytest.raises(RuntimeError, match=r"exited \(code 3\) without answering"):
     ReferenceWorker.start(args)
+
+
+@pytest.mark.parametrize("choice", ["system", "same"])
+def test_the_reference_runs_on_the_system_allocator_unless_asked(choice, tmp_path, monkeypatch):
+  """By default the authors' step runs as their users run it, on the C library's allocator, even
+  when ours runs on mimalloc; `--reference-malloc same` gives it our allocator."""
+  if not sys.platform.startswith("linux"):
+    pytest.skip("LD_PRELOAD is Linux's")
+  library = allocator.mimalloc_library()
+  monkeypatch.setenv("LD_PRELOAD", str(library))
+  bench = _bench_module()
+  args = bench.parse_args(
+    [*("--method", "gear", "--encoder", "minilm", "--shape", "paper", "--reference-warmup", "0")]
+    + ["--reference-malloc", choice]
+  )
+  args.reference_python, args.reference_repo = _fake_worker(tmp_path), "/ref/GEAR"
+  worker = ReferenceWorker.start(args)
+  worker.close()
+  if choice == "system":
+    assert worker.info["env"] == {"LD_PRELOAD": None, "MSA_JAX_MALLOC": "system"}
+  else:
+    assert worker.info["env"]["LD_PRELOAD"] == str(library)
 
 
 def test_compare_interleaves_the_reference_and_reports_its_speedup(tmp_path):

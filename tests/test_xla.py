@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from msa_jax import xla
+from msa_jax import allocator, xla
 from msa_jax.models.bert import BertConfig, BertModel
 
 
@@ -62,6 +62,39 @@ def test_release_host_memory_returns_freed_heap_pages():
     libc.free(b)
   assert xla.release_host_memory() is True
   libc.free(blocks[-1])
+
+
+_MIMALLOC_PROBE = """
+import ctypes
+from msa_jax import xla
+def rss_mb():
+  with open("/proc/self/status") as f:
+    return next(int(l.split()[1]) // 1024 for l in f if l.startswith("VmRSS"))
+lib = ctypes.CDLL(None)
+lib.malloc.restype, lib.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+lib.free.argtypes = [ctypes.c_void_p]
+blocks = [lib.malloc(4096) for _ in range(16384)]  # 64 MB, touched
+for b in blocks:
+  ctypes.memset(b, 1, 4096)
+for b in blocks[:-1]:
+  lib.free(b)
+before = rss_mb()
+print(xla.release_host_memory(), before, rss_mb())
+"""
+
+
+def test_release_host_memory_returns_mimallocs_freed_pages():
+  """Under mimalloc (the programs' allocator, msa_jax.allocator) freed pages stay resident until
+  `mi_collect`: release_host_memory hands them back."""
+  library = allocator.mimalloc_library()
+  if library is None:
+    pytest.skip("mimalloc is not installed (not Linux)")
+  env = {**os.environ, allocator.PRELOAD: str(library)}
+  out = subprocess.run(
+    [sys.executable, "-c", _MIMALLOC_PROBE], env=env, check=True, capture_output=True, text=True
+  ).stdout.split()
+  assert out[0] == "True"
+  assert int(out[1]) - int(out[2]) >= 48, out  # of the 64 MB freed
 
 
 _CACHE_PROBE = """

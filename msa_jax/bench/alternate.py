@@ -29,7 +29,7 @@ from typing import Any
 
 from msa_jax.bench.compare import parse_variant
 from msa_jax.bench.figures import fig, round_ratio, time_stats
-from msa_jax.bench.reference import reference_command
+from msa_jax.bench.reference import reference_command, reference_env
 from msa_jax.bench.run import ROOT, child_command
 from msa_jax.bench.timing import log
 
@@ -70,7 +70,9 @@ def _reference(args: argparse.Namespace, steps: int) -> dict[str, Any]:
   """One process of the authors' step: `--reference-warmup` untimed steps, `steps` timed; its
   JSON (the last line of its output that is one)."""
   cmd = reference_command(args, "--warmup", str(args.reference_warmup), "--steps", str(steps))
-  lines = [ln for ln in _run(cmd, "reference").splitlines() if ln.startswith("{")]
+  lines = [
+    ln for ln in _run(cmd, "reference", reference_env(args)).splitlines() if ln.startswith("{")
+  ]
   if not lines:
     raise RuntimeError(f"reference {cmd[1]} printed no JSON result")
   return json.loads(lines[-1])
@@ -144,6 +146,7 @@ def alternate_variants(
       "rounds": args.alternate,
       "warmup": args.warmup,
       "reference_warmup": args.reference_warmup,
+      "reference_malloc": args.reference_malloc,
       "steps": steps,
     },
     "machine": ours[parsed[0][0]][0]["machine"],

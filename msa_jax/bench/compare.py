@@ -114,6 +114,7 @@ def compare_variants(args: argparse.Namespace, get_config: GetConfig) -> dict[st
       "set": list(args.set),
       "warmup": args.warmup,
       "reference_warmup": args.reference_warmup,
+      "reference_malloc": args.reference_malloc,
       "steps": steps,
     },
     "machine": machine_info(),

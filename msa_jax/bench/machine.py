@@ -11,6 +11,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from msa_jax import allocator
 from msa_jax.bench.figures import Figure, fig
 from msa_jax.bench.timing import timed
 
@@ -24,7 +25,8 @@ def load_average() -> list[float]:
 
 
 def machine_info() -> dict[str, Any]:
-  """Backend, device, CPU model and SIMD flags, core count, jax / Python versions, XLA_FLAGS."""
+  """Backend, device, CPU model and SIMD flags, core count, jax / Python versions, XLA_FLAGS, the
+  host memory allocator (`msa_jax.allocator.active`)."""
   dev = jax.devices()[0]
   cpu = platform.processor()
   try:
@@ -48,6 +50,7 @@ def machine_info() -> dict[str, Any]:
     "jax": jax.__version__,
     "python": platform.python_version(),
     "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    "malloc": allocator.active(),
   }
 
 

@@ -111,7 +111,7 @@ def legend(results: list[dict[str, Any]]) -> str:
     "measured throughput; idle: from the process's CPU time / cores (an otherwise idle "
     "machine); speedup = quoted reference step / ours.\n"
     f"machine: {machine.get('device')} · {machine.get('cpu')} · {machine.get('cpus')} cpus · "
-    f"jax {machine.get('jax')}"
+    f"jax {machine.get('jax')} · malloc {machine.get('malloc', 'system')}"
   )
   for method, encoder, before, after in loads:
     text += f"\n  load average {method}/{encoder}: before {before}, after {after}"

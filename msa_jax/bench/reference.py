@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import subprocess
 from typing import Any
 
+from msa_jax import allocator
 from msa_jax.bench.timing import log
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -32,6 +34,15 @@ REFERENCE_WARMUP = 4
 
 
 SCRIPT = ROOT / "scripts" / "reference" / "bench_reference.py"
+
+
+def reference_env(args: argparse.Namespace) -> dict[str, str]:
+  """The environment of the authors' step: the C library's allocator, as their users run it
+  (`--reference-malloc system`, the default), or this process's own (`same`: both sides on the
+  same allocator)."""
+  if args.reference_malloc == "same":
+    return dict(os.environ)
+  return allocator.without_preload(os.environ)
 
 
 def reference_command(args: argparse.Namespace, *extra: str) -> list[str]:
@@ -65,7 +76,9 @@ class ReferenceWorker:
     answer (kept as `info`) and runs its `--reference-warmup` untimed steps."""
     cmd = reference_command(args, "--worker")
     log("reference: " + " ".join(cmd))
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+      cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=reference_env(args)
+    )
     worker = cls(proc, {})
     worker.info = worker._reply()
     for _ in range(args.reference_warmup):
