@@ -66,13 +66,12 @@ def _mi_collect():
 def release_host_memory() -> bool:
   """Returns freed heap memory to the OS (mimalloc's `mi_collect(true)`, glibc's `malloc_trim(0)`);
   True if memory was released or mimalloc was asked to (it does not say how much)."""
-  released = False
   collect = _mi_collect()
   if collect is not None:
     collect(True)
-    released = True
   trim = _malloc_trim()
-  return (bool(trim(0)) if trim is not None else False) or released
+  trimmed = bool(trim(0)) if trim is not None else False
+  return trimmed or collect is not None
 
 
 def enable_compilation_cache(directory: str) -> pathlib.Path | None:

@@ -42,8 +42,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
   sys.path.insert(0, str(ROOT))
 
+from msa_jax import allocator  # noqa: E402
+
+if __name__ == "__main__":
+  allocator.reexec()  # before the imports below load jax, which the new process would load again
+
 from configs import gear, lnln  # noqa: E402
-from msa_jax import allocator, cli  # noqa: E402
+from msa_jax import cli  # noqa: E402
 from msa_jax.bench import output  # noqa: E402
 from msa_jax.bench.alternate import alternate_variants  # noqa: E402
 from msa_jax.bench.compare import compare_variants  # noqa: E402
@@ -242,5 +247,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-  allocator.reexec()
   sys.exit(cli.run_script(main))

@@ -1,5 +1,6 @@
 """msa_jax.allocator: the programs run themselves again once, with mimalloc preloaded."""
 
+import json
 import os
 import pathlib
 import subprocess
@@ -43,15 +44,12 @@ def _run(tmp_path, env_update, *args):
 
 def test_mimalloc_is_installed_on_linux():
   if not sys.platform.startswith("linux"):
-    assert allocator.mimalloc_library() is None or allocator.mimalloc_library().is_file()
-    return
+    pytest.skip("mimalloc is a dependency on Linux only")
   library = allocator.mimalloc_library()
   assert library is not None and library.is_file() and library.name.startswith("libmimalloc.so")
 
 
 def test_the_program_runs_again_with_mimalloc_mapped_and_its_arguments_kept(tmp_path):
-  import json
-
   proc = _run(tmp_path, {}, "--config=x.py", "two words")
   assert proc.returncode == 0, proc.stderr
   out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -62,8 +60,6 @@ def test_the_program_runs_again_with_mimalloc_mapped_and_its_arguments_kept(tmp_
 
 
 def test_system_keeps_the_c_librarys_allocator(tmp_path):
-  import json
-
   proc = _run(tmp_path, {allocator.ENV: "system"}, "a")
   assert proc.returncode == 0, proc.stderr
   out = json.loads(proc.stdout.strip().splitlines()[-1])
