@@ -16,7 +16,7 @@ from msa_jax.bench.compare import compare_variants
 from msa_jax.bench.figures import fig
 from msa_jax.bench.output import format_compare
 from msa_jax.bench.quoted import QUOTED_NOTE, ratios, reference_figures
-from msa_jax.bench.reference import ReferenceWorker
+from msa_jax.bench.reference import ReferenceWorker, reference_sgemm
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = {"measured", "extrapolated", "quoted"}
@@ -175,7 +175,8 @@ FAKE_WORKER = """
 import json, os, sys
 print("cpu", flush=True)  # the authors' train.py prints its device: not an answer
 env = {k: os.environ.get(k) for k in ("LD_PRELOAD", "MSA_JAX_MALLOC")}
-print(json.dumps({"ready": True, "torch": "fake", "argv": sys.argv[1:], "env": env}), flush=True)
+ready = {"ready": True, "torch": "fake", "argv": sys.argv[1:], "env": env, "sgemm_gflops": 300.0}
+print(json.dumps(ready), flush=True)
 times = iter([3.0, 6.0, 9.0, 12.0, 15.0])
 for line in sys.stdin:
   cmd = line.strip()
@@ -282,6 +283,8 @@ def test_reference_worker_protocol_and_failures(tmp_path):
       "bert-base",
       "--batch",
       "64",
+      "--sgemm-n",
+      "2048",
     ]
     assert worker.info["argv"][0].endswith("scripts/reference/bench_reference.py")
     assert [worker.step(), worker.step()] == [6.0, 9.0]
@@ -331,8 +334,10 @@ def test_compare_interleaves_the_reference_and_reports_its_speedup(tmp_path):
   assert ref["torch"] == "fake" and ref["step_s"]["all_s"] == [3.0, 6.0]
   assert ref["step_ratio"]["value"] == pytest.approx((3.0 / ours[0] + 6.0 / ours[1]) / 2, rel=1e-3)
   assert ref["peak_rss_gb"]["value"] == 1.5
+  assert ref["sgemm"]["value"] == 300.0 and "sgemm_gflops" not in ref
   assert all(f["kind"] in KINDS for f in _figures(result))
   table = format_compare(result)
+  assert table.splitlines()[0].endswith("GFLOP/s; the reference's torch sgemm 300)")
   assert "reference: authors' PyTorch (torch fake)" in table.splitlines()[-1]
 
 
@@ -346,7 +351,8 @@ counter.write_text(str(r + 1))
 print("cpu", flush=True)  # the authors' code prints its device: not the result
 steps = [3.0 + 4 * r, 5.0 + 4 * r]
 print(json.dumps({"torch": "fake", "step_s": steps, "step_s_median": sum(steps) / 2,
-                  "cpu_s": [1.0, 1.0], "peak_rss_gb": 1.5 + r}), flush=True)
+                  "cpu_s": [1.0, 1.0], "peak_rss_gb": 1.5 + r, "sgemm_gflops": 250.0 + 100 * r}),
+      flush=True)
 """
 
 
@@ -374,6 +380,7 @@ def test_alternate_runs_each_variant_and_the_reference_in_processes_of_their_own
   ref = result["reference"]
   assert ref["torch"] == "fake" and ref["step_s"]["all_s"] == [3.0, 5.0, 7.0, 9.0]
   assert ref["round_median_s"] == [4.0, 8.0] and ref["peak_rss_gb"]["value"] == 2.5
+  assert ref["sgemm"]["value"] == 300.0 and "(250-350)" in ref["sgemm"]["note"]
   # the speed-up is the median over rounds of the same round's quotient
   speedups = [4.0 / base["round_median_s"][0], 8.0 / base["round_median_s"][1]]
   assert ref["step_ratio"]["value"] == pytest.approx(sum(speedups) / 2, rel=1e-4)
@@ -406,3 +413,10 @@ def test_alternate_options_are_checked(extra, message, capsys):
   with pytest.raises(SystemExit):
     bench.parse_args(["--method", "lnln", *extra])
   assert message in capsys.readouterr().err
+
+
+def test_reference_sgemm_is_the_median_of_the_reference_processes_rates():
+  assert reference_sgemm([]) is None  # a reference that measured none
+  one = reference_sgemm([310.0])
+  assert one["value"] == 310.0 and one["kind"] == "measured" and "median" not in one["note"]
+  assert reference_sgemm([250.0, 330.0, 300.0])["value"] == 300.0

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from msa_jax.bench import hlo, memory, timing
@@ -138,3 +139,19 @@ def test_bench_builds_each_methods_default_config_on_its_random_data(method):
   )
   assert config.batch_size == 4 and {"train", "valid", "test"} <= set(splits)
   assert built.valid_splits
+
+
+def test_profile_coverage_is_the_union_of_the_op_spans():
+  """Against a per-nanosecond mask of random overlapping spans."""
+  from msa_jax.bench.profile import coverage
+
+  rng = np.random.default_rng(0)
+  starts = rng.integers(100, 10_000, 60)
+  spans = [(int(s), int(s + d)) for s, d in zip(starts, rng.integers(0, 400, 60))]
+  mask = np.zeros(11_000, bool)
+  for s, e in spans:
+    mask[s:e] = True
+  extent, covered = coverage(spans)
+  assert extent == max(e for _, e in spans) - min(s for s, _ in spans)
+  assert covered == int(mask.sum()) and covered < extent
+  assert coverage([]) == (0, 0) and coverage([(5, 9), (1, 3)]) == (8, 6)

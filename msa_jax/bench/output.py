@@ -127,7 +127,9 @@ def format_profiles(results: list[dict[str, Any]], groups: int = 15) -> str:
       lines += [
         "",
         f"profile {r['config']['method']}/{r['config']['encoder']}: op time "
-        f"{prof['op_time_s_per_step']:.2f} s/step",
+        f"{prof['op_time_s_per_step']:.2f} s/step; no op event running "
+        f"{prof['no_op_s_per_step']:.2f} of the {prof['traced_s_per_step']:.2f} s traced per step "
+        "(asynchronous dot thunks: see the JSON's note)",
       ]
       lines += [
         f"  {g['share'] * 100:5.1f}%  {g['s_per_step']:8.3f} s  {g['phase']:<8} "
@@ -144,9 +146,11 @@ def format_compare(result: dict[str, Any]) -> str:
     how = f"{c['rounds']} alternating rounds of {c['steps']} steps, one process at a time"
   else:
     how = f"{c['steps']} interleaved rounds"
+  ref_sgemm = (result.get("reference") or {}).get("sgemm")
+  theirs = f"; the reference's torch sgemm {ref_sgemm['value']:.0f}" if ref_sgemm else ""
   lines = [
     f"{c['method']} / {c['encoder']} / {c['shape']}: {how} "
-    f"(sgemm {result['sgemm']['value']:.0f} GFLOP/s)",
+    f"(sgemm {result['sgemm']['value']:.0f} GFLOP/s{theirs})",
     f"{'variant':<40} {'step s (med)':>12} {'min-max':>15} {'ratio':>7} {'temp GB':>8} "
     f"{'peak GB':>8}",
   ]

@@ -13,10 +13,12 @@ import argparse
 import json
 import os
 import pathlib
+import statistics
 import subprocess
 from typing import Any
 
 from msa_jax import allocator
+from msa_jax.bench.figures import Figure, fig
 from msa_jax.bench.timing import log
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -60,7 +62,20 @@ def reference_command(args: argparse.Namespace, *extra: str) -> list[str]:
     args.encoder,
     "--batch",
     str(args.batch or 64),
+    "--sgemm-n",
+    str(args.sgemm_n),
   ]
+
+
+def reference_sgemm(rates: list[float]) -> Figure | None:
+  """The torch matmul rate the reference's processes measured (`sgemm_gflops` of their JSON), as
+  a figure: the median of `rates`; None where the reference reported none."""
+  if not rates:
+    return None
+  note = "torch f32 matmul in the reference's process"
+  if len(rates) > 1:
+    note += f"es, median ({min(rates):.0f}-{max(rates):.0f})"
+  return fig(statistics.median(rates), "GFLOP/s", "measured", note)
 
 
 class ReferenceWorker:

@@ -39,7 +39,8 @@ What one step is:
 
 Three modes:
 - `--steps N`: `--warmup` untimed steps, then N timed; prints one JSON object (median step,
-  every step, peak RSS).
+  every step, peak RSS, and `sgemm_gflops`: torch's float32 `--sgemm-n`³ matmul rate in this
+  process, measured once the model is built).
 - `--profile FILE --steps N`: after the warm-up, N steps under `torch.profiler`; writes the
   operator table (self CPU time per aten op, with input shapes) to FILE and prints the JSON too.
 
@@ -47,10 +48,11 @@ Three modes:
 MMSA-format pickle (e.g. msa_jax's synthetic MOSI file), with their `num_workers` (8) and their
 per-epoch missing-rate masking, and the wait for that batch is timed with the step, as their
 `train()` loop runs it: what a user of their script sees per step.
-- `--worker`: builds the model, prints `{"ready": ...}`, then runs one step for each `step` line on
-  stdin and prints `{"step_s": ..., "cpu_s": ...}`; `rss` prints the peak RSS so far; EOF or
-  `quit` ends it. `scripts/bench.py --reference-python ... --reference-repo ...` drives this to
-  interleave the reference's steps with ours in one run (less exposed to the machine's drift).
+- `--worker`: builds the model, prints `{"ready": ...}` (with `sgemm_gflops`), then runs one
+  step for each `step` line on stdin and prints `{"step_s": ..., "cpu_s": ...}`; `rss` prints
+  the peak RSS so far; EOF or `quit` ends it. `scripts/bench.py --reference-python ...
+  --reference-repo ...` drives this to interleave the reference's steps with ours in one run
+  (less exposed to the machine's drift).
 """
 
 from __future__ import annotations
@@ -343,6 +345,16 @@ class GEARStep:
     return float(loss.item())
 
 
+def torch_sgemm_gflops(n: int, runs: int = 5) -> float:
+  """A float32 (n, n) @ (n, n) matmul's rate in this process (torch's own kernels on its
+  threads), median of `runs` calls after a warm-up: the counterpart of the sgemm rate bench.py
+  measures in ours, so that each side's step can be set against its own matmul rate."""
+  a, b = torch.randn(n, n), torch.randn(n, n)
+  a @ b
+  times = [timing.timed(lambda: a @ b)[1] for _ in range(runs)]
+  return 2.0 * n**3 / statistics.median(times) / 1e9
+
+
 def emit(obj: dict) -> None:
   sys.stdout.write(json.dumps(obj) + "\n")
   sys.stdout.flush()
@@ -362,6 +374,7 @@ def main(argv: list[str] | None = None) -> None:
   p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
   p.add_argument("--seed", type=int, default=1111)
   p.add_argument("--steps", type=int, default=3)
+  p.add_argument("--sgemm-n", type=int, default=2048, help="size of the reference matmul")
   p.add_argument("--warmup", type=int, default=1)
   p.add_argument("--worker", action="store_true", help="steps on request (module docstring)")
   p.add_argument("--profile", type=pathlib.Path, help="write torch.profiler's op table here")
@@ -388,6 +401,7 @@ def main(argv: list[str] | None = None) -> None:
     "batch": opts.batch,
     "params": runner.params,
     "build_s": round(time.perf_counter() - start, 2),
+    "sgemm_gflops": torch_sgemm_gflops(opts.sgemm_n),
     "data": str(opts.data) if opts.data else "random batch, reused",
   }
   if opts.worker:
