@@ -28,8 +28,10 @@ ours are added where the configuration matches theirs (paper shapes, batch 64, f
 
 `compare` times config variants of one configuration interleaved in one process, optionally with
 the authors' PyTorch train step as one more variant (`reference`); `alternate` runs the same
-variants each in a fresh process of its own, one at a time, round after round. `profile`
-attributes traced op time to model parts. `output` formats the tables. `data_formats`
+variants each in a fresh process of its own, one at a time, round after round; the reference's
+processes measure torch's own matmul rate beside ours. `profile` attributes traced op time to
+model parts and reports the traced time with no op running (where XLA:CPU's asynchronous dot
+thunks do their work). `output` formats the tables. `data_formats`
 (scripts/bench_input.py) times the input pipeline over the two on-disk forms of MOSEI-sized data,
 memory-mapped `.npy` and a TFDS build. docs/benchmarks.md has the measured tables and how to
 reproduce them.
