@@ -416,7 +416,8 @@ def test_alternate_options_are_checked(extra, message, capsys):
 
 
 def test_reference_sgemm_is_the_median_of_the_reference_processes_rates():
-  assert reference_sgemm([]) is None  # a reference that measured none
-  one = reference_sgemm([310.0])
+  assert reference_sgemm([{"step_s": [1.0]}]) is None  # a reference that measured none
+  one = reference_sgemm([{"sgemm_gflops": 310.0}])
   assert one["value"] == 310.0 and one["kind"] == "measured" and "median" not in one["note"]
-  assert reference_sgemm([250.0, 330.0, 300.0])["value"] == 300.0
+  three = reference_sgemm([{"sgemm_gflops": r} for r in (250.0, 330.0, 300.0)])
+  assert three["value"] == 300.0 and "(250-330)" in three["note"]

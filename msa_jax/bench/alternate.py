@@ -164,7 +164,7 @@ def alternate_variants(
     info = {k: v for k, v in theirs[0].items() if k not in skip}
     result["reference"] = {
       **info,
-      "sgemm": reference_sgemm([run["sgemm_gflops"] for run in theirs if "sgemm_gflops" in run]),
+      "sgemm": reference_sgemm(theirs),
       "step_s": time_stats([t for run in ref_runs for t in run]),
       "round_median_s": [round(m, 6) for m in _round_medians(ref_runs)],
       "step_ratio": {**round_ratio(_round_medians(ref_runs), base), "note": ROUND_NOTE},

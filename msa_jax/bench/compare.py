@@ -125,9 +125,7 @@ def compare_variants(args: argparse.Namespace, get_config: GetConfig) -> dict[st
     info = {k: v for k, v in reference.info.items() if k != "sgemm_gflops"}
     result["reference"] = {
       **info,
-      "sgemm": reference_sgemm([reference.info["sgemm_gflops"]])
-      if "sgemm_gflops" in reference.info
-      else None,
+      "sgemm": reference_sgemm([reference.info]),
       "step_s": time_stats(ref_times),
       "step_ratio": round_ratio(ref_times, base),
       "peak_rss_gb": fig(ref_rss, "GB", "measured", "the reference process's ru_maxrss"),

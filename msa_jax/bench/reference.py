@@ -67,9 +67,10 @@ def reference_command(args: argparse.Namespace, *extra: str) -> list[str]:
   ]
 
 
-def reference_sgemm(rates: list[float]) -> Figure | None:
-  """The torch matmul rate the reference's processes measured (`sgemm_gflops` of their JSON), as
-  a figure: the median of `rates`; None where the reference reported none."""
+def reference_sgemm(runs: list[dict[str, Any]]) -> Figure | None:
+  """The torch matmul rate the reference's processes measured (`sgemm_gflops` in each one's JSON
+  `runs`), as a figure: their median; None where none reported one."""
+  rates = [run["sgemm_gflops"] for run in runs if "sgemm_gflops" in run]
   if not rates:
     return None
   note = "torch f32 matmul in the reference's process"
