@@ -3,6 +3,7 @@ scripts/reference/bench_reference.py loads without jax, the HLO attribution of t
 summary, and the quoted figures' data file."""
 
 import ast
+import importlib.util
 import json
 import subprocess
 import sys
@@ -155,3 +156,53 @@ def test_profile_coverage_is_the_union_of_the_op_spans():
   assert extent == max(e for _, e in spans) - min(s for s, _ in spans)
   assert covered == int(mask.sum()) and covered < extent
   assert coverage([]) == (0, 0) and coverage([(5, 9), (1, 3)]) == (8, 6)
+
+
+def _bench_kernels():
+  spec = importlib.util.spec_from_file_location(
+    "bench_kernels", ROOT / "scripts" / "bench_kernels.py"
+  )
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_bench_kernels_times_the_layer_products_of_their_shapes(tmp_path):
+  """The jax products have the shapes of a BERT layer's at batch × length rows; the command line's
+  rates are each product's FLOPs (counted here from the shapes) over its median time."""
+  kernels = _bench_kernels()
+  calls, block = kernels.jax_calls(batch=2, length=8, sgemm_n=32)
+  shapes = {name: block(call()).shape for name, call in calls.items()}
+  assert shapes["sgemm"] == (32, 32)
+  assert shapes["ff_in_fwd"] == (16, 3072) and shapes["ff_in_dx"] == (16, 768)
+  assert shapes["ff_in_dw"] == (768, 3072) and shapes["ff_out_dw"] == (3072, 768)
+  assert shapes["proj_dw"] == (768, 768)
+  assert shapes["scores"] == shapes["softmax"] == (2, 12, 8, 8)
+  assert shapes["values"] == shapes["key_grad"] == (2, 12, 8, 64)
+
+  out = tmp_path / "kernels.json"
+  argv = ["--batch", "2", "--length", "8", "--sgemm-n", "32", "--runs", "2", "--json", str(out)]
+  proc = subprocess.run(
+    [sys.executable, str(ROOT / "scripts" / "bench_kernels.py"), *argv],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  result = json.loads(out.read_text())
+  rows = result["products"]
+  expected_flops = {
+    "sgemm": 2 * 32**3,
+    "ff_in_dw": 2 * 16 * 768 * 3072,
+    "ff_out_fwd": 2 * 16 * 3072 * 768,
+    "proj_dx": 2 * 16 * 768 * 768,
+    "scores": 2 * 2 * 12 * 8 * 8 * 64,
+    "key_grad": 2 * 2 * 12 * 8 * 8 * 64,
+  }
+  for name, flops in expected_flops.items():
+    assert rows[name]["gflops_per_s"] == pytest.approx(flops / (rows[name]["ms"] / 1e3) / 1e9)
+  assert rows["softmax"]["gflops_per_s"] is None
+  dense = {n: sum(rows[f"{n}_{p}"]["ms"] for p in ("fwd", "dx", "dw")) for n in kernels.DENSE}
+  layer = dense["ff_in"] + dense["ff_out"] + 4 * dense["proj"]
+  assert result["layer_dense_ms"] == pytest.approx(layer)
+  assert "one layer's dense work" in proc.stdout
