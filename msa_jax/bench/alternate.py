@@ -29,7 +29,7 @@ from typing import Any
 
 from msa_jax.bench.compare import parse_variant
 from msa_jax.bench.figures import fig, round_ratio, time_stats
-from msa_jax.bench.reference import reference_command, reference_env, reference_sgemm
+from msa_jax.bench.reference import reference_command, reference_env, reference_info
 from msa_jax.bench.run import ROOT, child_command
 from msa_jax.bench.timing import log
 
@@ -160,11 +160,8 @@ def alternate_variants(
   }
   if theirs:
     ref_runs = [run["step_s"] for run in theirs]
-    skip = ("step_s", "cpu_s", "step_s_median", "sgemm_gflops")
-    info = {k: v for k, v in theirs[0].items() if k not in skip}
     result["reference"] = {
-      **info,
-      "sgemm": reference_sgemm(theirs),
+      **reference_info(theirs, measured=("step_s", "cpu_s", "step_s_median")),
       "step_s": time_stats([t for run in ref_runs for t in run]),
       "round_median_s": [round(m, 6) for m in _round_medians(ref_runs)],
       "step_ratio": {**round_ratio(_round_medians(ref_runs), base), "note": ROUND_NOTE},

@@ -25,7 +25,7 @@ from msa_jax.bench.configuration import (
 from msa_jax.bench.figures import fig, round_ratio, time_stats
 from msa_jax.bench.flops import xla_temp_bytes
 from msa_jax.bench.machine import machine_info, sgemm_rate
-from msa_jax.bench.reference import ReferenceWorker, reference_sgemm
+from msa_jax.bench.reference import ReferenceWorker, reference_info
 from msa_jax.bench.timing import log, timed
 from msa_jax.train import loop
 
@@ -122,10 +122,8 @@ def compare_variants(args: argparse.Namespace, get_config: GetConfig) -> dict[st
     "compare": rows,
   }
   if reference is not None:
-    info = {k: v for k, v in reference.info.items() if k != "sgemm_gflops"}
     result["reference"] = {
-      **info,
-      "sgemm": reference_sgemm([reference.info]),
+      **reference_info([reference.info]),
       "step_s": time_stats(ref_times),
       "step_ratio": round_ratio(ref_times, base),
       "peak_rss_gb": fig(ref_rss, "GB", "measured", "the reference process's ru_maxrss"),

@@ -104,4 +104,4 @@ def coverage(spans: list[tuple[int, int]]) -> tuple[int, int]:
     else:
       end = max(end, e)
   covered += end - start
-  return max(e for _, e in spans) - ordered[0][0], covered
+  return end - ordered[0][0], covered  # the last merged span ends last

@@ -79,6 +79,14 @@ def reference_sgemm(runs: list[dict[str, Any]]) -> Figure | None:
   return fig(statistics.median(rates), "GFLOP/s", "measured", note)
 
 
+def reference_info(runs: list[dict[str, Any]], measured: tuple[str, ...] = ()) -> dict[str, Any]:
+  """What the reference's JSON `runs` say of it, for a result's `reference` entry: the first run's
+  fields (versions, sizes) less its `measured` per-run figures, and its matmul rate as a figure
+  (`sgemm`, from `reference_sgemm`) in place of the raw `sgemm_gflops`."""
+  skip = {*measured, "sgemm_gflops"}
+  return {**{k: v for k, v in runs[0].items() if k not in skip}, "sgemm": reference_sgemm(runs)}
+
+
 class ReferenceWorker:
   """The authors' PyTorch train step in a child process (`bench_reference.py --worker`): one
   step per `step()`, its wall time as the child measured it."""
